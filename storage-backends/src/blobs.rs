@@ -1,0 +1,275 @@
+//! Content-addressed blob storage over `object_store`: verified blobs under `blobs/`, upload parts staged under
+//! `uploads/` (see [`crate::paths`]). Bodies are streamed in and out; memory does not grow with blob size.
+//! The caller (the registry's upload service) hashes and verifies; this module only moves bytes.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use names::{Digest, DigestHasher, UploadId};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::paths;
+
+/// A stream of body bytes, as handed to the HTTP layer.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// Size of the buffers handed to the object store while streaming an upload in.
+const WRITE_CHUNK: usize = 8 * 1024 * 1024;
+
+/// Which object store holds the blobs. Chosen from configuration; building it never panics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BlobBackend {
+    /// A directory on the local filesystem (the default: `<data-dir>/blobs`).
+    Filesystem { root: PathBuf },
+    /// Process memory; for tests.
+    Memory,
+}
+
+impl BlobBackend {
+    pub fn build(&self) -> Result<Arc<dyn ObjectStore>, BlobError> {
+        match self {
+            BlobBackend::Filesystem { root } => {
+                std::fs::create_dir_all(root).map_err(|e| BlobError::Config(format!("{}: {e}", root.display())))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(root)
+                    .map_err(|e| BlobError::Config(e.to_string()))?;
+                Ok(Arc::new(fs))
+            }
+            BlobBackend::Memory => Ok(Arc::new(object_store::memory::InMemory::new())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob storage configuration: {0}")]
+    Config(String),
+    #[error("reading the request body: {0}")]
+    Body(String),
+    #[error("body larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// Handle on the blob store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl BlobStore {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        BlobStore { store }
+    }
+
+    /// Size of a stored blob, or `None` when it is not stored.
+    pub async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        match self.store.head(&paths::blob(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams a blob, whole or a byte range of it. Returns the stream, the range served and the total size.
+    pub async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<(ByteStream, Range<u64>, u64)>, BlobError> {
+        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        match self.store.get_opts(&paths::blob(digest), opts).await {
+            Ok(res) => {
+                let total = res.meta.size;
+                let served = res.range.clone();
+                let stream = res.into_stream().map_err(std::io::Error::other).boxed();
+                Ok(Some((stream, served, total)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a whole small blob (manifests, image configs) into memory.
+    pub async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>, BlobError> {
+        match self.store.get(&paths::blob(digest)).await {
+            Ok(res) => Ok(Some(res.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores bytes whose digest the caller has just computed (manifests).
+    pub async fn put_verified(&self, digest: &Digest, bytes: Bytes) -> Result<(), BlobError> {
+        self.store.put(&paths::blob(digest), PutPayload::from_bytes(bytes)).await?;
+        Ok(())
+    }
+
+    /// Streams `body` into a new staged part of upload `id` starting at `offset`, feeding `hasher` on the way.
+    /// Stops with [`BlobError::TooLarge`] past `limit` bytes. Returns the number of bytes written; a part of zero
+    /// bytes is not stored. On any error the part is removed.
+    pub async fn write_part<S, E>(
+        &self,
+        id: UploadId,
+        offset: u64,
+        body: S,
+        hasher: &mut DigestHasher,
+        limit: Option<u64>,
+    ) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut body = body;
+        // Do not create an object for an empty body.
+        let first = loop {
+            match body.next().await {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(BlobError::Body(e.to_string())),
+                Some(Ok(b)) if b.is_empty() => continue,
+                Some(Ok(b)) => break b,
+            }
+        };
+        let path = paths::upload_part(id, offset);
+        let upload = self.store.put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
+        let mut written = 0u64;
+        let mut next = Some(Ok(first));
+        let result: Result<(), BlobError> = async {
+            while let Some(item) = next.take() {
+                let chunk = item.map_err(|e: E| BlobError::Body(e.to_string()))?;
+                written += chunk.len() as u64;
+                if limit.is_some_and(|l| written > l) {
+                    return Err(BlobError::TooLarge(limit.unwrap_or_default()));
+                }
+                hasher.update(&chunk);
+                writer.wait_for_capacity(2).await?;
+                writer.put(chunk);
+                next = body.next().await;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                writer.finish().await?;
+                Ok(written)
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the staged parts of upload `id` (their start offsets, in order) visible as blob `digest`.
+    /// The caller has verified the digest. One part is renamed into place; several are concatenated into a
+    /// staging object first, so the blob path only ever holds complete content.
+    pub async fn commit_upload(&self, id: UploadId, parts: &[u64], digest: &Digest) -> Result<(), BlobError> {
+        let target = paths::blob(digest);
+        match parts {
+            [] => {
+                self.store.put(&target, PutPayload::default()).await?;
+            }
+            [only] => {
+                self.store.rename(&paths::upload_part(id, *only), &target).await?;
+            }
+            many => {
+                let staging = paths::upload_part(id, u64::MAX);
+                let upload = self.store.put_multipart(&staging).await?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
+                for offset in many {
+                    let mut s = self.store.get(&paths::upload_part(id, *offset)).await?.into_stream();
+                    while let Some(chunk) = s.next().await {
+                        let chunk = match chunk {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = writer.abort().await;
+                                return Err(e.into());
+                            }
+                        };
+                        writer.wait_for_capacity(2).await?;
+                        writer.put(chunk);
+                    }
+                }
+                writer.finish().await?;
+                self.store.rename(&staging, &target).await?;
+            }
+        }
+        self.abort_upload(id).await;
+        Ok(())
+    }
+
+    /// Removes whatever upload `id` staged. Best effort: leftovers are invisible and only cost space.
+    pub async fn abort_upload(&self, id: UploadId) {
+        let dir = paths::upload_dir(id);
+        let locations = self.store.list(Some(&dir)).map_ok(|m| m.location).boxed();
+        let mut deleted = self.store.delete_stream(locations);
+        while let Some(r) = deleted.next().await {
+            if let Err(e) = r {
+                tracing::warn!(upload = %id, error = %e, "could not remove a staged upload part");
+            }
+        }
+    }
+
+    /// Deletes a blob's content. Callers remove repository links first.
+    pub async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        match self.store.delete(&paths::blob(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use names::Algorithm;
+
+    fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        futures::stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect::<Vec<_>>())
+    }
+
+    async fn suite(store: BlobStore) {
+        let id = UploadId::random();
+        let mut h = DigestHasher::new(Algorithm::Sha256);
+        let n1 = store.write_part(id, 0, body(&[b"hello ", b"wor"]), &mut h, None).await.unwrap();
+        let n2 = store.write_part(id, n1, body(&[b"ld"]), &mut h, None).await.unwrap();
+        let d = h.finish();
+        assert_eq!(d, Digest::sha256_of(b"hello world"));
+        assert_eq!(store.stat(&d).await.unwrap(), None, "not visible before commit");
+        store.commit_upload(id, &[0, n1], &d).await.unwrap();
+        assert_eq!(store.stat(&d).await.unwrap(), Some(n1 + n2));
+        assert_eq!(store.read_all(&d).await.unwrap().unwrap(), Bytes::from_static(b"hello world"));
+        let (s, r, total) = store.read(&d, Some(6..11)).await.unwrap().unwrap();
+        let got: Vec<Bytes> = s.try_collect().await.unwrap();
+        assert_eq!((got.concat(), r, total), (b"world".to_vec(), 6..11, 11));
+
+        // Too large: nothing staged stays behind, nothing becomes visible.
+        let id2 = UploadId::random();
+        let mut h2 = DigestHasher::new(Algorithm::Sha256);
+        let err = store.write_part(id2, 0, body(&[b"12345", b"678"]), &mut h2, Some(6)).await.unwrap_err();
+        assert!(matches!(err, BlobError::TooLarge(6)));
+        store.abort_upload(id2).await;
+
+        store.delete(&d).await.unwrap();
+        assert_eq!(store.stat(&d).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn memory_backend() {
+        suite(BlobStore::new(BlobBackend::Memory.build().unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn filesystem_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(BlobBackend::Filesystem { root: dir.path().join("blobs") }.build().unwrap());
+        suite(store).await;
+    }
+}

@@ -1,0 +1,350 @@
+//! The metadata store: a small key-value contract with compare-and-swap on per-key versions, atomic multi-key
+//! transactions, ordered prefix listing and a change feed. [`MetadataStore`] is the required trait (implemented by
+//! the embedded [`RedbStore`] and, for scale-out, an etcd store); JSON conveniences live in
+//! [`MetadataStoreExt`]. Keys are `/`-separated strings built by the calling crate; values are opaque bytes.
+//!
+//! Versions are store-wide revisions (as in etcd): every committed transaction gets the next revision and every
+//! key it writes carries that revision as its version. A writer reads a value with its version, then commits with
+//! `Expect::Version(v)`; if anyone wrote the key in between the commit fails with [`StoreError::Conflict`] and the
+//! writer retries on fresh data. No write is ever lost silently.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// What a transaction requires of a key before it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The key must not exist.
+    Absent,
+    /// The key must exist.
+    Present,
+    /// The key must exist with exactly this version.
+    Version(u64),
+}
+
+/// An atomic set of checks and writes.
+#[derive(Debug, Default, Clone)]
+pub struct Txn {
+    pub checks: Vec<(String, Expect)>,
+    pub puts: Vec<(String, Vec<u8>)>,
+    pub deletes: Vec<String>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Txn::default()
+    }
+    pub fn expect(mut self, key: impl Into<String>, expect: Expect) -> Self {
+        self.checks.push((key.into(), expect));
+        self
+    }
+    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
+        self.puts.push((key.into(), value));
+        self
+    }
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.deletes.push(key.into());
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// A value with the version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// One change, as published on the change feed after its transaction committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEvent {
+    pub key: String,
+    /// The new value, or `None` when the key was deleted.
+    pub value: Option<Vec<u8>>,
+    pub revision: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A transaction's check failed: someone else changed `key` first. Retry on fresh data.
+    #[error("conflicting update of {key}")]
+    Conflict { key: String },
+    #[error("stored value under {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("metadata store: {0}")]
+    Backend(String),
+}
+
+/// The metadata store contract. Implementations must make [`MetadataStore::commit`] atomic and durable when it
+/// returns `Ok`, and must publish each committed change on [`MetadataStore::subscribe`] in revision order.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Reads one key.
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Keys starting with `prefix`, in byte order, strictly after `start_after` when given, at most `limit`.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Versioned)>, StoreError>;
+    /// Applies a transaction atomically; returns the new revision.
+    async fn commit(&self, txn: Txn) -> Result<u64, StoreError>;
+    /// The latest committed revision.
+    async fn revision(&self) -> Result<u64, StoreError>;
+    /// A feed of changes committed from now on.
+    fn subscribe(&self) -> broadcast::Receiver<KvEvent>;
+}
+
+/// JSON conveniences over any [`MetadataStore`].
+#[async_trait]
+pub trait MetadataStoreExt: MetadataStore {
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, StoreError> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some((decode(key, &v.value)?, v.version))),
+        }
+    }
+    async fn list_json<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, T, u64)>, StoreError> {
+        let rows = self.list(prefix, start_after, limit).await?;
+        rows.into_iter().map(|(k, v)| decode(&k, &v.value).map(|t| (k, t, v.version))).collect()
+    }
+}
+
+impl<S: MetadataStore + ?Sized> MetadataStoreExt for S {}
+
+/// Decodes a JSON value read from `key`.
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })
+}
+
+/// Encodes a value for storage.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("metadata values always serialize: {e}"))
+}
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+
+/// The embedded metadata store: one redb file in the data directory. Each commit is one redb write transaction
+/// (fsynced before it returns), so a crash at any point leaves either all or none of a transaction's writes.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    events: broadcast::Sender<KvEvent>,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl RedbStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            txn.open_table(KV).map_err(backend)?;
+            txn.open_table(META).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(RedbStore { db: Arc::new(db), events })
+    }
+
+    fn split(key: &str, raw: &[u8]) -> Result<Versioned, StoreError> {
+        if raw.len() < 8 {
+            return Err(StoreError::Corrupt { key: key.to_owned(), reason: "short record".into() });
+        }
+        let (v, value) = raw.split_at(8);
+        let version = u64::from_be_bytes(v.try_into().unwrap_or_default());
+        Ok(Versioned { value: value.to_vec(), version })
+    }
+
+    fn commit_blocking(&self, txn: Txn) -> Result<(u64, Vec<KvEvent>), StoreError> {
+        let w = self.db.begin_write().map_err(backend)?;
+        let revision;
+        let mut events = Vec::with_capacity(txn.puts.len() + txn.deletes.len());
+        {
+            let mut kv = w.open_table(KV).map_err(backend)?;
+            for (key, expect) in &txn.checks {
+                let current = match kv.get(key.as_str()).map_err(backend)? {
+                    Some(raw) => Some(Self::split(key, raw.value())?.version),
+                    None => None,
+                };
+                let ok = match (expect, current) {
+                    (Expect::Absent, None) | (Expect::Present, Some(_)) => true,
+                    (Expect::Version(want), Some(have)) => *want == have,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(StoreError::Conflict { key: key.clone() });
+                }
+            }
+            let mut meta = w.open_table(META).map_err(backend)?;
+            let previous = meta.get(REVISION).map_err(backend)?.map(|g| g.value()).unwrap_or(0);
+            revision = previous + 1;
+            meta.insert(REVISION, revision).map_err(backend)?;
+            for key in &txn.deletes {
+                kv.remove(key.as_str()).map_err(backend)?;
+                events.push(KvEvent { key: key.clone(), value: None, revision });
+            }
+            for (key, value) in txn.puts {
+                let mut raw = Vec::with_capacity(8 + value.len());
+                raw.extend_from_slice(&revision.to_be_bytes());
+                raw.extend_from_slice(&value);
+                kv.insert(key.as_str(), raw.as_slice()).map_err(backend)?;
+                events.push(KvEvent { key, value: Some(value), revision });
+            }
+        }
+        w.commit().map_err(backend)?;
+        Ok((revision, events))
+    }
+}
+
+#[async_trait]
+impl MetadataStore for RedbStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let r = self.db.begin_read().map_err(backend)?;
+        let kv = r.open_table(KV).map_err(backend)?;
+        match kv.get(key).map_err(backend)? {
+            Some(raw) => Ok(Some(Self::split(key, raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let r = self.db.begin_read().map_err(backend)?;
+        let kv = r.open_table(KV).map_err(backend)?;
+        let start = match start_after {
+            Some(s) if s.starts_with(prefix) => s,
+            Some(s) if s > prefix => return Ok(Vec::new()),
+            _ => prefix,
+        };
+        let mut out = Vec::new();
+        for item in kv.range(start..).map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if start_after.is_some_and(|s| key <= s) {
+                continue;
+            }
+            out.push((key.to_owned(), Self::split(key, v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
+        let this = self.clone();
+        let (revision, events) =
+            tokio::task::spawn_blocking(move || this.commit_blocking(txn)).await.map_err(backend)??;
+        for e in events {
+            let _ = self.events.send(e);
+        }
+        Ok(revision)
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(backend)?;
+        let meta = r.open_table(META).map_err(backend)?;
+        Ok(meta.get(REVISION).map_err(backend)?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<KvEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// The shared behaviour suite every [`MetadataStore`] implementation must pass.
+pub mod suite {
+    use super::*;
+
+    pub async fn run(store: &dyn MetadataStore) {
+        let mut feed = store.subscribe();
+        assert!(store.get("a/1").await.unwrap().is_none());
+        let r1 = store.commit(Txn::new().expect("a/1", Expect::Absent).put("a/1", b"one".to_vec())).await.unwrap();
+        let got = store.get("a/1").await.unwrap().unwrap();
+        assert_eq!((got.value.as_slice(), got.version), (&b"one"[..], r1));
+        // A second create of the same key conflicts and changes nothing.
+        let err = store.commit(Txn::new().expect("a/1", Expect::Absent).put("a/1", b"x".to_vec())).await;
+        assert!(matches!(err, Err(StoreError::Conflict { .. })));
+        // CAS on the right version wins, on a stale one loses.
+        let r2 = store.commit(Txn::new().expect("a/1", Expect::Version(r1)).put("a/1", b"two".to_vec())).await.unwrap();
+        assert!(r2 > r1);
+        let stale = store.commit(Txn::new().expect("a/1", Expect::Version(r1)).put("a/1", b"bad".to_vec())).await;
+        assert!(matches!(stale, Err(StoreError::Conflict { .. })));
+        assert_eq!(store.get("a/1").await.unwrap().unwrap().value, b"two");
+        // Multi-key atomicity: a failing check writes nothing.
+        let failed =
+            store.commit(Txn::new().expect("a/9", Expect::Present).put("a/2", b"no".to_vec()).delete("a/1")).await;
+        assert!(failed.is_err());
+        assert!(store.get("a/2").await.unwrap().is_none());
+        assert!(store.get("a/1").await.unwrap().is_some());
+        // Listing: ordered, prefix-bounded, paginated.
+        let mut txn = Txn::new();
+        for k in ["a/3", "a/2", "b/1", "a0"] {
+            txn = txn.put(k, k.as_bytes().to_vec());
+        }
+        store.commit(txn).await.unwrap();
+        let keys = |rows: Vec<(String, Versioned)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(store.list("a/", None, 10).await.unwrap()), ["a/1", "a/2", "a/3"]);
+        assert_eq!(keys(store.list("a/", Some("a/1"), 1).await.unwrap()), ["a/2"]);
+        assert_eq!(keys(store.list("a/", Some("a/3"), 10).await.unwrap()), Vec::<String>::new());
+        // Deletes.
+        store.commit(Txn::new().expect("a/1", Expect::Present).delete("a/1")).await.unwrap();
+        assert!(store.get("a/1").await.unwrap().is_none());
+        assert!(store.revision().await.unwrap() >= r2);
+        // The feed saw the first write first.
+        let first = feed.recv().await.unwrap();
+        assert_eq!((first.key.as_str(), first.revision), ("a/1", r1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn redb_passes_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("meta.redb")).unwrap();
+        suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn redb_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = RedbStore::open(&path).unwrap();
+            store.commit(Txn::new().put("k", b"v".to_vec())).await.unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.get("k").await.unwrap().unwrap().value, b"v");
+        assert_eq!(store.revision().await.unwrap(), 1);
+    }
+}
