@@ -3,6 +3,7 @@
 //! HTTP, streams or auth; `streams`, `auth` and `registry` call it, it calls no Tributary crate but `names`.
 
 pub mod blobs;
+pub mod keys;
 pub mod meta;
 pub mod paths;
 

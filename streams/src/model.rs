@@ -1,0 +1,286 @@
+//! OpenShift's `image.openshift.io/v1` object shapes, as stored and as served (camelCase JSON; the Docker image
+//! metadata keeps Docker's PascalCase keys, as OpenShift does).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use names::Digest;
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "image.openshift.io/v1";
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An image stream: metadata and spec are stored together; `status.tags` is assembled from the per-tag
+/// histories when the stream is read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStream {
+    #[serde(default = "ImageStream::kind")]
+    pub kind: String,
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ImageStreamSpec,
+    #[serde(default)]
+    pub status: ImageStreamStatus,
+}
+
+fn api_version() -> String {
+    API_VERSION.to_owned()
+}
+
+impl ImageStream {
+    fn kind() -> String {
+        "ImageStream".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStreamSpec {
+    #[serde(default)]
+    pub lookup_policy: ImageLookupPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_image_repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagReference>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageLookupPolicy {
+    #[serde(default)]
+    pub local: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagReference {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ObjectReference>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reference: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    #[serde(default)]
+    pub import_policy: TagImportPolicy,
+    #[serde(default)]
+    pub reference_policy: TagReferencePolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagImportPolicy {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scheduled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagReferencePolicy {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Default for TagReferencePolicy {
+    fn default() -> Self {
+        TagReferencePolicy { kind: "Source".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStreamStatus {
+    #[serde(default)]
+    pub docker_image_repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_docker_image_repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<NamedTagEventList>,
+}
+
+/// One tag's history: `items[0]` is what the tag points at now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedTagEventList {
+    pub tag: String,
+    #[serde(default)]
+    pub items: Vec<TagEvent>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<TagEventCondition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagEvent {
+    pub created: DateTime<Utc>,
+    pub docker_image_reference: String,
+    pub image: Digest,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagEventCondition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub generation: i64,
+}
+
+/// An image, named by its manifest digest. Immutable once created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    #[serde(default = "Image::kind")]
+    pub kind: String,
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    pub metadata: ObjectMeta,
+    pub docker_image_reference: String,
+    #[serde(default)]
+    pub docker_image_metadata: DockerImageMetadata,
+    #[serde(default = "Image::metadata_version")]
+    pub docker_image_metadata_version: String,
+    pub docker_image_manifest_media_type: String,
+    #[serde(default)]
+    pub docker_image_layers: Vec<ImageLayer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_image_config: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docker_image_manifests: Vec<ImageManifest>,
+}
+
+impl Image {
+    fn kind() -> String {
+        "Image".to_owned()
+    }
+    fn metadata_version() -> String {
+        "1.0".to_owned()
+    }
+    /// The image's digest (its name).
+    pub fn digest(&self) -> Option<Digest> {
+        self.metadata.name.parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageLayer {
+    pub name: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// One platform-specific manifest of an image index / manifest list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub manifest_size: u64,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
+}
+
+/// `dockerImageMetadata`: the image config, in Docker's key names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DockerImageMetadata {
+    #[serde(default = "DockerImageMetadata::kind")]
+    pub kind: String,
+    #[serde(rename = "apiVersion", default = "DockerImageMetadata::version")]
+    pub api_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub author: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<DockerConfig>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
+    #[serde(default)]
+    pub size: u64,
+}
+
+impl DockerImageMetadata {
+    fn kind() -> String {
+        "DockerImage".to_owned()
+    }
+    fn version() -> String {
+        "1.0".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DockerConfig {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub working_dir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+}
