@@ -1,0 +1,98 @@
+//! Configuration: defaults, then a TOML file, then `TRIBUTARY_*` environment variables, then command-line flags.
+//! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Settings as they may appear in the TOML file; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub public_host: Option<String>,
+    pub max_manifest_bytes: Option<usize>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `host[:port]` the registry calls itself in `dockerImageReference`s.
+    pub public_host: String,
+    /// Largest manifest accepted (bytes); larger ones get 413.
+    pub max_manifest_bytes: usize,
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
+pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Values given on the command line or in the environment (clap merges the two; flags win).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub public_host: Option<String>,
+    pub max_manifest_bytes: Option<usize>,
+}
+
+impl Config {
+    /// Builds the configuration from an optional TOML file and the overrides.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Config> {
+        let from_file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = overrides.listen.or(from_file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr =
+            listen_text.parse().map_err(|e| anyhow::anyhow!("listen address {listen_text:?}: {e}"))?;
+        let public_host =
+            overrides.public_host.or(from_file.public_host).unwrap_or_else(|| default_public_host(listen));
+        Ok(Config {
+            listen,
+            data_dir: overrides.data_dir.or(from_file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+            public_host,
+            max_manifest_bytes: overrides
+                .max_manifest_bytes
+                .or(from_file.max_manifest_bytes)
+                .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
+        })
+    }
+}
+
+/// The host clients most likely use: the listen address, or `localhost` when listening on every interface.
+pub fn default_public_host(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_overrides() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:5000");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.public_host, "localhost:5000");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:7000\"\ndata-dir = \"/srv/t\"\n").unwrap();
+        let c = Config::load(Some(&f), Overrides { data_dir: Some("/x".into()), ..Overrides::default() }).unwrap();
+        assert_eq!((c.listen.to_string(), c.data_dir), ("127.0.0.1:7000".to_string(), PathBuf::from("/x")));
+        assert_eq!(c.public_host, "127.0.0.1:7000");
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        assert!(Config::load(Some(&f), Overrides::default()).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! Turns an OCI request line into an [`Endpoint`] before anything else happens. Repository names contain
+//! slashes, so the path is split on the last route keyword, never on a fixed depth. Names, references, digests
+//! and upload ids come out parsed; a malformed one is an [`EndpointError`] carrying the OCI code to answer with.
+
+use names::{Digest, NameError, Reference, RepositoryName, UploadId};
+
+/// Every OCI distribution route this registry serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /v2/`
+    Base,
+    /// `GET /v2/_catalog`
+    Catalog,
+    /// `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<reference>`
+    Manifest(RepositoryName, Reference),
+    /// `GET|HEAD|DELETE /v2/<name>/blobs/<digest>`
+    Blob(RepositoryName, Digest),
+    /// `POST /v2/<name>/blobs/uploads/`
+    StartUpload(RepositoryName),
+    /// `GET|PATCH|PUT|DELETE /v2/<name>/blobs/uploads/<id>`
+    Upload(RepositoryName, UploadId),
+    /// `GET /v2/<name>/tags/list`
+    Tags(RepositoryName),
+    /// `GET /v2/<name>/referrers/<digest>`
+    Referrers(RepositoryName, Digest),
+}
+
+/// Why a path did not name an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointError {
+    /// No such route.
+    NotFound,
+    InvalidName(NameError),
+    InvalidReference(NameError),
+    InvalidDigest(NameError),
+    UnknownUpload(NameError),
+}
+
+impl Endpoint {
+    /// Parses the path of a request (without query string).
+    pub fn parse(path: &str) -> Result<Endpoint, EndpointError> {
+        let rest = path.strip_prefix("/v2").ok_or(EndpointError::NotFound)?;
+        if rest.is_empty() || rest == "/" {
+            return Ok(Endpoint::Base);
+        }
+        let rest = rest.strip_prefix('/').ok_or(EndpointError::NotFound)?;
+        if rest == "_catalog" {
+            return Ok(Endpoint::Catalog);
+        }
+        let name = |n: &str| n.parse::<RepositoryName>().map_err(EndpointError::InvalidName);
+        let digest = |d: &str| d.parse::<Digest>().map_err(EndpointError::InvalidDigest);
+        if let Some(n) = rest.strip_suffix("/tags/list") {
+            return Ok(Endpoint::Tags(name(n)?));
+        }
+        if let Some(n) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
+            return Ok(Endpoint::StartUpload(name(n)?));
+        }
+        if let Some((n, id)) = rest.rsplit_once("/blobs/uploads/") {
+            let id = id.parse::<UploadId>().map_err(EndpointError::UnknownUpload)?;
+            return Ok(Endpoint::Upload(name(n)?, id));
+        }
+        if let Some((n, r)) = rest.rsplit_once("/manifests/") {
+            let repo = name(n)?;
+            let reference = r.parse::<Reference>().map_err(EndpointError::InvalidReference)?;
+            return Ok(Endpoint::Manifest(repo, reference));
+        }
+        if let Some((n, d)) = rest.rsplit_once("/blobs/") {
+            let repo = name(n)?;
+            return Ok(Endpoint::Blob(repo, digest(d)?));
+        }
+        if let Some((n, d)) = rest.rsplit_once("/referrers/") {
+            let repo = name(n)?;
+            return Ok(Endpoint::Referrers(repo, digest(d)?));
+        }
+        Err(EndpointError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const U: &str = "0b4a7e0e-1d2c-4e0f-9d3a-2f1e5c6b7a80";
+
+    #[test]
+    fn table() {
+        let repo: RepositoryName = "ns/app".parse().unwrap();
+        let ok = [
+            ("/v2/".to_string(), Endpoint::Base),
+            ("/v2".to_string(), Endpoint::Base),
+            ("/v2/_catalog".to_string(), Endpoint::Catalog),
+            ("/v2/ns/app/tags/list".to_string(), Endpoint::Tags(repo.clone())),
+            ("/v2/ns/app/manifests/latest".to_string(), Endpoint::Manifest(repo.clone(), "latest".parse().unwrap())),
+            (format!("/v2/ns/app/manifests/{D}"), Endpoint::Manifest(repo.clone(), D.parse().unwrap())),
+            (format!("/v2/ns/app/blobs/{D}"), Endpoint::Blob(repo.clone(), D.parse().unwrap())),
+            ("/v2/ns/app/blobs/uploads/".to_string(), Endpoint::StartUpload(repo.clone())),
+            (format!("/v2/ns/app/blobs/uploads/{U}"), Endpoint::Upload(repo.clone(), U.parse().unwrap())),
+            (format!("/v2/ns/app/referrers/{D}"), Endpoint::Referrers(repo.clone(), D.parse().unwrap())),
+            // A stream may be called like a route keyword.
+            (
+                "/v2/ns/manifests/manifests/v1".to_string(),
+                Endpoint::Manifest("ns/manifests".parse().unwrap(), "v1".parse().unwrap()),
+            ),
+            ("/v2/blobs/tags/tags/list".to_string(), Endpoint::Tags("blobs/tags".parse().unwrap())),
+        ];
+        for (path, want) in ok {
+            assert_eq!(Endpoint::parse(&path), Ok(want), "{path}");
+        }
+        let bad = [
+            ("/v2/app/manifests/latest", "name"),
+            ("/v2/a/b/c/manifests/latest", "name"),
+            ("/v2/NS/app/tags/list", "name"),
+            ("/v2/ns/app/manifests/-bad", "reference"),
+            ("/v2/ns/app/manifests/sha256:abc", "reference"),
+            ("/v2/ns/app/blobs/sha256:abc", "digest"),
+            ("/v2/ns/app/blobs/uploads/not-a-uuid", "upload"),
+            ("/v2/ns/app/other", "route"),
+            ("/v3/", "route"),
+        ];
+        for (path, kind) in bad {
+            let got = Endpoint::parse(path);
+            let matches = match (kind, &got) {
+                ("name", Err(EndpointError::InvalidName(_))) => true,
+                ("reference", Err(EndpointError::InvalidReference(_))) => true,
+                ("digest", Err(EndpointError::InvalidDigest(_))) => true,
+                ("upload", Err(EndpointError::UnknownUpload(_))) => true,
+                ("route", Err(EndpointError::NotFound)) => true,
+                _ => false,
+            };
+            assert!(matches, "{path}: {got:?}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The OCI error vocabulary, one row per wire code, and the single place where domain errors become HTTP
+//! answers. Internal causes are logged here, once, and never sent to the client.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::service::RegistryError;
+
+use super::endpoint::EndpointError;
+
+/// The error codes of the OCI distribution spec (plus distribution's `UNKNOWN` for internal failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    RangeInvalid,
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire string, the default message and the HTTP status of each code.
+    pub fn row(self) -> (&'static str, &'static str, StatusCode) {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown => ("BLOB_UNKNOWN", "blob unknown to registry", StatusCode::NOT_FOUND),
+            BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", "blob upload invalid", StatusCode::BAD_REQUEST),
+            BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", StatusCode::NOT_FOUND),
+            DigestInvalid => {
+                ("DIGEST_INVALID", "provided digest did not match uploaded content", StatusCode::BAD_REQUEST)
+            }
+            ManifestBlobUnknown => (
+                "MANIFEST_BLOB_UNKNOWN",
+                "manifest references a manifest or blob unknown to registry",
+                StatusCode::BAD_REQUEST,
+            ),
+            ManifestInvalid => ("MANIFEST_INVALID", "manifest invalid", StatusCode::BAD_REQUEST),
+            ManifestUnknown => ("MANIFEST_UNKNOWN", "manifest unknown to registry", StatusCode::NOT_FOUND),
+            NameInvalid => ("NAME_INVALID", "invalid repository name", StatusCode::BAD_REQUEST),
+            NameUnknown => ("NAME_UNKNOWN", "repository name not known to registry", StatusCode::NOT_FOUND),
+            SizeInvalid => ("SIZE_INVALID", "provided length did not match content length", StatusCode::BAD_REQUEST),
+            Unauthorized => ("UNAUTHORIZED", "authentication required", StatusCode::UNAUTHORIZED),
+            Denied => ("DENIED", "requested access to the resource is denied", StatusCode::FORBIDDEN),
+            Unsupported => ("UNSUPPORTED", "the operation is unsupported", StatusCode::METHOD_NOT_ALLOWED),
+            TooManyRequests => ("TOOMANYREQUESTS", "too many requests", StatusCode::TOO_MANY_REQUESTS),
+            RangeInvalid => {
+                ("BLOB_UPLOAD_INVALID", "requested range not satisfiable", StatusCode::RANGE_NOT_SATISFIABLE)
+            }
+            Unknown => ("UNKNOWN", "unknown error", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+/// An error answer: a code, a message for humans, optional detail, optional extra headers.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+    pub status: Option<StatusCode>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode) -> Self {
+        ApiError { code, message: code.row().1.to_owned(), detail: None, status: None, headers: Vec::new() }
+    }
+    pub fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = m.into();
+        self
+    }
+    pub fn detail(mut self, d: serde_json::Value) -> Self {
+        self.detail = Some(d);
+        self
+    }
+    pub fn status(mut self, s: StatusCode) -> Self {
+        self.status = Some(s);
+        self
+    }
+    pub fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.row().0, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status.unwrap_or(self.code.row().2)
+    }
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({"code": self.code.row().0, "message": self.message});
+        if let Some(d) = &self.detail {
+            body["detail"] = d.clone();
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        for (k, v) in &self.headers {
+            resp.insert_header((*k, v.as_str()));
+        }
+        resp.json(json!({ "errors": [body] }))
+    }
+}
+
+impl From<EndpointError> for ApiError {
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::NotFound => {
+                ApiError::new(ErrorCode::Unsupported).status(StatusCode::NOT_FOUND).message("no such endpoint")
+            }
+            EndpointError::InvalidName(n) => ApiError::new(ErrorCode::NameInvalid).message(n.to_string()),
+            EndpointError::InvalidReference(n) => {
+                ApiError::new(ErrorCode::ManifestInvalid).message(n.to_string()).status(StatusCode::BAD_REQUEST)
+            }
+            EndpointError::InvalidDigest(n) => ApiError::new(ErrorCode::DigestInvalid).message(n.to_string()),
+            EndpointError::UnknownUpload(n) => ApiError::new(ErrorCode::BlobUploadUnknown).message(n.to_string()),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RegistryError::BlobUnknown(d) => ApiError::new(ErrorCode::BlobUnknown).detail(json!({"digest": d})),
+            RegistryError::UploadUnknown(id) => {
+                ApiError::new(ErrorCode::BlobUploadUnknown).detail(json!({"uuid": id.to_string()}))
+            }
+            RegistryError::DigestMismatch { expected, actual } => ApiError::new(ErrorCode::DigestInvalid)
+                .message(msg)
+                .detail(json!({"expected": expected, "actual": actual})),
+            RegistryError::DigestInvalid(m) => ApiError::new(ErrorCode::DigestInvalid).message(m),
+            RegistryError::RangeInvalid { have, .. } => {
+                let range = if have == 0 { "0-0".to_string() } else { format!("0-{}", have - 1) };
+                ApiError::new(ErrorCode::RangeInvalid).message(msg).header("Range", range)
+            }
+            RegistryError::UploadInvalid(m) => ApiError::new(ErrorCode::BlobUploadInvalid).message(m),
+            RegistryError::RangeNotSatisfiable { size } => {
+                ApiError::new(ErrorCode::RangeInvalid).header("Content-Range", format!("bytes */{size}"))
+            }
+            RegistryError::ManifestUnknown => ApiError::new(ErrorCode::ManifestUnknown),
+            RegistryError::ManifestInvalid(m) => ApiError::new(ErrorCode::ManifestInvalid).message(m),
+            RegistryError::ManifestBlobUnknown(d) => {
+                ApiError::new(ErrorCode::ManifestBlobUnknown).message(msg).detail(json!({"digest": d}))
+            }
+            RegistryError::ManifestTooLarge(_) => {
+                ApiError::new(ErrorCode::SizeInvalid).message(msg).status(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            RegistryError::NameUnknown(repo) => {
+                ApiError::new(ErrorCode::NameUnknown).detail(json!({"name": repo.to_string()}))
+            }
+            RegistryError::Body(m) => ApiError::new(ErrorCode::BlobUploadInvalid).message(m),
+            RegistryError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                ApiError::new(ErrorCode::Unknown)
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The HTTP edge: the actix application (OCI routes under `/v2`, the image stream API), the request span, and the
+//! server start on a given listener. The only module of Tributary that knows HTTP.
+
+pub mod endpoint;
+pub mod errors;
+mod oci;
+mod streams_api;
+
+use std::net::TcpListener;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use tracing::Instrument;
+
+use crate::service::Registry;
+
+/// Wraps each request in one tracing span and logs its outcome.
+async fn request_span(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.path());
+    async move {
+        let res = next.call(req).await?;
+        tracing::debug!(status = res.status().as_u16(), "done");
+        Ok(res)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Registers every route on an actix app.
+pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(registry))
+            .configure(streams_api::configure)
+            .route("/v2", web::to(oci::dispatch))
+            .route("/v2/{tail:.*}", web::to(oci::dispatch));
+    }
+}
+
+/// Starts serving on `listener` (already bound). The returned server runs until stopped.
+pub fn serve(registry: Registry, listener: TcpListener) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || App::new().wrap(from_fn(request_span)).configure(configure(registry.clone())))
+        .listen(listener)?
+        .run();
+    Ok(server)
+}

@@ -1,0 +1,31 @@
+//! Tributary's registry: configuration ([`config`]), the composition root that opens the stores ([`open`]), the
+//! registry operations free of HTTP ([`service`]), the HTTP edge ([`http`]) and a test harness ([`testing`]).
+//! The `tributary` binary (src/main.rs) is a thin CLI over this library.
+
+pub mod config;
+pub mod http;
+pub mod service;
+pub mod testing;
+
+use std::sync::Arc;
+
+use storage_backends::{BlobBackend, BlobStore, MetadataStore, RedbStore};
+use streams::StreamService;
+
+use crate::config::Config;
+use crate::service::Registry;
+
+/// Opens the stores under the configured data directory and builds the registry.
+pub fn open(config: &Config) -> anyhow::Result<Registry> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display()))?;
+    let blob_backend = BlobBackend::Filesystem { root: config.data_dir.join("blobs") };
+    let blobs = BlobStore::new(blob_backend.build()?);
+    let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?);
+    Ok(Registry {
+        blobs,
+        streams: StreamService::new(meta.clone(), config.public_host.clone()),
+        meta,
+        max_manifest_bytes: config.max_manifest_bytes,
+    })
+}

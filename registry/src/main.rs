@@ -1,0 +1,77 @@
+//! The `tributary` command: `serve` runs the registry. A thin layer over the `registry` library.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use registry::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "tributary", version, about = "An OCI registry with OpenShift-style image streams")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 0.0.0.0:5000].
+    #[arg(long, env = "TRIBUTARY_LISTEN")]
+    listen: Option<String>,
+    /// Directory for blobs and metadata [default: ./data].
+    #[arg(long, env = "TRIBUTARY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, env = "TRIBUTARY_CONFIG")]
+    config: Option<PathBuf>,
+    /// HOST[:PORT] the registry calls itself in image references [default: the listen address].
+    #[arg(long, env = "TRIBUTARY_PUBLIC_HOST")]
+    public_host: Option<String>,
+    /// Largest manifest accepted, in bytes [default: 4194304].
+    #[arg(long, env = "TRIBUTARY_MAX_MANIFEST_BYTES")]
+    max_manifest_bytes: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        public_host: args.public_host,
+        max_manifest_bytes: args.max_manifest_bytes,
+    };
+    let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
+    let listener =
+        TcpListener::bind(config.listen).map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
+    let bound = listener.local_addr()?;
+    if overrides.public_host.is_none() && config.listen.port() == 0 {
+        config.public_host = registry::config::default_public_host(bound);
+    }
+    config.listen = bound;
+    actix_web::rt::System::new().block_on(async move {
+        let registry = registry::open(&config)?;
+        let server = registry::http::serve(registry, listener)?;
+        println!("tributary listening on http://{bound}");
+        tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), public_host = %config.public_host, "serving");
+        server.await?;
+        Ok(())
+    })
+}

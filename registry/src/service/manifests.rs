@@ -1,0 +1,252 @@
+//! Manifests, tags and referrers. A manifest PUT by tag records an ImageStreamMapping through
+//! [`streams::StreamService`]: tags are the stream's tag histories and nothing else.
+
+use bytes::Bytes;
+use chrono::Utc;
+use names::{Digest, Reference, RepositoryName, TagName};
+use storage_backends::meta::encode;
+use storage_backends::{keys, MetadataStoreExt};
+use streams::manifest::{self, Descriptor, ManifestError, ManifestKind, ParsedManifest, DOCKER_LIST, OCI_INDEX};
+
+use super::{Registry, RegistryError};
+
+/// A repository's record of a manifest it holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestLink {
+    pub media_type: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+/// A manifest as served.
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// The result of a manifest PUT.
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// Largest image config read to fill an Image's metadata.
+const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+impl Registry {
+    /// Stores a manifest under a tag or its digest, after validating it and everything it references.
+    #[tracing::instrument(skip(self, bytes))]
+    pub async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        may_create_stream: bool,
+    ) -> Result<PutManifest, RegistryError> {
+        if bytes.len() > self.max_manifest_bytes {
+            return Err(RegistryError::ManifestTooLarge(self.max_manifest_bytes));
+        }
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &bytes);
+                if &actual != d {
+                    return Err(RegistryError::DigestMismatch { expected: d.clone(), actual });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        let parsed = manifest::parse(&bytes, content_type).map_err(|e| match e {
+            ManifestError::Invalid(m) => RegistryError::ManifestInvalid(m),
+            ManifestError::Unsupported(m) => RegistryError::ManifestInvalid(format!("unsupported media type {m}")),
+        })?;
+        self.check_references(repo, &parsed).await?;
+        let config = match &parsed.kind {
+            ManifestKind::Image { config, .. } if config.size <= MAX_CONFIG_BYTES => {
+                self.blobs.read_all(&config.digest).await?
+            }
+            _ => None,
+        };
+        let image = manifest::image_from(
+            &digest,
+            &parsed,
+            config.as_deref(),
+            self.streams.image_reference(repo, &digest),
+            Utc::now(),
+        );
+        self.blobs.put_verified(&digest, bytes.clone()).await?;
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let link =
+            ManifestLink { media_type: parsed.media_type.clone(), size: bytes.len() as u64, subject: subject.clone() };
+        let mut extra = vec![(keys::manifest_link(repo, &digest), encode(&link))];
+        if let Some(subject) = &subject {
+            let descriptor = Descriptor {
+                media_type: parsed.media_type.clone(),
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                platform: None,
+                artifact_type: parsed.artifact_type.clone(),
+                annotations: parsed.annotations.clone(),
+            };
+            extra.push((keys::referrer(repo, subject, &digest), encode(&descriptor)));
+        }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        self.streams.record_mapping(repo, tag, &image, extra, may_create_stream).await?;
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// Every blob and child manifest must already be in the repository; sizes must match what is stored.
+    async fn check_references(&self, repo: &RepositoryName, parsed: &ParsedManifest) -> Result<(), RegistryError> {
+        for blob in parsed.blobs() {
+            match self.blob_size(repo, &blob.digest).await {
+                Ok(size) if size == blob.size => {}
+                Ok(size) => {
+                    return Err(RegistryError::ManifestInvalid(format!(
+                        "descriptor of {} says {} bytes, the blob has {size}",
+                        blob.digest, blob.size
+                    )))
+                }
+                Err(RegistryError::BlobUnknown(d)) => return Err(RegistryError::ManifestBlobUnknown(d)),
+                Err(e) => return Err(e),
+            }
+        }
+        for child in parsed.children() {
+            match self.meta.get_json::<ManifestLink>(&keys::manifest_link(repo, &child.digest)).await? {
+                Some((link, _)) if link.size == child.size => {}
+                Some((link, _)) => {
+                    return Err(RegistryError::ManifestInvalid(format!(
+                        "descriptor of {} says {} bytes, the manifest has {}",
+                        child.digest, child.size, link.size
+                    )))
+                }
+                None => return Err(RegistryError::ManifestBlobUnknown(child.digest.clone())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a reference to a digest of the repository.
+    pub async fn resolve(&self, repo: &RepositoryName, reference: &Reference) -> Result<Digest, RegistryError> {
+        match reference {
+            Reference::Tag(tag) => self.streams.resolve_tag(repo, tag).await?.ok_or(RegistryError::ManifestUnknown),
+            Reference::Digest(d) => Ok(d.clone()),
+        }
+    }
+
+    /// Reads a manifest by tag or digest. `accept` lists the media types the client takes; an index a client
+    /// cannot take is answered with its linux/amd64 manifest, when the repository holds one.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        accept: &[String],
+    ) -> Result<StoredManifest, RegistryError> {
+        let digest = self.resolve(repo, reference).await?;
+        let stored = self.load_manifest(repo, &digest).await?;
+        let is_index = stored.media_type == OCI_INDEX || stored.media_type == DOCKER_LIST;
+        let takes = |mt: &str| accept.iter().any(|a| a == mt || a == "*/*");
+        if is_index && !accept.is_empty() && !takes(&stored.media_type) {
+            if let Ok(parsed) = manifest::parse(&stored.bytes, Some(&stored.media_type)) {
+                let default = parsed
+                    .children()
+                    .iter()
+                    .find(|c| c.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"));
+                if let Some(child) = default {
+                    if takes(&child.media_type) {
+                        return self.load_manifest(repo, &child.digest).await;
+                    }
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn load_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<StoredManifest, RegistryError> {
+        let (link, _) = self
+            .meta
+            .get_json::<ManifestLink>(&keys::manifest_link(repo, digest))
+            .await?
+            .ok_or(RegistryError::ManifestUnknown)?;
+        let bytes = self.blobs.read_all(digest).await?.ok_or(RegistryError::ManifestUnknown)?;
+        Ok(StoredManifest { digest: digest.clone(), media_type: link.media_type, bytes })
+    }
+
+    /// Deletes by tag (only the tag leaves the stream) or by digest (the manifest leaves the repository and every
+    /// tag history of the stream).
+    pub async fn delete_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<(), RegistryError> {
+        match reference {
+            Reference::Tag(tag) => {
+                if self.streams.delete_tag(repo, tag).await? {
+                    Ok(())
+                } else {
+                    Err(RegistryError::ManifestUnknown)
+                }
+            }
+            Reference::Digest(digest) => {
+                let key = keys::manifest_link(repo, digest);
+                let (link, _) =
+                    self.meta.get_json::<ManifestLink>(&key).await?.ok_or(RegistryError::ManifestUnknown)?;
+                let mut deletes = vec![key];
+                if let Some(subject) = &link.subject {
+                    deletes.push(keys::referrer(repo, subject, digest));
+                }
+                self.streams.forget_image(repo, digest, deletes).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Tags of the repository after `last`, at most `n`, and whether more follow.
+    pub async fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<TagName>, bool), RegistryError> {
+        let mut tags = self.streams.list_tags(repo, last, n.saturating_add(1)).await?;
+        if tags.is_empty() && last.is_none() && !self.streams.stream_exists(repo).await? {
+            return Err(RegistryError::NameUnknown(repo.clone()));
+        }
+        let more = tags.len() > n;
+        tags.truncate(n);
+        Ok((tags, more))
+    }
+
+    /// Repositories after `last`, at most `n`, and whether more follow.
+    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<(Vec<RepositoryName>, bool), RegistryError> {
+        let mut repos = self.streams.list_repositories(last, n.saturating_add(1)).await?;
+        let more = repos.len() > n;
+        repos.truncate(n);
+        Ok((repos, more))
+    }
+
+    /// Manifests of the repository whose subject is `subject`, optionally only those of `artifact_type`.
+    pub async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, RegistryError> {
+        let prefix = keys::referrers_of(repo, subject);
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.meta.list_json::<Descriptor>(&prefix, after.as_deref(), 1000).await?;
+            let Some((last, _, _)) = page.last() else { break };
+            after = Some(last.clone());
+            out.extend(
+                page.into_iter()
+                    .map(|(_, d, _)| d)
+                    .filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t))),
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,79 @@
+//! The registry's operations, free of HTTP: blobs and repository links ([`blobs`]), upload sessions
+//! ([`uploads`]), manifests, tags and referrers ([`manifests`]). Handlers in [`crate::http`] call these with typed
+//! values and map [`RegistryError`] to the wire once; this module calls `streams` and `storage-backends`.
+
+pub mod blobs;
+pub mod manifests;
+pub mod uploads;
+
+use std::sync::Arc;
+
+use names::{Digest, RepositoryName, UploadId};
+use storage_backends::{BlobError, BlobStore, MetadataStore, StoreError};
+use streams::{StreamError, StreamService};
+
+/// Everything that can go wrong in a registry operation, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob unknown to the repository")]
+    BlobUnknown(Digest),
+    #[error("upload unknown")]
+    UploadUnknown(UploadId),
+    #[error("the content does not match the digest {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("chunk out of order: the upload has {have} bytes, the chunk starts at {start}")]
+    RangeInvalid { have: u64, start: u64 },
+    #[error("{0}")]
+    UploadInvalid(String),
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest larger than the limit of {0} bytes")]
+    ManifestTooLarge(usize),
+    #[error("repository name not known to registry")]
+    NameUnknown(RepositoryName),
+    #[error("the request body could not be read: {0}")]
+    Body(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
+
+impl From<StreamError> for RegistryError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::StreamNotFound(repo) => RegistryError::NameUnknown(repo),
+            other => RegistryError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for RegistryError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Body(m) => RegistryError::Body(m),
+            other => RegistryError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The registry's state shared by all handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    pub blobs: BlobStore,
+    pub meta: Arc<dyn MetadataStore>,
+    pub streams: StreamService,
+    pub max_manifest_bytes: usize,
+}
