@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
-use names::{Digest, DigestHasher, UploadId};
+use names::{Algorithm, Digest, DigestHasher, UploadId};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::paths;
@@ -110,13 +110,13 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Streams `body` into a new staged part of upload `id` starting at `offset`, feeding `hasher` on the way.
+    /// Streams `body` into the staged part `part` of upload `id`, feeding `hasher` on the way.
     /// Stops with [`BlobError::TooLarge`] past `limit` bytes. Returns the number of bytes written; a part of zero
     /// bytes is not stored. On any error the part is removed.
     pub async fn write_part<S, E>(
         &self,
         id: UploadId,
-        offset: u64,
+        part: &str,
         body: S,
         hasher: &mut DigestHasher,
         limit: Option<u64>,
@@ -135,7 +135,7 @@ impl BlobStore {
                 Some(Ok(b)) => break b,
             }
         };
-        let path = paths::upload_part(id, offset);
+        let path = paths::upload_part(id, part);
         let upload = self.store.put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
         let mut written = 0u64;
@@ -167,24 +167,24 @@ impl BlobStore {
         }
     }
 
-    /// Makes the staged parts of upload `id` (their start offsets, in order) visible as blob `digest`.
+    /// Makes the staged parts of upload `id` (in order) visible as blob `digest`.
     /// The caller has verified the digest. One part is renamed into place; several are concatenated into a
     /// staging object first, so the blob path only ever holds complete content.
-    pub async fn commit_upload(&self, id: UploadId, parts: &[u64], digest: &Digest) -> Result<(), BlobError> {
+    pub async fn commit_upload(&self, id: UploadId, parts: &[String], digest: &Digest) -> Result<(), BlobError> {
         let target = paths::blob(digest);
         match parts {
             [] => {
                 self.store.put(&target, PutPayload::default()).await?;
             }
             [only] => {
-                self.store.rename(&paths::upload_part(id, *only), &target).await?;
+                self.store.rename(&paths::upload_part(id, only), &target).await?;
             }
             many => {
-                let staging = paths::upload_part(id, u64::MAX);
+                let staging = paths::upload_part(id, "assembled");
                 let upload = self.store.put_multipart(&staging).await?;
                 let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
-                for offset in many {
-                    let mut s = self.store.get(&paths::upload_part(id, *offset)).await?.into_stream();
+                for part in many {
+                    let mut s = self.store.get(&paths::upload_part(id, part)).await?.into_stream();
                     while let Some(chunk) = s.next().await {
                         let chunk = match chunk {
                             Ok(c) => c,
@@ -203,6 +203,26 @@ impl BlobStore {
         }
         self.abort_upload(id).await;
         Ok(())
+    }
+
+    /// Hashes the staged parts of upload `id` with `algorithm` (used when the client names a digest algorithm
+    /// other than the one hashed while receiving).
+    pub async fn hash_parts(&self, id: UploadId, parts: &[String], algorithm: Algorithm) -> Result<Digest, BlobError> {
+        let mut hasher = DigestHasher::new(algorithm);
+        for part in parts {
+            let mut s = self.store.get(&paths::upload_part(id, part)).await?.into_stream();
+            while let Some(chunk) = s.next().await {
+                hasher.update(&chunk?);
+            }
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Removes one staged part (a part that lost a race and belongs to no session).
+    pub async fn delete_part(&self, id: UploadId, part: &str) {
+        if let Err(e) = self.store.delete(&paths::upload_part(id, part)).await {
+            tracing::warn!(upload = %id, error = %e, "could not remove a staged upload part");
+        }
     }
 
     /// Removes whatever upload `id` staged. Best effort: leftovers are invisible and only cost space.
@@ -229,7 +249,6 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use names::Algorithm;
 
     fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
         futures::stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect::<Vec<_>>())
@@ -238,12 +257,15 @@ mod tests {
     async fn suite(store: BlobStore) {
         let id = UploadId::random();
         let mut h = DigestHasher::new(Algorithm::Sha256);
-        let n1 = store.write_part(id, 0, body(&[b"hello ", b"wor"]), &mut h, None).await.unwrap();
-        let n2 = store.write_part(id, n1, body(&[b"ld"]), &mut h, None).await.unwrap();
+        let parts = [paths::new_part_name(0), paths::new_part_name(9)];
+        let n1 = store.write_part(id, &parts[0], body(&[b"hello ", b"wor"]), &mut h, None).await.unwrap();
+        let n2 = store.write_part(id, &parts[1], body(&[b"ld"]), &mut h, None).await.unwrap();
         let d = h.finish();
         assert_eq!(d, Digest::sha256_of(b"hello world"));
         assert_eq!(store.stat(&d).await.unwrap(), None, "not visible before commit");
-        store.commit_upload(id, &[0, n1], &d).await.unwrap();
+        let sha512 = store.hash_parts(id, &parts, Algorithm::Sha512).await.unwrap();
+        assert_eq!(sha512, Digest::of(Algorithm::Sha512, b"hello world"));
+        store.commit_upload(id, &parts, &d).await.unwrap();
         assert_eq!(store.stat(&d).await.unwrap(), Some(n1 + n2));
         assert_eq!(store.read_all(&d).await.unwrap().unwrap(), Bytes::from_static(b"hello world"));
         let (s, r, total) = store.read(&d, Some(6..11)).await.unwrap().unwrap();
@@ -253,7 +275,7 @@ mod tests {
         // Too large: nothing staged stays behind, nothing becomes visible.
         let id2 = UploadId::random();
         let mut h2 = DigestHasher::new(Algorithm::Sha256);
-        let err = store.write_part(id2, 0, body(&[b"12345", b"678"]), &mut h2, Some(6)).await.unwrap_err();
+        let err = store.write_part(id2, "p", body(&[b"12345", b"678"]), &mut h2, Some(6)).await.unwrap_err();
         assert!(matches!(err, BlobError::TooLarge(6)));
         store.abort_upload(id2).await;
 

@@ -8,7 +8,17 @@
 //! links/<ns>/<stream>/manifests/<digest>          a manifest stored in the repository
 //! referrers/<ns>/<stream>/<subject>/<digest>      a manifest of the repository whose `subject` is <subject>
 //! uploads/<upload-id>                             an upload session in progress
+//! namespaces/<ns>                                 a namespace (project): creator, creation time
+//! users/<user>                                    a user and its groups
+//! serviceaccounts/<ns>/<sa>                       a service account of a namespace
+//! tokens/<token-id>                               an API token: owner, expiry, SHA-256 of the secret (never the secret)
+//! token-hashes/<sha256-hex>                       the id of the token whose secret hashes to <sha256-hex>
+//! rolebindings/<ns>/<role>                        the subjects bound to <role> in <ns>
+//! clusterrolebindings/<role>                      the subjects bound to <role> in every namespace
+//! signing-keys/<kid>                              a JWT signing key pair (PKCS#8), named by its `kid`
 //! ```
+//! Identity names (users, service accounts, roles, token ids, key ids) come from `auth`'s typed names, which only
+//! admit characters that cannot break out of a key segment.
 //! Lexical key order is the order users see (catalog and tags list are sorted), so listing a prefix from a
 //! `last` key is the pagination.
 
@@ -65,6 +75,54 @@ pub fn upload(id: UploadId) -> String {
     format!("uploads/{id}")
 }
 
+pub const NAMESPACES: &str = "namespaces/";
+
+pub fn namespace(ns: &Namespace) -> String {
+    format!("namespaces/{ns}")
+}
+
+pub const USERS: &str = "users/";
+
+pub fn user(name: &str) -> String {
+    format!("users/{name}")
+}
+
+pub fn service_account(ns: &Namespace, name: &str) -> String {
+    format!("serviceaccounts/{ns}/{name}")
+}
+
+pub fn service_accounts_in(ns: &Namespace) -> String {
+    format!("serviceaccounts/{ns}/")
+}
+
+pub const TOKENS: &str = "tokens/";
+
+pub fn token(id: &str) -> String {
+    format!("tokens/{id}")
+}
+
+pub fn token_hash(sha256_hex: &str) -> String {
+    format!("token-hashes/{sha256_hex}")
+}
+
+pub fn role_binding(ns: &Namespace, role: &str) -> String {
+    format!("rolebindings/{ns}/{role}")
+}
+
+pub fn role_bindings_in(ns: &Namespace) -> String {
+    format!("rolebindings/{ns}/")
+}
+
+pub fn cluster_role_binding(role: &str) -> String {
+    format!("clusterrolebindings/{role}")
+}
+
+pub const SIGNING_KEYS: &str = "signing-keys/";
+
+pub fn signing_key(kid: &str) -> String {
+    format!("signing-keys/{kid}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +141,25 @@ mod tests {
         // A stream named like another's prefix does not leak into its listings.
         let other: RepositoryName = "ns/app2".parse().unwrap();
         assert!(!istag(&other, &"v1".parse().unwrap()).starts_with(&istags_of(&repo)));
+    }
+
+    #[test]
+    fn identity_layout() {
+        let ns: Namespace = "team".parse().unwrap();
+        let ns2: Namespace = "team2".parse().unwrap();
+        assert_eq!(namespace(&ns), "namespaces/team");
+        assert!(namespace(&ns).starts_with(NAMESPACES));
+        assert_eq!(user("alice"), "users/alice");
+        assert!(user("alice").starts_with(USERS));
+        assert_eq!(service_account(&ns, "builder"), "serviceaccounts/team/builder");
+        assert!(service_account(&ns, "builder").starts_with(&service_accounts_in(&ns)));
+        assert!(!service_account(&ns2, "builder").starts_with(&service_accounts_in(&ns)));
+        assert_eq!(token("0123abcd"), "tokens/0123abcd");
+        assert!(token("0123abcd").starts_with(TOKENS));
+        assert_eq!(token_hash("ff00"), "token-hashes/ff00");
+        assert_eq!(role_binding(&ns, "admin"), "rolebindings/team/admin");
+        assert!(!role_binding(&ns2, "admin").starts_with(&role_bindings_in(&ns)));
+        assert_eq!(cluster_role_binding("cluster-admin"), "clusterrolebindings/cluster-admin");
+        assert!(signing_key("k1").starts_with(SIGNING_KEYS));
     }
 }

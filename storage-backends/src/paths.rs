@@ -5,7 +5,8 @@
 //!   sha256/<hex[0..2]>/<hex>          content-addressed blob or manifest bytes (only verified content)
 //!   sha512/<hex[0..2]>/<hex>
 //! uploads/
-//!   <upload-id>/<offset:020>          one staged part per PATCH/PUT body, named by its start offset
+//!   <upload-id>/<offset:020>-<nonce>  one staged part per PATCH/PUT body: its start offset and a nonce, so two
+//!                                     racing writers of one offset never overwrite each other's bytes
 //! ```
 //! Nothing under `uploads/` is ever served; a blob appears under `blobs/` only after its digest was verified.
 
@@ -23,9 +24,21 @@ pub fn upload_dir(id: UploadId) -> Path {
     Path::from(format!("uploads/{id}"))
 }
 
-/// The staged part of upload `id` that starts at byte `offset`.
-pub fn upload_part(id: UploadId, offset: u64) -> Path {
-    Path::from(format!("uploads/{id}/{offset:020}"))
+/// A fresh part name for a body that starts at byte `offset`.
+pub fn new_part_name(offset: u64) -> String {
+    format!("{offset:020}-{:08x}", rand_nonce())
+}
+
+fn rand_nonce() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish() as u32
+}
+
+/// The staged part `part` (a name from [`new_part_name`]) of upload `id`.
+pub fn upload_part(id: UploadId, part: &str) -> Path {
+    Path::from(format!("uploads/{id}/{part}"))
 }
 
 #[cfg(test)]
@@ -40,7 +53,10 @@ mod tests {
             "blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         let id: UploadId = "0b4a7e0e-1d2c-4e0f-9d3a-2f1e5c6b7a80".parse().unwrap();
-        assert_eq!(upload_part(id, 42).as_ref(), "uploads/0b4a7e0e-1d2c-4e0f-9d3a-2f1e5c6b7a80/00000000000000000042");
-        assert!(upload_part(id, 0).as_ref().starts_with(upload_dir(id).as_ref()));
+        let part = new_part_name(42);
+        assert!(part.starts_with("00000000000000000042-"));
+        assert_ne!(part, new_part_name(42));
+        assert_eq!(upload_part(id, "p").as_ref(), "uploads/0b4a7e0e-1d2c-4e0f-9d3a-2f1e5c6b7a80/p");
+        assert!(upload_part(id, &part).as_ref().starts_with(upload_dir(id).as_ref()));
     }
 }
