@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use names::{Algorithm, Digest, DigestHasher, UploadId};
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use crate::paths;
 
@@ -19,6 +19,18 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// Size of the buffers handed to the object store while streaming an upload in.
 const WRITE_CHUNK: usize = 8 * 1024 * 1024;
+
+/// Size of the reads when streaming a blob out of a local file.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// Streams `range` of a local file in [`READ_CHUNK`] pieces.
+async fn file_stream(file: std::fs::File, range: Range<u64>) -> Result<ByteStream, BlobError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(std::io::SeekFrom::Start(range.start)).await?;
+    let reader = file.take(range.end - range.start);
+    Ok(tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).boxed())
+}
 
 /// Which object store holds the blobs. Chosen from configuration; building it never panics.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,6 +62,8 @@ pub enum BlobError {
     Config(String),
     #[error("reading the request body: {0}")]
     Body(String),
+    #[error("blob storage i/o: {0}")]
+    Io(#[from] std::io::Error),
     #[error("body larger than the limit of {0} bytes")]
     TooLarge(u64),
     #[error("object store: {0}")]
@@ -87,7 +101,11 @@ impl BlobStore {
             Ok(res) => {
                 let total = res.meta.size;
                 let served = res.range.clone();
-                let stream = res.into_stream().map_err(std::io::Error::other).boxed();
+                let stream = match res.payload {
+                    // object_store reads local files 8 KiB per blocking task; read them in large chunks instead.
+                    GetResultPayload::File(file, _) => file_stream(file, served.clone()).await?,
+                    GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
+                };
                 Ok(Some((stream, served, total)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
