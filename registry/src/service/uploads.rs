@@ -46,7 +46,7 @@ impl Registry {
             repository: repo.clone(),
             size: 0,
             parts: Vec::new(),
-            hash_state: hex::encode(&DigestHasher::new(Algorithm::Sha256).save()),
+            hash_state: hex::encode(DigestHasher::new(Algorithm::Sha256).save()),
             started: Utc::now(),
         };
         let key = keys::upload(id);
@@ -94,7 +94,7 @@ impl Registry {
         }
         session.size += written;
         session.parts.push(part.clone());
-        session.hash_state = hex::encode(&hasher.save());
+        session.hash_state = hex::encode(hasher.save());
         let key = keys::upload(id);
         let txn = Txn::new().expect(key.clone(), Expect::Version(version)).put(key, encode(&session));
         match self.meta.commit(txn).await {
