@@ -1,48 +1,27 @@
-//! Who may do what: identities, API tokens, roles and namespace bindings, and the authorization decision
-//! (verb + resource + namespace/name). The registry asks this crate before every operation; this crate never
-//! calls the registry. Today it holds the decision vocabulary and the open policy used until the access-control
-//! issue lands (every request allowed); tokens, roles and JWTs arrive with that issue.
+//! Who may do what in Tributary: identities ([`Identity`]: users, service accounts, groups, anonymous), API tokens
+//! ([`tokens`], stored only as SHA-256 hashes), roles and namespace bindings ([`roles`], [`model`]), the
+//! authorization decision (verb + resource + namespace), registry JWTs ([`jwt`]) and Docker token scopes
+//! ([`scope`]). [`AuthService`] is the one entry point; the registry's HTTP edge asks it before every operation.
+//! This crate calls only `storage-backends` (keys in `storage_backends::keys`) and never the registry.
 
-use names::RepositoryName;
+pub mod identity;
+pub mod ids;
+pub mod jwt;
+pub mod model;
+pub mod roles;
+pub mod scope;
+mod service;
+pub mod tokens;
 
-/// The verbs of OpenShift's authorization model that the registry checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    Get,
-    List,
-    Update,
-    Create,
-    Delete,
-}
+pub use identity::{Identity, WhoAmI};
+pub use ids::{GroupName, InvalidName, ServiceAccountName, Subject, TokenId, UserName};
+pub use model::{NamespaceRecord, RoleBinding, ServiceAccount, TokenInfo, User};
+pub use roles::{Resource, Role, Verb};
+pub use scope::{Action, Scope};
+pub use service::{
+    AuthError, AuthMode, AuthService, Bootstrap, Caller, Credentials, IssuedToken, Need, Verdict, Via,
+    ADMIN_TOKEN_FILE, DEFAULT_SERVICE,
+};
 
-/// The resources the registry checks verbs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    /// `imagestreams/layers`: pulling (get) and pushing (update) content of a stream.
-    ImageStreamLayers,
-    /// `imagestreams`: creating and deleting streams, reading and editing them through the API.
-    ImageStreams,
-}
-
-/// One authorization question about a repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request<'a> {
-    pub verb: Verb,
-    pub resource: Resource,
-    pub repository: &'a RepositoryName,
-}
-
-/// Answers authorization questions.
-pub trait Authorizer: Send + Sync + 'static {
-    fn allowed(&self, request: &Request<'_>) -> bool;
-}
-
-/// Allows everything: the policy of a registry started without access control.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct AllowAll;
-
-impl Authorizer for AllowAll {
-    fn allowed(&self, _request: &Request<'_>) -> bool {
-        true
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use auth::tokens::Secret;
+use auth::AuthMode;
 use serde::Deserialize;
 
 /// Settings as they may appear in the TOML file; every field optional.
@@ -14,6 +16,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub public_host: Option<String>,
     pub max_manifest_bytes: Option<usize>,
+    /// `token` (default) or `none`.
+    pub auth: Option<AuthMode>,
 }
 
 /// The effective configuration.
@@ -25,6 +29,10 @@ pub struct Config {
     pub public_host: String,
     /// Largest manifest accepted (bytes); larger ones get 413.
     pub max_manifest_bytes: usize,
+    /// Access control: `token` (API tokens, JWTs and role bindings; the default) or `none` (everything allowed).
+    pub auth: AuthMode,
+    /// The cluster administrator's token (`TRIBUTARY_ADMIN_TOKEN`); without it the first start generates one.
+    pub admin_token: Option<Secret>,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -37,6 +45,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub public_host: Option<String>,
     pub max_manifest_bytes: Option<usize>,
+    pub auth: Option<AuthMode>,
+    pub admin_token: Option<Secret>,
 }
 
 impl Config {
@@ -63,6 +73,8 @@ impl Config {
                 .max_manifest_bytes
                 .or(from_file.max_manifest_bytes)
                 .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
+            auth: overrides.auth.or(from_file.auth).unwrap_or_default(),
+            admin_token: overrides.admin_token,
         })
     }
 }
@@ -92,6 +104,11 @@ mod tests {
         let c = Config::load(Some(&f), Overrides { data_dir: Some("/x".into()), ..Overrides::default() }).unwrap();
         assert_eq!((c.listen.to_string(), c.data_dir), ("127.0.0.1:7000".to_string(), PathBuf::from("/x")));
         assert_eq!(c.public_host, "127.0.0.1:7000");
+        assert_eq!(c.auth, AuthMode::Token);
+        std::fs::write(&f, "auth = \"none\"\n").unwrap();
+        assert_eq!(Config::load(Some(&f), Overrides::default()).unwrap().auth, AuthMode::None);
+        std::fs::write(&f, "auth = \"maybe\"\n").unwrap();
+        assert!(Config::load(Some(&f), Overrides::default()).is_err());
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err());
     }

@@ -25,6 +25,7 @@ pub fn open(config: &Config) -> anyhow::Result<Registry> {
     Ok(Registry {
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
+        auth: auth::AuthService::new(meta.clone(), config.auth),
         meta,
         max_manifest_bytes: config.max_manifest_bytes,
     })

@@ -1,4 +1,7 @@
-//! The `tributary` command: `serve` runs the registry. A thin layer over the `registry` library.
+//! The `tributary` command: `serve` runs the registry; the client verbs (`login`, `new-project`, `create`, `get`,
+//! `delete`, `whoami`, `policy`) live in [`cli`]. A thin layer over the `registry` library.
+
+mod cli;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 #[derive(clap::Args)]
@@ -36,6 +41,12 @@ struct ServeArgs {
     /// Largest manifest accepted, in bytes [default: 4194304].
     #[arg(long, env = "TRIBUTARY_MAX_MANIFEST_BYTES")]
     max_manifest_bytes: Option<usize>,
+    /// Access control: token (API tokens and role bindings) or none (everyone may do everything) [default: token].
+    #[arg(long, env = "TRIBUTARY_AUTH")]
+    auth: Option<auth::AuthMode>,
+    /// The cluster administrator's token [default: generated at first start into <data-dir>/admin.token].
+    #[arg(long, alias = "token", env = "TRIBUTARY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<auth::tokens::Secret>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Client(c) => cli::run(c),
     }
 }
 
@@ -57,6 +69,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         public_host: args.public_host,
         max_manifest_bytes: args.max_manifest_bytes,
+        auth: args.auth,
+        admin_token: args.admin_token,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
     let listener =
@@ -68,6 +82,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.listen = bound;
     actix_web::rt::System::new().block_on(async move {
         let registry = registry::open(&config)?;
+        cli::bootstrap(&registry, &config).await?;
         let server = registry::http::serve(registry, listener)?;
         println!("tributary listening on http://{bound}");
         tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), public_host = %config.public_host, "serving");

@@ -1,10 +1,17 @@
 //! A real registry for tests: bound on 127.0.0.1:0 (the port is read back from the bound socket, never guessed),
 //! served on its own thread with a fresh temporary data directory, stopped on drop.
+//!
+//! `TestRegistry::start()` runs without access control (`auth = none`) so that protocol tests need no
+//! credentials; `TestRegistry::builder().with_admin_token("…").start()` runs with it on, `admin` holding that token.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
+use auth::tokens::Secret;
+use auth::AuthMode;
+
 use crate::config::{Config, DEFAULT_MAX_MANIFEST_BYTES};
+use crate::service::Registry;
 
 /// A running registry. `TestRegistry::start()` and go.
 pub struct TestRegistry {
@@ -13,20 +20,59 @@ pub struct TestRegistry {
     _tmp: Option<tempfile::TempDir>,
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
+    admin_token: Option<String>,
+    registry: Registry,
+}
+
+/// How to start a [`TestRegistry`].
+#[derive(Debug, Default)]
+pub struct Builder {
+    data_dir: Option<PathBuf>,
+    admin_token: Option<String>,
+}
+
+impl Builder {
+    /// Access control on, with `token` as the cluster administrator's token.
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Builder {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    /// Keep the data in `dir` (kept after the registry stops) rather than in a fresh temporary directory.
+    pub fn in_dir(mut self, dir: &Path) -> Builder {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn start(self) -> TestRegistry {
+        match &self.data_dir {
+            Some(dir) => TestRegistry::launch(dir, self.admin_token),
+            None => {
+                let tmp = tempfile::tempdir().expect("temporary data directory");
+                let mut r = TestRegistry::launch(tmp.path(), self.admin_token);
+                r._tmp = Some(tmp);
+                r
+            }
+        }
+    }
 }
 
 impl TestRegistry {
-    /// Starts a registry on a fresh temporary data directory.
+    /// Starts a registry without access control on a fresh temporary data directory.
     pub fn start() -> TestRegistry {
-        let tmp = tempfile::tempdir().expect("temporary data directory");
-        let dir = tmp.path().to_path_buf();
-        let mut r = TestRegistry::start_in(&dir);
-        r._tmp = Some(tmp);
-        r
+        TestRegistry::builder().start()
     }
 
-    /// Starts a registry on `data_dir` (kept after the registry stops).
+    /// Starts a registry without access control on `data_dir` (kept after the registry stops).
     pub fn start_in(data_dir: &Path) -> TestRegistry {
+        TestRegistry::builder().in_dir(data_dir).start()
+    }
+
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn launch(data_dir: &Path, admin_token: Option<String>) -> TestRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let config = Config {
@@ -34,19 +80,31 @@ impl TestRegistry {
             data_dir: data_dir.to_path_buf(),
             public_host: addr.to_string(),
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            auth: if admin_token.is_some() { AuthMode::Token } else { AuthMode::None },
+            admin_token: admin_token.clone().map(Secret::new),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
                 let registry = crate::open(&config).expect("open registry");
-                let server = crate::http::serve(registry, listener).expect("serve");
-                tx.send(server.handle()).expect("hand back the server handle");
+                let token = config.admin_token.as_ref().map(Secret::expose);
+                registry.auth.bootstrap(token, &config.data_dir).await.expect("bootstrap access control");
+                let server = crate::http::serve(registry.clone(), listener).expect("serve");
+                tx.send((server.handle(), registry)).expect("hand back the server handle");
                 let _ = server.await;
             });
         });
-        let handle = rx.recv().expect("server started");
-        TestRegistry { addr, data_dir: data_dir.to_path_buf(), _tmp: None, handle, thread: Some(thread) }
+        let (handle, registry) = rx.recv().expect("server started");
+        TestRegistry {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            handle,
+            thread: Some(thread),
+            admin_token,
+            registry,
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -62,12 +120,22 @@ impl TestRegistry {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// The cluster administrator's token, when access control is on.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// The running registry's state (same stores), for tests that reach behind the HTTP API.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
 }
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         let handle = self.handle.clone();
-        let _ = futures::executor::block_on(handle.stop(false));
+        futures::executor::block_on(handle.stop(false));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

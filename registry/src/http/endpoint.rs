@@ -120,14 +120,14 @@ mod tests {
         ];
         for (path, kind) in bad {
             let got = Endpoint::parse(path);
-            let matches = match (kind, &got) {
-                ("name", Err(EndpointError::InvalidName(_))) => true,
-                ("reference", Err(EndpointError::InvalidReference(_))) => true,
-                ("digest", Err(EndpointError::InvalidDigest(_))) => true,
-                ("upload", Err(EndpointError::UnknownUpload(_))) => true,
-                ("route", Err(EndpointError::NotFound)) => true,
-                _ => false,
-            };
+            let matches = matches!(
+                (kind, &got),
+                ("name", Err(EndpointError::InvalidName(_)))
+                    | ("reference", Err(EndpointError::InvalidReference(_)))
+                    | ("digest", Err(EndpointError::InvalidDigest(_)))
+                    | ("upload", Err(EndpointError::UnknownUpload(_)))
+                    | ("route", Err(EndpointError::NotFound))
+            );
             assert!(matches, "{path}: {got:?}");
         }
     }

@@ -1,6 +1,8 @@
 //! The HTTP edge: the actix application (OCI routes under `/v2`, the image stream API), the request span, and the
 //! server start on a given listener. The only module of Tributary that knows HTTP.
 
+mod admin_api;
+pub mod auth;
 pub mod endpoint;
 pub mod errors;
 mod oci;
@@ -36,6 +38,8 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(registry))
             .configure(streams_api::configure)
+            .configure(self::auth::configure)
+            .configure(admin_api::configure)
             .route("/v2", web::to(oci::dispatch))
             .route("/v2/{tail:.*}", web::to(oci::dispatch));
     }
@@ -43,8 +47,13 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// Starts serving on `listener` (already bound). The returned server runs until stopped.
 pub fn serve(registry: Registry, listener: TcpListener) -> std::io::Result<Server> {
-    let server = HttpServer::new(move || App::new().wrap(from_fn(request_span)).configure(configure(registry.clone())))
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(self::auth::stream_api_guard))
+            .wrap(from_fn(request_span))
+            .configure(configure(registry.clone()))
+    })
+    .listen(listener)?
+    .run();
     Ok(server)
 }

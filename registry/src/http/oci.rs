@@ -11,6 +11,7 @@ use names::{Digest, Reference, RepositoryName, UploadId};
 use serde_json::json;
 use streams::manifest::OCI_INDEX;
 
+use super::auth::Decision;
 use super::endpoint::Endpoint;
 use super::errors::{ApiError, ErrorCode};
 use crate::service::{Registry, RegistryError};
@@ -36,13 +37,16 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
     let method = req.method().clone();
     let q = query(&req);
     let reg = registry.get_ref();
+    let decision = super::auth::authorize(&req, reg, &endpoint).await?;
     let answer = match (endpoint, method) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok(HttpResponse::Ok().json(json!({}))),
-        (Endpoint::Catalog, Method::GET) => catalog(reg, &q).await,
+        (Endpoint::Catalog, Method::GET) => catalog(reg, &decision, &q).await,
         (Endpoint::Tags(repo), Method::GET) => tags(reg, &repo, &q).await,
         (Endpoint::Manifest(repo, r), Method::GET) => get_manifest(reg, &req, &repo, &r, false).await,
         (Endpoint::Manifest(repo, r), Method::HEAD) => get_manifest(reg, &req, &repo, &r, true).await,
-        (Endpoint::Manifest(repo, r), Method::PUT) => put_manifest(reg, &req, &repo, &r, payload).await,
+        (Endpoint::Manifest(repo, r), Method::PUT) => {
+            put_manifest(reg, &req, &repo, &r, payload, decision.may_create_stream).await
+        }
         (Endpoint::Manifest(repo, r), Method::DELETE) => {
             reg.delete_manifest(&repo, &r).await?;
             Ok(HttpResponse::Accepted().finish())
@@ -53,7 +57,7 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
             reg.delete_blob(&repo, &d).await?;
             Ok(HttpResponse::Accepted().finish())
         }
-        (Endpoint::StartUpload(repo), Method::POST) => start_upload(reg, &req, &repo, &q, payload).await,
+        (Endpoint::StartUpload(repo), Method::POST) => start_upload(reg, &decision, &req, &repo, &q, payload).await,
         (Endpoint::Upload(repo, id), Method::GET) => upload_status(reg, &repo, id).await,
         (Endpoint::Upload(repo, id), Method::PATCH) => patch_upload(reg, &req, &repo, id, payload).await,
         (Endpoint::Upload(repo, id), Method::PUT) => finish_upload(reg, &req, &repo, id, &q, payload).await,
@@ -102,9 +106,9 @@ fn next_link(path: &str, last: Option<&String>, n: usize) -> String {
     format!("<{path}?last={last}&n={n}>; rel=\"next\"")
 }
 
-async fn catalog(reg: &Registry, q: &HashMap<String, String>) -> Answer {
+async fn catalog(reg: &Registry, decision: &Decision, q: &HashMap<String, String>) -> Answer {
     let (n, last) = page(q)?;
-    let (repos, more) = reg.catalog(last.as_deref(), n).await?;
+    let (repos, more) = super::auth::catalog_page(reg, decision, last.as_deref(), n).await?;
     let names: Vec<String> = repos.iter().map(|r| r.to_string()).collect();
     let mut resp = HttpResponse::Ok();
     if more {
@@ -173,6 +177,7 @@ async fn put_manifest(
     repo: &RepositoryName,
     reference: &Reference,
     payload: web::Payload,
+    may_create_stream: bool,
 ) -> Answer {
     let declared =
         req.headers().get("Content-Length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -183,7 +188,7 @@ async fn put_manifest(
         return Err(RegistryError::ManifestTooLarge(reg.max_manifest_bytes).into());
     };
     let content_type = req.headers().get("Content-Type").and_then(|v| v.to_str().ok());
-    let put = reg.put_manifest(repo, reference, content_type, bytes, true).await?;
+    let put = reg.put_manifest(repo, reference, content_type, bytes, may_create_stream).await?;
     let mut resp = HttpResponse::Created();
     resp.insert_header(("Location", format!("/v2/{repo}/manifests/{}", put.digest)))
         .insert_header(("Docker-Content-Digest", put.digest.to_string()));
@@ -297,6 +302,7 @@ fn digest_param(q: &HashMap<String, String>, name: &str) -> Result<Option<Digest
 
 async fn start_upload(
     reg: &Registry,
+    decision: &Decision,
     req: &HttpRequest,
     repo: &RepositoryName,
     q: &HashMap<String, String>,
@@ -305,7 +311,8 @@ async fn start_upload(
     if let Some(mount) = digest_param(q, "mount")? {
         let from = q.get("from").and_then(|f| f.parse::<RepositoryName>().ok());
         if let Some(from) = from {
-            if reg.mount_blob(repo, &from, &mount).await?.is_some() {
+            // Mount only from where the caller may pull; otherwise an ordinary upload, never a leak.
+            if decision.may_pull(reg, &from).await? && reg.mount_blob(repo, &from, &mount).await?.is_some() {
                 return Ok(blob_created(repo, &mount));
             }
         }

@@ -76,4 +76,6 @@ pub struct Registry {
     pub meta: Arc<dyn MetadataStore>,
     pub streams: StreamService,
     pub max_manifest_bytes: usize,
+    /// Access control: who the caller is and what it may do (`auth` crate).
+    pub auth: auth::AuthService,
 }

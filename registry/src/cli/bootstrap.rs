@@ -1,0 +1,19 @@
+//! The access-control step of `tributary serve`: makes the signing key, the cluster administrator and its token,
+//! and prints a generated token once (on stdout, before the `listening` line).
+
+use auth::Bootstrap;
+use registry::config::Config;
+use registry::service::Registry;
+
+pub async fn bootstrap(registry: &Registry, config: &Config) -> anyhow::Result<()> {
+    let token = config.admin_token.as_ref().map(|s| s.expose());
+    match registry.auth.bootstrap(token, &config.data_dir).await? {
+        Bootstrap::Generated { token, path } => {
+            println!("generated the cluster administrator token (user admin), saved in {}:", path.display());
+            println!("{token}");
+        }
+        Bootstrap::Disabled => tracing::warn!("access control is off (auth = none): everyone may do everything"),
+        Bootstrap::Configured | Bootstrap::Existing => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! The `tributary` client verbs (OpenShift's `oc` for access control): `login`, `new-project`, `create`, `get`,
+//! `delete`, `whoami`, `policy`. Each talks HTTP to a running server's `/apis/tributary.dev/v1/` API (see
+//! `registry::http::admin_api`), with `--server`/`--token`, `TRIBUTARY_SERVER`/`TRIBUTARY_TOKEN`, or the file
+//! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores.
+
+mod bootstrap;
+mod client;
+mod config;
+mod duration;
+
+use auth::{GroupName, Role, ServiceAccountName, Subject, UserName};
+use clap::{Args, Subcommand};
+use names::Namespace;
+use serde_json::{json, Value};
+
+pub use bootstrap::bootstrap;
+use client::Client;
+
+/// Where the server is and who we are there.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// The registry's URL, e.g. http://localhost:5000 [default: from `tributary login`].
+    #[arg(long, env = "TRIBUTARY_SERVER")]
+    server: Option<String>,
+    /// An API token [default: from `tributary login`].
+    #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// The client verbs, flattened into the `tributary` command.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a token against a server and remember both for the other verbs.
+    Login {
+        #[arg(long, env = "TRIBUTARY_SERVER")]
+        server: String,
+        #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Create a namespace (project) with its `default` and `builder` service accounts; you become its admin.
+    NewProject {
+        name: Namespace,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Create a user, service account or API token.
+    #[command(subcommand)]
+    Create(Create),
+    /// List tokens, namespaces, users, service accounts or role bindings.
+    Get {
+        #[command(subcommand)]
+        what: Get,
+    },
+    /// Revoke an API token.
+    #[command(subcommand)]
+    Delete(Delete),
+    /// Print who the token belongs to (`-t`: print the token itself).
+    Whoami {
+        #[arg(short = 't', long = "show-token")]
+        show_token: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Bind or unbind roles in a namespace.
+    #[command(subcommand)]
+    Policy(Policy),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Create {
+    /// Create a user (cluster-admin only).
+    User {
+        name: UserName,
+        /// A group the user is in (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<GroupName>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Create a service account in a namespace.
+    #[command(alias = "sa")]
+    Serviceaccount {
+        name: ServiceAccountName,
+        #[arg(short = 'n', long = "namespace")]
+        namespace: Namespace,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Create an API token for a user or a service account and print it (it is shown only now).
+    Token {
+        #[arg(long, conflicts_with = "serviceaccount", required_unless_present = "serviceaccount")]
+        user: Option<UserName>,
+        #[arg(long, requires = "namespace")]
+        serviceaccount: Option<ServiceAccountName>,
+        #[arg(short = 'n', long = "namespace")]
+        namespace: Option<Namespace>,
+        /// Lifetime, e.g. 30m, 12h, 7d, 1h30m [default: no expiry].
+        #[arg(long, value_parser = duration::parse)]
+        expires: Option<chrono::Duration>,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Get {
+    /// API tokens you may manage (never their secrets).
+    Tokens {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Namespaces you can see.
+    #[command(alias = "projects")]
+    Namespaces {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Users (cluster-admin only).
+    Users {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Service accounts of a namespace.
+    #[command(alias = "sa")]
+    Serviceaccounts {
+        #[arg(short = 'n', long = "namespace")]
+        namespace: Namespace,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Role bindings of a namespace.
+    Rolebindings {
+        #[arg(short = 'n', long = "namespace")]
+        namespace: Namespace,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Delete {
+    /// Revoke an API token by id (see `get tokens`); it stops working at once.
+    Token {
+        id: auth::TokenId,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Binding {
+    role: Role,
+    /// A user, or `system:serviceaccount:<ns>:<name>` (for `-group` verbs: a group).
+    subject: String,
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Namespace,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Policy {
+    /// Bind ROLE to a user or service account in the namespace.
+    AddRoleToUser(Binding),
+    /// Bind ROLE to a group (e.g. `system:serviceaccounts:project-a`, `system:unauthenticated`).
+    AddRoleToGroup(Binding),
+    /// Unbind ROLE from a user or service account in the namespace.
+    RemoveRoleFromUser(Binding),
+    /// Unbind ROLE from a group in the namespace.
+    RemoveRoleFromGroup(Binding),
+}
+
+/// Runs a client verb; errors are printed by `main`.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run_async(command))
+}
+
+fn subject_of(binding: &Binding, group: bool) -> anyhow::Result<Subject> {
+    Ok(if group {
+        Subject::Group { name: binding.subject.parse()? }
+    } else {
+        Subject::user_or_service_account(&binding.subject)?
+    })
+}
+
+async fn run_async(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Login { server, token } => {
+            let client = Client::new(Some(server), Some(token))?;
+            let me = client.get("/whoami").await?;
+            let path = config::save(client.server(), client.token())?;
+            println!(
+                "Logged into {} as {} (saved in {}).",
+                client.server(),
+                me["name"].as_str().unwrap_or("?"),
+                path.display()
+            );
+        }
+        Command::NewProject { name, conn } => {
+            Client::from(conn)?.post("/namespaces", json!({"name": name})).await?;
+            println!("Now you have project \"{name}\" with service accounts default and builder.");
+        }
+        Command::Create(Create::User { name, groups, conn }) => {
+            Client::from(conn)?.post("/users", json!({"name": name, "groups": groups})).await?;
+            println!("user/{name} created");
+        }
+        Command::Create(Create::Serviceaccount { name, namespace, conn }) => {
+            Client::from(conn)?
+                .post(&format!("/namespaces/{namespace}/serviceaccounts"), json!({"name": name}))
+                .await?;
+            println!("serviceaccount/{name} created in {namespace}");
+        }
+        Command::Create(Create::Token { user, serviceaccount, namespace, expires, description, conn }) => {
+            let owner = match (user, serviceaccount, namespace) {
+                (Some(name), _, _) => Subject::User { name },
+                (None, Some(name), Some(namespace)) => Subject::ServiceAccount { namespace, name },
+                _ => anyhow::bail!("give --user NAME or --serviceaccount NAME -n NAMESPACE"),
+            };
+            let body = json!({
+                "owner": owner,
+                "expiresInSeconds": expires.map(|d| d.num_seconds()),
+                "description": description,
+            });
+            let created = Client::from(conn)?.post("/tokens", body).await?;
+            eprintln!("token {} for {}", created["id"].as_str().unwrap_or("?"), owner.name());
+            println!("{}", created["token"].as_str().unwrap_or_default());
+        }
+        Command::Get { what } => get(what).await?,
+        Command::Delete(Delete::Token { id, conn }) => {
+            Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;
+            println!("token/{id} deleted");
+        }
+        Command::Whoami { show_token, conn } => {
+            let client = Client::from(conn)?;
+            if show_token {
+                println!("{}", client.token());
+            } else {
+                println!("{}", client.get("/whoami").await?["name"].as_str().unwrap_or_default());
+            }
+        }
+        Command::Policy(p) => {
+            let (binding, group, action) = match &p {
+                Policy::AddRoleToUser(b) => (b, false, "add"),
+                Policy::AddRoleToGroup(b) => (b, true, "add"),
+                Policy::RemoveRoleFromUser(b) => (b, false, "remove"),
+                Policy::RemoveRoleFromGroup(b) => (b, true, "remove"),
+            };
+            let subject = subject_of(binding, group)?;
+            let ns = &binding.namespace;
+            let body = json!({"role": binding.role, "subject": subject});
+            let out = Client::from(binding.conn.clone())?
+                .post(&format!("/namespaces/{ns}/rolebindings/{action}"), body)
+                .await?;
+            let done = if action == "add" { "added" } else { "removed" };
+            let note = if out["changed"] == json!(false) { " (already so)" } else { "" };
+            println!("role \"{}\" {done}: \"{}\" in {ns}{note}", binding.role, subject.name());
+        }
+    }
+    Ok(())
+}
+
+fn column(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", parts.join("   ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn subject_name(s: &Value) -> String {
+    serde_json::from_value::<Subject>(s.clone()).map(|s| s.name()).unwrap_or_else(|_| s.to_string())
+}
+
+async fn get(what: Get) -> anyhow::Result<()> {
+    match what {
+        Get::Tokens { conn } => {
+            let list = Client::from(conn)?.get("/tokens").await?;
+            let rows = items(&list)
+                .iter()
+                .map(|t| {
+                    vec![
+                        column(t, "id"),
+                        subject_name(&t["owner"]),
+                        column(t, "created"),
+                        column(t, "expires"),
+                        column(t, "description"),
+                    ]
+                })
+                .collect();
+            table(&["ID", "OWNER", "CREATED", "EXPIRES", "DESCRIPTION"], rows);
+        }
+        Get::Namespaces { conn } => {
+            let list = Client::from(conn)?.get("/namespaces").await?;
+            let rows = items(&list).iter().map(|n| vec![column(n, "name"), column(n, "created")]).collect();
+            table(&["NAME", "CREATED"], rows);
+        }
+        Get::Users { conn } => {
+            let list = Client::from(conn)?.get("/users").await?;
+            let rows = items(&list)
+                .iter()
+                .map(|u| {
+                    let groups: Vec<String> = u["groups"]
+                        .as_array()
+                        .map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                        .unwrap_or_default();
+                    vec![column(u, "name"), groups.join(",")]
+                })
+                .collect();
+            table(&["NAME", "GROUPS"], rows);
+        }
+        Get::Serviceaccounts { namespace, conn } => {
+            let list = Client::from(conn)?.get(&format!("/namespaces/{namespace}/serviceaccounts")).await?;
+            let rows = items(&list).iter().map(|s| vec![column(s, "name"), column(s, "created")]).collect();
+            table(&["NAME", "CREATED"], rows);
+        }
+        Get::Rolebindings { namespace, conn } => {
+            let list = Client::from(conn)?.get(&format!("/namespaces/{namespace}/rolebindings")).await?;
+            let rows = items(&list)
+                .iter()
+                .map(|b| {
+                    let subjects: Vec<String> =
+                        b["subjects"].as_array().map(|s| s.iter().map(subject_name).collect()).unwrap_or_default();
+                    vec![column(b, "role"), subjects.join(", ")]
+                })
+                .collect();
+            table(&["ROLE", "SUBJECTS"], rows);
+        }
+    }
+    Ok(())
+}

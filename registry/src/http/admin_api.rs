@@ -1,0 +1,291 @@
+//! The access-control API the `tributary` CLI talks to, under `/apis/tributary.dev/v1/` (JSON in and out; errors
+//! are Kubernetes `Status` objects; credentials as everywhere: `Authorization: Bearer <API token>` or Basic with
+//! the token as password):
+//!
+//! ```text
+//! GET    /apis/tributary.dev/v1/whoami                                 who the credentials belong to
+//! GET    /apis/tributary.dev/v1/namespaces                             namespaces the caller can see
+//! POST   /apis/tributary.dev/v1/namespaces                {"name"}     new project; the caller becomes its admin
+//! GET    /apis/tributary.dev/v1/users                                  (cluster-admin)
+//! POST   /apis/tributary.dev/v1/users                     {"name","groups"}
+//! GET    /apis/tributary.dev/v1/namespaces/{ns}/serviceaccounts
+//! POST   /apis/tributary.dev/v1/namespaces/{ns}/serviceaccounts {"name"}
+//! GET    /apis/tributary.dev/v1/tokens                                 tokens the caller may manage, no secrets
+//! POST   /apis/tributary.dev/v1/tokens                    {"owner": Subject, "expiresInSeconds"?, "description"?}
+//! DELETE /apis/tributary.dev/v1/tokens/{id}                            revoke
+//! GET    /apis/tributary.dev/v1/namespaces/{ns}/rolebindings
+//! POST   /apis/tributary.dev/v1/namespaces/{ns}/rolebindings/add    {"role", "subject": Subject}
+//! POST   /apis/tributary.dev/v1/namespaces/{ns}/rolebindings/remove {"role", "subject": Subject}
+//! ```
+//! A `Subject` is `{"kind":"User","name"}`, `{"kind":"ServiceAccount","namespace","name"}` or
+//! `{"kind":"Group","name"}`. Permission checks live in [`auth::AuthService`]; this module only translates.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use auth::{AuthError, Caller, GroupName, Role, ServiceAccountName, Subject, TokenId, UserName};
+use names::Namespace;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::caller;
+use crate::service::Registry;
+
+pub const BASE: &str = "/apis/tributary.dev/v1";
+
+/// A Kubernetes `Status` answer.
+pub fn status(code: u16, reason: &str, message: String) -> HttpResponse {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    });
+    HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)).json(body)
+}
+
+/// The `Status` answer for an access-control error; one row per error. Store failures are logged here, once.
+pub fn auth_status(e: &AuthError) -> HttpResponse {
+    match e {
+        AuthError::Unauthenticated => status(401, "Unauthorized", "authentication required".into()),
+        AuthError::InvalidCredentials => status(401, "Unauthorized", e.to_string()),
+        AuthError::Forbidden => status(403, "Forbidden", "access denied".into()),
+        AuthError::NotFound(_) => status(404, "NotFound", e.to_string()),
+        AuthError::AlreadyExists(_) => status(409, "AlreadyExists", e.to_string()),
+        AuthError::Invalid(_) => status(400, "BadRequest", e.to_string()),
+        AuthError::Store(cause) => {
+            tracing::error!(%cause, "internal error in the access-control API");
+            status(500, "InternalError", "internal error".into())
+        }
+    }
+}
+
+type Answer = Result<HttpResponse, AuthError>;
+
+fn bad(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Invalid(e.to_string())
+}
+
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AuthError> {
+    serde_json::from_slice(bytes).map_err(bad)
+}
+
+fn namespace(s: &str) -> Result<Namespace, AuthError> {
+    s.parse().map_err(bad)
+}
+
+async fn who(req: &HttpRequest, reg: &Registry) -> Result<Caller, AuthError> {
+    caller(req, reg).await
+}
+
+fn items<T: serde::Serialize>(kind: &str, items: Vec<T>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"kind": kind, "apiVersion": "tributary.dev/v1", "items": items}))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let r = |p: &str| format!("{BASE}{p}");
+    cfg.route(&r("/whoami"), web::get().to(whoami))
+        .route(&r("/namespaces"), web::get().to(list_namespaces))
+        .route(&r("/namespaces"), web::post().to(create_namespace))
+        .route(&r("/users"), web::get().to(list_users))
+        .route(&r("/users"), web::post().to(create_user))
+        .route(&r("/namespaces/{ns}/serviceaccounts"), web::get().to(list_service_accounts))
+        .route(&r("/namespaces/{ns}/serviceaccounts"), web::post().to(create_service_account))
+        .route(&r("/tokens"), web::get().to(list_tokens))
+        .route(&r("/tokens"), web::post().to(create_token))
+        .route(&r("/tokens/{id}"), web::delete().to(delete_token))
+        .route(&r("/namespaces/{ns}/rolebindings"), web::get().to(list_role_bindings))
+        .route(&r("/namespaces/{ns}/rolebindings/{action}"), web::post().to(edit_role_binding));
+}
+
+fn answer(a: Answer) -> HttpResponse {
+    a.unwrap_or_else(|e| auth_status(&e))
+}
+
+async fn whoami(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            if caller.identity.is_anonymous() && caller.via != auth::Via::Open {
+                return Err(AuthError::Unauthenticated);
+            }
+            Ok(HttpResponse::Ok().json(reg.auth.whoami(&caller)))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct NameBody {
+    name: String,
+}
+
+async fn list_namespaces(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            Ok(items("NamespaceList", reg.auth.list_namespaces(&caller).await?))
+        }
+        .await,
+    )
+}
+
+async fn create_namespace(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let ns = namespace(&body::<NameBody>(&bytes)?.name)?;
+            let created = reg.auth.create_namespace(&caller, &ns).await?;
+            Ok(HttpResponse::Created().json(created))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct UserBody {
+    name: UserName,
+    #[serde(default)]
+    groups: Vec<GroupName>,
+}
+
+async fn list_users(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            Ok(items("UserList", reg.auth.list_users(&caller).await?))
+        }
+        .await,
+    )
+}
+
+async fn create_user(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let b = body::<UserBody>(&bytes)?;
+            Ok(HttpResponse::Created().json(reg.auth.create_user(&caller, &b.name, b.groups).await?))
+        }
+        .await,
+    )
+}
+
+async fn list_service_accounts(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let ns = namespace(&path)?;
+            Ok(items("ServiceAccountList", reg.auth.list_service_accounts(&caller, &ns).await?))
+        }
+        .await,
+    )
+}
+
+async fn create_service_account(
+    req: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+    reg: web::Data<Registry>,
+) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let ns = namespace(&path)?;
+            let name: ServiceAccountName = body::<NameBody>(&bytes)?.name.parse().map_err(bad)?;
+            let sa = reg.auth.create_service_account(&caller, &ns, &name).await?;
+            Ok(HttpResponse::Created().json(sa))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenBody {
+    owner: Subject,
+    #[serde(default)]
+    expires_in_seconds: Option<i64>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+async fn list_tokens(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            Ok(items("TokenList", reg.auth.list_tokens(&caller).await?))
+        }
+        .await,
+    )
+}
+
+async fn create_token(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let b = body::<TokenBody>(&bytes)?;
+            let ttl = b.expires_in_seconds.map(chrono::Duration::seconds);
+            let (info, secret) = reg.auth.create_token(&caller, &b.owner, ttl, b.description).await?;
+            let mut out = serde_json::to_value(&info).map_err(bad)?;
+            out["token"] = json!(secret);
+            Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(out))
+        }
+        .await,
+    )
+}
+
+async fn delete_token(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let id: TokenId = path.parse().map_err(bad)?;
+            reg.auth.delete_token(&caller, &id).await?;
+            Ok(HttpResponse::Ok().json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct BindingBody {
+    role: Role,
+    subject: Subject,
+}
+
+async fn list_role_bindings(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let ns = namespace(&path)?;
+            Ok(items("RoleBindingList", reg.auth.list_role_bindings(&caller, &ns).await?))
+        }
+        .await,
+    )
+}
+
+async fn edit_role_binding(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    bytes: web::Bytes,
+    reg: web::Data<Registry>,
+) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            let (ns, action) = path.into_inner();
+            let ns = namespace(&ns)?;
+            let b = body::<BindingBody>(&bytes)?;
+            let changed = match action.as_str() {
+                "add" => reg.auth.add_role(&caller, &ns, b.role, &b.subject).await?,
+                "remove" => {
+                    let removed = reg.auth.remove_role(&caller, &ns, b.role, &b.subject).await?;
+                    if !removed {
+                        return Err(AuthError::NotFound(format!("binding of {} to {}", b.role, b.subject)));
+                    }
+                    true
+                }
+                _ => return Err(AuthError::NotFound("action (use add or remove)".into())),
+            };
+            Ok(HttpResponse::Ok().json(json!({"role": b.role, "subject": b.subject, "changed": changed})))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,385 @@
+//! Access control at the HTTP edge: reading credentials (`Authorization: Basic` with an API token as password,
+//! `Bearer` with a registry JWT or an API token), turning an OCI [`Endpoint`] into what it needs, answering
+//! refusals (401 with the `WWW-Authenticate: Bearer realm=…,service=…,scope=…` challenge, or 403; OCI bodies that
+//! name no repository), the token endpoint (`/openshift/token`, also `/v2/token`: Docker token spec GET and the
+//! OAuth2 POST form), and the guard in front of the image stream API.
+//!
+//! `oci::dispatch` calls [`authorize`] first, before any lookup, so a refused request about an existing
+//! repository looks exactly like one about a missing repository. Decisions are made by [`auth::AuthService`].
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+use auth::{AuthError, Caller, Credentials, Need, Resource, Scope, Verb, Verdict};
+use names::{Namespace, RepositoryName, StreamName};
+use serde_json::json;
+
+use super::admin_api::auth_status;
+use super::endpoint::Endpoint;
+use super::errors::{ApiError, ErrorCode};
+use crate::service::{Registry, RegistryError};
+
+/// What the caller may do beyond the request it was authorized for.
+pub struct Decision {
+    pub caller: Caller,
+    /// The request may create the stream it pushes into (`create imagestreams`); only computed for manifest PUTs
+    /// and upload starts.
+    pub may_create_stream: bool,
+}
+
+/// The credentials of a request.
+pub fn credentials(req: &HttpRequest) -> Result<Credentials, AuthError> {
+    let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| AuthError::InvalidCredentials)?),
+    };
+    Credentials::from_header(header)
+}
+
+/// Authenticates a request (anonymous when it has no credentials).
+pub async fn caller(req: &HttpRequest, reg: &Registry) -> Result<Caller, AuthError> {
+    reg.auth.authenticate(&credentials(req)?).await
+}
+
+/// `<scheme>://<host>/openshift/token`, as the client reached us.
+fn realm(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}/openshift/token", info.scheme(), info.host())
+}
+
+fn challenge(req: &HttpRequest, reg: &Registry, scope: Option<&Scope>, error: Option<&str>) -> String {
+    let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", realm(req), reg.auth.service());
+    if let Some(scope) = scope {
+        value.push_str(&format!(",scope=\"{scope}\""));
+    }
+    if let Some(error) = error {
+        value.push_str(&format!(",error=\"{error}\""));
+    }
+    value
+}
+
+/// 401 with the challenge that sends the client to the token endpoint.
+fn unauthorized(req: &HttpRequest, reg: &Registry, scope: Option<&Scope>, error: Option<&str>) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized).header("WWW-Authenticate", challenge(req, reg, scope, error))
+}
+
+/// 403, the same for every repository whether it exists or not.
+fn denied() -> ApiError {
+    ApiError::new(ErrorCode::Denied)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::from(RegistryError::Internal(e.to_string()))
+}
+
+/// What an OCI request needs.
+pub fn need_of(endpoint: &Endpoint, method: &Method) -> Need {
+    let read = method == Method::GET || method == Method::HEAD;
+    match endpoint {
+        Endpoint::Base => Need::Login,
+        Endpoint::Catalog => Need::Catalog,
+        Endpoint::Tags(r) | Endpoint::Referrers(r, _) => Need::Pull(r.clone()),
+        Endpoint::Manifest(r, _) | Endpoint::Blob(r, _) if read => Need::Pull(r.clone()),
+        Endpoint::Manifest(r, _) | Endpoint::Blob(r, _) if method == Method::DELETE => Need::Delete(r.clone()),
+        Endpoint::Manifest(r, _) | Endpoint::Blob(r, _) | Endpoint::StartUpload(r) | Endpoint::Upload(r, _) => {
+            Need::Push(r.clone())
+        }
+    }
+}
+
+/// Authorizes an OCI request, before anything is looked up.
+pub async fn authorize(req: &HttpRequest, reg: &Registry, endpoint: &Endpoint) -> Result<Decision, ApiError> {
+    let need = need_of(endpoint, req.method());
+    let caller = match caller(req, reg).await {
+        Ok(c) => c,
+        Err(AuthError::Store(e)) => return Err(internal(e)),
+        Err(_) => return Err(unauthorized(req, reg, need.scope().as_ref(), Some("invalid_token"))),
+    };
+    match reg.auth.check(&caller, &need).await.map_err(internal)? {
+        Verdict::Allow => {}
+        Verdict::Unauthenticated => return Err(unauthorized(req, reg, need.scope().as_ref(), None)),
+        Verdict::InsufficientScope => {
+            return Err(unauthorized(req, reg, need.scope().as_ref(), Some("insufficient_scope")))
+        }
+        Verdict::Denied => return Err(denied()),
+    }
+    let creates = matches!(
+        (endpoint, req.method()),
+        (Endpoint::Manifest(..), &Method::PUT) | (Endpoint::StartUpload(_), &Method::POST)
+    );
+    let may_create_stream = match (&need, creates) {
+        (Need::Push(repo), true) => {
+            let may = reg.auth.may_create_stream(&caller, repo).await.map_err(internal)?;
+            // Blobs and manifests go only into streams that exist or that the caller may create.
+            if !may && !reg.streams.stream_exists(repo).await.map_err(RegistryError::from)? {
+                return Err(denied());
+            }
+            may
+        }
+        _ => false,
+    };
+    Ok(Decision { caller, may_create_stream })
+}
+
+impl Decision {
+    /// Whether the caller may pull `repo` (a cross-repository mount source).
+    pub async fn may_pull(&self, reg: &Registry, repo: &RepositoryName) -> Result<bool, ApiError> {
+        let verdict = reg.auth.check(&self.caller, &Need::Pull(repo.clone())).await.map_err(internal)?;
+        Ok(verdict == Verdict::Allow)
+    }
+}
+
+/// One catalog page of the repositories the caller may pull: after `last`, at most `n`, and whether more follow.
+pub async fn catalog_page(
+    reg: &Registry,
+    decision: &Decision,
+    last: Option<&str>,
+    n: usize,
+) -> Result<(Vec<RepositoryName>, bool), ApiError> {
+    let mut out = Vec::new();
+    let mut cursor = last.map(str::to_owned);
+    let batch = n.clamp(100, 1000);
+    loop {
+        let (repos, more) = reg.catalog(cursor.as_deref(), batch).await?;
+        cursor = repos.last().map(|r| r.to_string());
+        for repo in reg.auth.pullable(&decision.caller, repos).await.map_err(internal)? {
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            out.push(repo);
+        }
+        if !more || cursor.is_none() {
+            return Ok((out, false));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The token endpoint
+
+/// Registers `/openshift/token` and `/v2/token` (before the `/v2/{tail}` OCI route).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for path in ["/openshift/token", "/v2/token"] {
+        cfg.route(path, web::get().to(token_get)).route(path, web::post().to(token_post));
+    }
+}
+
+fn token_error(status: StatusCode, code: ErrorCode, oauth_error: &str) -> HttpResponse {
+    let (wire, message, _) = code.row();
+    HttpResponse::build(status).json(json!({
+        "errors": [{"code": wire, "message": message}],
+        "error": oauth_error,
+    }))
+}
+
+fn form_pairs(text: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(text).into_owned().collect()
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Issues a token for `creds` and the requested scopes.
+async fn issue(
+    reg: &Registry,
+    creds: Credentials,
+    pairs: &[(String, String)],
+    refresh_token: Option<&str>,
+) -> HttpResponse {
+    if param(pairs, "service").is_some_and(|s| s != reg.auth.service()) {
+        return token_error(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "invalid_request");
+    }
+    let caller = match reg.auth.authenticate(&creds).await {
+        Ok(c) => c,
+        Err(AuthError::Store(e)) => {
+            tracing::error!(cause = %e, "internal error in the token endpoint");
+            return token_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, "server_error");
+        }
+        Err(_) => return token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
+    };
+    let scopes = Scope::parse_all(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
+    match reg.auth.issue(&caller, &scopes).await {
+        Ok(t) => {
+            let mut body = json!({
+                "token": t.token,
+                "access_token": t.token,
+                "expires_in": t.expires_in,
+                "issued_at": t.issued_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+            if let Some(r) = refresh_token {
+                body["refresh_token"] = json!(r);
+            }
+            HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
+        }
+        Err(AuthError::Store(e)) => {
+            tracing::error!(cause = %e, "internal error in the token endpoint");
+            token_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, "server_error")
+        }
+        Err(_) => token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
+    }
+}
+
+/// `GET /openshift/token?service=…&scope=…`: Basic credentials (any user, an API token as the password), an API
+/// token as Bearer, or none for an anonymous token.
+async fn token_get(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    let creds = match credentials(&req) {
+        Ok(c) => c,
+        Err(_) => return token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
+    };
+    let pairs = form_pairs(req.query_string().as_bytes());
+    issue(&reg, creds, &pairs, None).await
+}
+
+/// `POST /openshift/token` with an OAuth2 form: `grant_type=password` (`username`, `password` = an API token) or
+/// `grant_type=refresh_token` (`refresh_token` = an API token), `service`, `scope` (space-separated), `client_id`,
+/// `access_type=offline` to get the refresh token back.
+async fn token_post(body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    let pairs = form_pairs(&body);
+    let secret = match param(&pairs, "grant_type") {
+        Some("password") => param(&pairs, "password"),
+        Some("refresh_token") => param(&pairs, "refresh_token"),
+        _ => return token_error(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "unsupported_grant_type"),
+    };
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return token_error(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "invalid_request");
+    };
+    let offline =
+        param(&pairs, "access_type") == Some("offline") || param(&pairs, "grant_type") == Some("refresh_token");
+    let creds = Credentials::Bearer(secret.to_owned());
+    issue(&reg, creds, &pairs, offline.then_some(secret)).await
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The image stream API guard
+
+const STREAM_API: &str = "/apis/image.openshift.io/v1";
+
+/// What a stream API request needs: the verb, the resource, the namespace (none: cluster-wide) and, when one is
+/// named, the repository. `None` for requests open to all (API discovery).
+fn stream_api_need(
+    method: &Method,
+    path: &str,
+    query: &str,
+) -> Option<(Verb, Resource, Option<Namespace>, Option<RepositoryName>)> {
+    let rest = path.strip_prefix(STREAM_API)?.trim_start_matches('/');
+    if rest.is_empty() {
+        return None;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (ns, resource, name) = match segments.as_slice() {
+        ["namespaces", ns, resource, name @ ..] => (ns.parse::<Namespace>().ok(), *resource, name.first().copied()),
+        [resource, name @ ..] => (None, *resource, name.first().copied()),
+        [] => return None,
+    };
+    let verb = match *method {
+        Method::GET | Method::HEAD if name.is_some() => Verb::Get,
+        Method::GET | Method::HEAD if query.split('&').any(|p| p == "watch=true" || p == "watch=1") => Verb::Watch,
+        Method::GET | Method::HEAD => Verb::List,
+        Method::POST => Verb::Create,
+        Method::PUT | Method::PATCH => Verb::Update,
+        _ => Verb::Delete,
+    };
+    let resource_kind =
+        if resource == "images" && segments[0] != "namespaces" { Resource::Images } else { Resource::ImageStreams };
+    // imagestreams/NAME, imagestreamtags/NAME:TAG, imagestreamimages/NAME@DIGEST name a stream.
+    let repo = match (&ns, name) {
+        (Some(ns), Some(name)) if resource.starts_with("imagestream") => {
+            let stream = name.split([':', '@']).next().unwrap_or(name);
+            stream.parse::<StreamName>().ok().map(|s| RepositoryName::new(ns.clone(), s))
+        }
+        _ => None,
+    };
+    Some((verb, resource_kind, ns, repo))
+}
+
+/// Middleware in front of the image stream API (`/apis/image.openshift.io/v1/...`): every route there, present
+/// and future, is checked by method (GET = get/list/watch, POST = create, PUT/PATCH = update, DELETE = delete) on
+/// `imagestreams` in the route's namespace, or on cluster-scoped `images`/all-namespace lists.
+pub async fn stream_api_guard<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some((verb, resource, ns, repo)) = stream_api_need(req.method(), req.path(), req.query_string()) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let Some(reg) = req.app_data::<web::Data<Registry>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let refusal = match caller(req.request(), &reg).await {
+        Err(e) => Some(auth_status(&e)),
+        Ok(caller) => match reg.auth.check_stream_api(&caller, verb, resource, ns.as_ref(), repo.as_ref()).await {
+            Ok(Verdict::Allow) => None,
+            Ok(Verdict::Unauthenticated | Verdict::InsufficientScope) => Some(auth_status(&AuthError::Unauthenticated)),
+            Ok(Verdict::Denied) => Some(auth_status(&AuthError::Forbidden)),
+            Err(e) => Some(auth_status(&AuthError::Store(e))),
+        },
+    };
+    match refusal {
+        None => Ok(next.call(req).await?.map_into_left_body()),
+        Some(resp) => Ok(req.into_response(resp).map_into_right_body()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn needs_of_endpoints() {
+        let repo: RepositoryName = "ns/app".parse().unwrap();
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let table = [
+            ("GET", "/v2/", Need::Login),
+            ("GET", "/v2/_catalog", Need::Catalog),
+            ("GET", "/v2/ns/app/tags/list", Need::Pull(repo.clone())),
+            ("HEAD", "/v2/ns/app/manifests/v1", Need::Pull(repo.clone())),
+            ("PUT", "/v2/ns/app/manifests/v1", Need::Push(repo.clone())),
+            ("DELETE", "/v2/ns/app/manifests/v1", Need::Delete(repo.clone())),
+            ("GET", &format!("/v2/ns/app/blobs/{d}"), Need::Pull(repo.clone())),
+            ("DELETE", &format!("/v2/ns/app/blobs/{d}"), Need::Delete(repo.clone())),
+            ("POST", "/v2/ns/app/blobs/uploads/", Need::Push(repo.clone())),
+            ("GET", "/v2/ns/app/blobs/uploads/0b4a7e0e-1d2c-4e0f-9d3a-2f1e5c6b7a80", Need::Push(repo.clone())),
+            ("GET", &format!("/v2/ns/app/referrers/{d}"), Need::Pull(repo.clone())),
+        ];
+        for (method, path, want) in table {
+            let endpoint = Endpoint::parse(path).unwrap();
+            assert_eq!(need_of(&endpoint, &method.parse().unwrap()), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn stream_api_needs() {
+        let ns: Namespace = "team".parse().unwrap();
+        let app: RepositoryName = "team/app".parse().unwrap();
+        let p = |m: &str, path: &str, q: &str| stream_api_need(&m.parse().unwrap(), path, q);
+        assert_eq!(p("GET", "/apis/image.openshift.io/v1", ""), None);
+        assert_eq!(
+            p("GET", "/apis/image.openshift.io/v1/namespaces/team/imagestreams/app", ""),
+            Some((Verb::Get, Resource::ImageStreams, Some(ns.clone()), Some(app.clone())))
+        );
+        assert_eq!(
+            p("PUT", "/apis/image.openshift.io/v1/namespaces/team/imagestreamtags/app:v1", ""),
+            Some((Verb::Update, Resource::ImageStreams, Some(ns.clone()), Some(app.clone())))
+        );
+        assert_eq!(
+            p("GET", "/apis/image.openshift.io/v1/namespaces/team/imagestreams", "watch=true"),
+            Some((Verb::Watch, Resource::ImageStreams, Some(ns.clone()), None))
+        );
+        assert_eq!(
+            p("POST", "/apis/image.openshift.io/v1/namespaces/team/imagestreamimports", ""),
+            Some((Verb::Create, Resource::ImageStreams, Some(ns), None))
+        );
+        assert_eq!(
+            p("GET", "/apis/image.openshift.io/v1/images/sha256:abc", ""),
+            Some((Verb::Get, Resource::Images, None, None))
+        );
+        assert_eq!(
+            p("GET", "/apis/image.openshift.io/v1/imagestreams", ""),
+            Some((Verb::List, Resource::ImageStreams, None, None))
+        );
+        assert_eq!(p("GET", "/apis/other/v1/x", ""), None);
+    }
+}
