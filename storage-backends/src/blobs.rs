@@ -70,15 +70,38 @@ pub enum BlobError {
     Store(#[from] object_store::Error),
 }
 
-/// Handle on the blob store. Cheap to clone.
-#[derive(Clone, Debug)]
+/// Objects up to this size (manifests, image configs) are kept in memory once read.
+const SMALL_OBJECT: usize = 64 * 1024;
+/// Memory given to small objects.
+const SMALL_OBJECT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+struct ByteWeight;
+
+impl quick_cache::Weighter<Digest, Bytes> for ByteWeight {
+    fn weight(&self, _key: &Digest, val: &Bytes) -> u64 {
+        val.len() as u64 + 64
+    }
+}
+
+/// Handle on the blob store. Cheap to clone. Small objects read whole ([`BlobStore::read_all`]) are cached by
+/// digest: content under a digest never changes, so the cache is only ever invalidated by [`BlobStore::delete`].
+#[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    small: Arc<quick_cache::sync::Cache<Digest, Bytes, ByteWeight>>,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore").field("store", &self.store).finish_non_exhaustive()
+    }
 }
 
 impl BlobStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        BlobStore { store }
+        let small = quick_cache::sync::Cache::with_weighter(4096, SMALL_OBJECT_CACHE_BYTES, ByteWeight);
+        BlobStore { store, small: Arc::new(small) }
     }
 
     /// Size of a stored blob, or `None` when it is not stored.
@@ -115,8 +138,17 @@ impl BlobStore {
 
     /// Reads a whole small blob (manifests, image configs) into memory.
     pub async fn read_all(&self, digest: &Digest) -> Result<Option<Bytes>, BlobError> {
+        if let Some(b) = self.small.get(digest) {
+            return Ok(Some(b));
+        }
         match self.store.get(&paths::blob(digest)).await {
-            Ok(res) => Ok(Some(res.bytes().await?)),
+            Ok(res) => {
+                let bytes = res.bytes().await?;
+                if bytes.len() <= SMALL_OBJECT {
+                    self.small.insert(digest.clone(), bytes.clone());
+                }
+                Ok(Some(bytes))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -257,6 +289,7 @@ impl BlobStore {
 
     /// Deletes a blob's content. Callers remove repository links first.
     pub async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        self.small.remove(digest);
         match self.store.delete(&paths::blob(digest)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -299,6 +332,7 @@ mod tests {
 
         store.delete(&d).await.unwrap();
         assert_eq!(store.stat(&d).await.unwrap(), None);
+        assert_eq!(store.read_all(&d).await.unwrap(), None, "the small-object cache forgets deleted blobs");
     }
 
     #[tokio::test]
