@@ -18,6 +18,11 @@ pub struct FileConfig {
     pub max_manifest_bytes: Option<usize>,
     /// `token` (default) or `none`.
     pub auth: Option<AuthMode>,
+    /// PEM certificate chain and private key: serve https (kubectl sends tokens only over https).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// URLs POSTed an event whenever a stream tag changes.
+    pub webhooks: Option<Vec<url::Url>>,
 }
 
 /// The effective configuration.
@@ -33,6 +38,10 @@ pub struct Config {
     pub auth: AuthMode,
     /// The cluster administrator's token (`TRIBUTARY_ADMIN_TOKEN`); without it the first start generates one.
     pub admin_token: Option<Secret>,
+    /// PEM certificate chain and private key (`TRIBUTARY_TLS_CERT`, `TRIBUTARY_TLS_KEY`): serve https.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// URLs POSTed an event whenever a stream tag changes (`TRIBUTARY_WEBHOOKS`, comma-separated).
+    pub webhooks: Vec<url::Url>,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -47,6 +56,9 @@ pub struct Overrides {
     pub max_manifest_bytes: Option<usize>,
     pub auth: Option<AuthMode>,
     pub admin_token: Option<Secret>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub webhooks: Option<Vec<url::Url>>,
 }
 
 impl Config {
@@ -75,6 +87,12 @@ impl Config {
                 .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             auth: overrides.auth.or(from_file.auth).unwrap_or_default(),
             admin_token: overrides.admin_token,
+            tls: match (overrides.tls_cert.or(from_file.tls_cert), overrides.tls_key.or(from_file.tls_key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => anyhow::bail!("TLS needs both a certificate (tls-cert) and its key (tls-key)"),
+            },
+            webhooks: overrides.webhooks.or(from_file.webhooks).unwrap_or_default(),
         })
     }
 }
@@ -109,6 +127,13 @@ mod tests {
         assert_eq!(Config::load(Some(&f), Overrides::default()).unwrap().auth, AuthMode::None);
         std::fs::write(&f, "auth = \"maybe\"\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err());
+        std::fs::write(&f, "tls-cert = \"/c.pem\"\ntls-key = \"/k.pem\"\nwebhooks = [\"http://hooks.example/a\"]\n")
+            .unwrap();
+        let c = Config::load(Some(&f), Overrides::default()).unwrap();
+        assert_eq!(c.tls, Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem"))));
+        assert_eq!(c.webhooks.len(), 1);
+        std::fs::write(&f, "tls-cert = \"/c.pem\"\n").unwrap();
+        assert!(Config::load(Some(&f), Overrides::default()).is_err(), "a certificate without its key");
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err());
     }

@@ -47,6 +47,15 @@ struct ServeArgs {
     /// The cluster administrator's token [default: generated at first start into <data-dir>/admin.token].
     #[arg(long, alias = "token", env = "TRIBUTARY_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<auth::tokens::Secret>,
+    /// Serve https with this PEM certificate chain (with --tls-key). kubectl sends tokens only over https.
+    #[arg(long, env = "TRIBUTARY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TRIBUTARY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// A URL to POST an event to whenever a stream tag changes (repeatable; comma-separated in the environment).
+    #[arg(long = "webhook", env = "TRIBUTARY_WEBHOOKS", value_delimiter = ',')]
+    webhooks: Option<Vec<url::Url>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,8 +80,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_manifest_bytes: args.max_manifest_bytes,
         auth: args.auth,
         admin_token: args.admin_token,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        webhooks: args.webhooks,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(registry::http::tls::server_config(cert, key)?),
+        None => None,
+    };
     let listener =
         TcpListener::bind(config.listen).map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
     let bound = listener.local_addr()?;
@@ -83,8 +99,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let registry = registry::open(&config)?;
         cli::bootstrap(&registry, &config).await?;
-        let server = registry::http::serve(registry, listener)?;
-        println!("tributary listening on http://{bound}");
+        registry::http::webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), Default::default());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(tls) => registry::http::serve_tls(registry, listener, tls)?,
+            None => registry::http::serve(registry, listener)?,
+        };
+        println!("tributary listening on {scheme}://{bound}");
         tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), public_host = %config.public_host, "serving");
         server.await?;
         Ok(())

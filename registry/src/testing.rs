@@ -82,6 +82,8 @@ impl TestRegistry {
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             auth: if admin_token.is_some() { AuthMode::Token } else { AuthMode::None },
             admin_token: admin_token.clone().map(Secret::new),
+            tls: None,
+            webhooks: Vec::new(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {

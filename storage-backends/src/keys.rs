@@ -47,6 +47,20 @@ pub fn istags_of(repo: &RepositoryName) -> String {
     format!("istags/{repo}/")
 }
 
+pub const ISTAGS: &str = "istags/";
+
+pub fn istags_in(ns: &Namespace) -> String {
+    format!("istags/{ns}/")
+}
+
+/// The repository and tag named by an `istags/` key, if it is one.
+pub fn istag_of_key(key: &str) -> Option<(RepositoryName, TagName)> {
+    let (repo, tag) = key.strip_prefix(ISTAGS)?.rsplit_once('/')?;
+    Some((repo.parse().ok()?, tag.parse().ok()?))
+}
+
+pub const IMAGES: &str = "images/";
+
 pub fn image(digest: &Digest) -> String {
     format!("images/{digest}")
 }
@@ -69,6 +83,10 @@ pub fn referrer(repo: &RepositoryName, subject: &Digest, digest: &Digest) -> Str
 
 pub fn referrers_of(repo: &RepositoryName, subject: &Digest) -> String {
     format!("referrers/{repo}/{subject}/")
+}
+
+pub fn referrers_in(repo: &RepositoryName) -> String {
+    format!("referrers/{repo}/")
 }
 
 pub fn upload(id: UploadId) -> String {
@@ -138,6 +156,13 @@ mod tests {
         assert_eq!(blob_link(&repo, &d), format!("links/ns/app/blobs/{d}"));
         assert!(manifest_link(&repo, &d).starts_with(&links_of(&repo)));
         assert!(referrer(&repo, &d, &d).starts_with(&referrers_of(&repo, &d)));
+        assert!(referrers_of(&repo, &d).starts_with(&referrers_in(&repo)));
+        assert!(image(&d).starts_with(IMAGES));
+        let v1: TagName = "v1".parse().unwrap();
+        assert_eq!(istag_of_key(&istag(&repo, &v1)), Some((repo.clone(), v1.clone())));
+        assert!(istag(&repo, &v1).starts_with(&istags_in(repo.namespace())));
+        assert_eq!(istag_of_key("istags/ns/app"), None);
+        assert_eq!(istag_of_key(&imagestream(&repo)), None);
         // A stream named like another's prefix does not leak into its listings.
         let other: RepositoryName = "ns/app2".parse().unwrap();
         assert!(!istag(&other, &"v1".parse().unwrap()).starts_with(&istags_of(&repo)));

@@ -1,10 +1,16 @@
-//! The image stream domain: OpenShift's `ImageStream`, `Image` and tag history types ([`model`]), the reading of
-//! OCI/Docker manifests and image configs into Image metadata ([`manifest`]), and [`StreamService`], which records
-//! ImageStreamMappings and answers tag questions over the metadata store. A stream's tag history is the only tag
-//! table of the registry. No HTTP here; the `registry` crate calls this, this calls `storage-backends`.
+//! The image stream domain: OpenShift's `image.openshift.io/v1` shapes ([`model`]), the names users write
+//! ([`refs`]), the reading of OCI/Docker manifests and image configs into Image metadata ([`manifest`]), the tag
+//! rules (history stack, permanent and tracking tags, references, generations: [`rules`]), and
+//! [`StreamService`], which records ImageStreamMappings, serves the API's objects ([`objects`]) and watches
+//! ([`watch`]) over the metadata store. A stream's tag history is the only tag table of the registry. No HTTP
+//! here; the `registry` crate calls this, this calls `storage-backends`.
 
 pub mod manifest;
 pub mod model;
+pub mod objects;
+pub mod refs;
+pub mod rules;
 mod service;
+pub mod watch;
 
-pub use service::{StreamError, StreamService};
+pub use service::{MappingOutcome, ObjectKind, StreamError, StreamService};

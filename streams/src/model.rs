@@ -54,7 +54,7 @@ fn api_version() -> String {
 }
 
 impl ImageStream {
-    fn kind() -> String {
+    pub fn kind() -> String {
         "ImageStream".to_owned()
     }
 }
@@ -79,6 +79,8 @@ pub struct ImageLookupPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TagReference {
+    /// The tag; in an `ImageStreamTag`'s `tag` it may be left out (the object's name says it).
+    #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
@@ -148,13 +150,37 @@ pub struct NamedTagEventList {
     pub conditions: Vec<TagEventCondition>,
 }
 
+/// One entry of a tag's history. `image` is the image's digest; it is `None` (`""` on the wire, as in OpenShift)
+/// only for a `--reference` tag to an external image named without a digest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TagEvent {
     pub created: DateTime<Utc>,
     pub docker_image_reference: String,
-    pub image: Digest,
+    #[serde(default, with = "optional_digest")]
+    pub image: Option<Digest>,
     pub generation: i64,
+}
+
+/// `Option<Digest>` as a string that is empty for `None`.
+mod optional_digest {
+    use names::Digest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&d.to_string()),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Digest>, D::Error> {
+        let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,7 +222,7 @@ pub struct Image {
 }
 
 impl Image {
-    fn kind() -> String {
+    pub fn kind() -> String {
         "Image".to_owned()
     }
     fn metadata_version() -> String {
@@ -283,4 +309,100 @@ pub struct DockerConfig {
     pub working_dir: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// `ImageStreamTag`: one tag of a stream, named `<stream>:<tag>`: its spec entry (`tag`), the stream's lookup
+/// policy, and the image the tag points at now. Never stored; assembled from the stream and the tag's history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStreamTag {
+    #[serde(default = "ImageStreamTag::kind")]
+    pub kind: String,
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub tag: Option<TagReference>,
+    #[serde(default)]
+    pub generation: i64,
+    #[serde(default)]
+    pub lookup_policy: ImageLookupPolicy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<TagEventCondition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+}
+
+impl ImageStreamTag {
+    pub fn kind() -> String {
+        "ImageStreamTag".to_owned()
+    }
+}
+
+/// `ImageStreamImage`: an image of a stream, named `<stream>@<digest or unique digest prefix>`. Exists for every
+/// image in the stream's tag histories; never defined by hand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStreamImage {
+    #[serde(default = "ImageStreamImage::kind")]
+    pub kind: String,
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    pub metadata: ObjectMeta,
+    pub image: Image,
+}
+
+impl ImageStreamImage {
+    pub fn kind() -> String {
+        "ImageStreamImage".to_owned()
+    }
+}
+
+/// `ImageStreamMapping`: "this image is now `tag` of stream `metadata.name`" (what a push records).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStreamMapping {
+    #[serde(default = "ImageStreamMapping::kind")]
+    pub kind: String,
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    pub metadata: ObjectMeta,
+    pub image: Image,
+    pub tag: String,
+}
+
+impl ImageStreamMapping {
+    pub fn kind() -> String {
+        "ImageStreamMapping".to_owned()
+    }
+}
+
+/// `metadata` of a list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMeta {
+    #[serde(default)]
+    pub resource_version: String,
+}
+
+/// A Kubernetes list (`ImageStreamList`, `ImageStreamTagList`, `ImageList`): the items as of `resourceVersion`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectList<T> {
+    pub kind: String,
+    pub api_version: String,
+    pub metadata: ListMeta,
+    pub items: Vec<T>,
+}
+
+impl<T> ObjectList<T> {
+    /// A list of `kind` items (`kind` without the `List` suffix) at `revision`.
+    pub fn new(item_kind: &str, revision: u64, items: Vec<T>) -> Self {
+        ObjectList {
+            kind: format!("{item_kind}List"),
+            api_version: API_VERSION.to_owned(),
+            metadata: ListMeta { resource_version: revision.to_string() },
+            items,
+        }
+    }
 }

@@ -1,7 +1,12 @@
 //! [`StreamService`]: records ImageStreamMappings and answers every tag question from the streams' tag histories.
 //! All writes are compare-and-swap transactions on the metadata store, retried on conflict, so concurrent pushes
-//! to one stream never lose a history event.
+//! and tag updates to one stream never lose a history event. A stream is read into memory ([`Loaded`]), changed
+//! by the pure rules of [`crate::rules`], and written back as one transaction that expects every key it read to
+//! be unchanged ([`Loaded::txn`]). The API's object operations live in [`crate::objects`], watches in
+//! [`crate::watch`].
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -10,14 +15,70 @@ use storage_backends::meta::{decode, encode};
 use storage_backends::{keys, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn};
 
 use crate::model::{Image, ImageStream, NamedTagEventList, ObjectMeta, TagEvent};
+use crate::rules::{self, StreamState};
 
 /// How often a write is retried after losing a compare-and-swap race before giving up.
-const MAX_RETRIES: usize = 64;
+pub(crate) const MAX_RETRIES: usize = 64;
+
+/// The kinds of objects errors name (as Kubernetes does: `imagestreams.image.openshift.io "app" not found`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    ImageStream,
+    ImageStreamTag,
+    ImageStreamImage,
+    ImageStreamMapping,
+    Image,
+}
+
+impl ObjectKind {
+    /// The resource (plural, lower case): `imagestreams`.
+    pub fn resource(self) -> &'static str {
+        match self {
+            ObjectKind::ImageStream => "imagestreams",
+            ObjectKind::ImageStreamTag => "imagestreamtags",
+            ObjectKind::ImageStreamImage => "imagestreamimages",
+            ObjectKind::ImageStreamMapping => "imagestreammappings",
+            ObjectKind::Image => "images",
+        }
+    }
+
+    /// The kind: `ImageStream`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ObjectKind::ImageStream => "ImageStream",
+            ObjectKind::ImageStreamTag => "ImageStreamTag",
+            ObjectKind::ImageStreamImage => "ImageStreamImage",
+            ObjectKind::ImageStreamMapping => "ImageStreamMapping",
+            ObjectKind::Image => "Image",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.image.openshift.io", self.resource())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
+    /// A push into a stream that does not exist and may not be created.
     #[error("image stream {0} does not exist")]
     StreamNotFound(RepositoryName),
+    #[error("{kind} \"{name}\" not found")]
+    NotFound { kind: ObjectKind, name: String },
+    #[error("{kind} \"{name}\" already exists")]
+    AlreadyExists { kind: ObjectKind, name: String },
+    /// The `resourceVersion` a client sent is not the current one.
+    #[error(
+        "Operation cannot be fulfilled on {kind} \"{name}\": the object has been modified; please apply your \
+         changes to the latest version and try again"
+    )]
+    Conflict { kind: ObjectKind, name: String },
+    #[error("{} \"{name}\" is invalid: {message}", kind.kind())]
+    Invalid { kind: ObjectKind, name: String, message: String },
+    #[error("{0}")]
+    BadRequest(String),
     #[error("too much contention on {0}; try again")]
     Contention(String),
     #[error(transparent)]
@@ -34,9 +95,113 @@ pub struct MappingOutcome {
 
 #[derive(Clone)]
 pub struct StreamService {
-    store: Arc<dyn MetadataStore>,
+    pub(crate) store: Arc<dyn MetadataStore>,
     public_host: String,
 }
+
+/// One stream as read from the store, with the version of every key read: the stream key (metadata and
+/// spec) and the histories loaded (all of them, or the ones an operation needs).
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    pub repo: RepositoryName,
+    pub stream: Option<(ImageStream, u64)>,
+    pub histories: BTreeMap<TagName, (NamedTagEventList, u64)>,
+}
+
+impl Loaded {
+    /// The stream's `resourceVersion`: the newest version among its keys.
+    pub fn resource_version(&self) -> u64 {
+        let s = self.stream.as_ref().map(|(_, v)| *v).unwrap_or(0);
+        self.histories.values().map(|(_, v)| *v).fold(s, u64::max)
+    }
+
+    /// The stream in memory, to change. `stream` replaces the stored metadata and spec when given.
+    pub fn state(&self, stream: Option<ImageStream>) -> Option<StreamState> {
+        let stream = stream.or_else(|| self.stream.as_ref().map(|(s, _)| s.clone()))?;
+        Some(StreamState {
+            repo: self.repo.clone(),
+            stream,
+            histories: self.histories.iter().map(|(t, (h, _))| (t.clone(), h.clone())).collect(),
+        })
+    }
+
+    /// The transaction that turns what was read into `after` (`None`: the stream is deleted with every history
+    /// read), expecting every key written to be as read. With `strict`, histories left alone must be unchanged
+    /// too (an update conditional on the whole object's `resourceVersion`). A history that loses its last event
+    /// is deleted; deleting a history rewrites the stream key so the stream's `resourceVersion` still goes up.
+    pub fn txn(&self, mut txn: Txn, after: Option<&StreamState>, strict: bool) -> Txn {
+        let stream_key = keys::imagestream(&self.repo);
+        let empty = BTreeMap::new();
+        let after_histories = after.map(|a| &a.histories).unwrap_or(&empty);
+        let mut deleted_history = false;
+        let tags: BTreeSet<&TagName> = self.histories.keys().chain(after_histories.keys()).collect();
+        for tag in tags {
+            let key = keys::istag(&self.repo, tag);
+            let new = after_histories.get(tag).filter(|h| !h.items.is_empty());
+            match (self.histories.get(tag), new) {
+                (Some((old, v)), Some(new)) if old != new => {
+                    txn = txn.expect(key.clone(), Expect::Version(*v)).put(key, encode(new));
+                }
+                (Some((_, v)), Some(_)) if strict => txn = txn.expect(key, Expect::Version(*v)),
+                (Some(_), Some(_)) => {}
+                (Some((_, v)), None) => {
+                    txn = txn.expect(key.clone(), Expect::Version(*v)).delete(key);
+                    deleted_history = true;
+                }
+                (None, Some(new)) => txn = txn.expect(key.clone(), Expect::Absent).put(key, encode(new)),
+                (None, None) => {}
+            }
+        }
+        match (&self.stream, after) {
+            (Some((_, v)), None) => txn.expect(stream_key.clone(), Expect::Version(*v)).delete(stream_key),
+            (Some((old, v)), Some(a)) => {
+                let new = stored(&a.stream);
+                let txn = txn.expect(stream_key.clone(), Expect::Version(*v));
+                if &new != old || deleted_history {
+                    txn.put(stream_key, encode(&new))
+                } else {
+                    txn
+                }
+            }
+            (None, Some(a)) => {
+                txn.expect(stream_key.clone(), Expect::Absent).put(stream_key, encode(&stored(&a.stream)))
+            }
+            (None, None) => txn,
+        }
+    }
+}
+
+/// A stream as stored: metadata and spec; the status and `resourceVersion` are assembled when read.
+pub(crate) fn stored(stream: &ImageStream) -> ImageStream {
+    let mut s = stream.clone();
+    s.metadata.resource_version = String::new();
+    s.status = Default::default();
+    s
+}
+
+/// Gives an attempt's future its type, so that `?` inside the async block knows its error type.
+pub(crate) async fn attempt<T>(f: impl std::future::Future<Output = Result<T, StreamError>>) -> Result<T, StreamError> {
+    f.await
+}
+
+/// Runs `$body` (an attempt that reads, decides and commits) until its commit wins the compare-and-swap, at
+/// most [`MAX_RETRIES`] times.
+macro_rules! retry_on_conflict {
+    ($what:expr, $body:block) => {{
+        let mut outcome = None;
+        for _ in 0..$crate::service::MAX_RETRIES {
+            match $crate::service::attempt(async $body).await {
+                Err($crate::service::StreamError::Store(storage_backends::StoreError::Conflict { .. })) => continue,
+                other => {
+                    outcome = Some(other);
+                    break;
+                }
+            }
+        }
+        outcome.unwrap_or_else(|| Err($crate::service::StreamError::Contention($what.to_string())))
+    }};
+}
+pub(crate) use retry_on_conflict;
 
 impl StreamService {
     pub fn new(store: Arc<dyn MetadataStore>, public_host: impl Into<String>) -> Self {
@@ -52,6 +217,11 @@ impl StreamService {
         format!("{}/{repo}@{digest}", self.public_host)
     }
 
+    /// `<public-host>/<ns>/<stream>`: where the stream is pulled from and pushed to.
+    pub fn repository_reference(&self, repo: &RepositoryName) -> String {
+        format!("{}/{repo}", self.public_host)
+    }
+
     pub async fn get_image(&self, digest: &Digest) -> Result<Option<Image>, StreamError> {
         Ok(self.store.get_json::<Image>(&keys::image(digest)).await?.map(|(mut img, v)| {
             img.metadata.resource_version = v.to_string();
@@ -63,11 +233,92 @@ impl StreamService {
         Ok(self.store.get(&keys::imagestream(repo)).await?.is_some())
     }
 
+    /// Reads the stream key and every history of `repo`.
+    pub(crate) async fn load(&self, repo: &RepositoryName) -> Result<Loaded, StreamError> {
+        let stream = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await?;
+        let mut histories = BTreeMap::new();
+        let prefix = keys::istags_of(repo);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.list(&prefix, after.as_deref(), 1000).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (k, v) in page {
+                let Some((_, tag)) = keys::istag_of_key(&k) else { continue };
+                histories.insert(tag, (decode::<NamedTagEventList>(&k, &v.value)?, v.version));
+            }
+        }
+        Ok(Loaded { repo: repo.clone(), stream, histories })
+    }
+
+    /// Reads the stream key and the histories of `tags` only.
+    pub(crate) async fn load_tags(
+        &self,
+        repo: &RepositoryName,
+        stream: Option<(ImageStream, u64)>,
+        tags: &BTreeSet<TagName>,
+    ) -> Result<Loaded, StreamError> {
+        let mut histories = BTreeMap::new();
+        for tag in tags {
+            if let Some(h) = self.store.get_json::<NamedTagEventList>(&keys::istag(repo, tag)).await? {
+                histories.insert(tag.clone(), h);
+            }
+        }
+        Ok(Loaded { repo: repo.clone(), stream, histories })
+    }
+
+    /// The stream as served: `resourceVersion` and `status` (pull specs, the tag histories) filled in.
+    pub(crate) fn assemble(&self, loaded: &Loaded) -> Option<ImageStream> {
+        let (mut stream, _) = loaded.stream.clone()?;
+        let repo_ref = self.repository_reference(&loaded.repo);
+        stream.metadata.resource_version = loaded.resource_version().to_string();
+        stream.metadata.namespace = Some(loaded.repo.namespace().to_string());
+        stream.status.docker_image_repository = repo_ref.clone();
+        stream.status.public_docker_image_repository = Some(repo_ref);
+        stream.status.tags =
+            loaded.histories.values().filter(|(h, _)| !h.items.is_empty()).map(|(h, _)| h.clone()).collect();
+        Some(stream)
+    }
+
+    /// The manifest and blob links that make `copies` (images of other streams) pullable from `target`.
+    pub(crate) async fn link_copies(
+        &self,
+        target: &RepositoryName,
+        copies: &[(RepositoryName, Digest)],
+    ) -> Result<Vec<(String, Vec<u8>)>, StreamError> {
+        let mut puts = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (source, digest) in copies {
+            let mut stack = vec![digest.clone()];
+            while let Some(d) = stack.pop() {
+                if !seen.insert((source.clone(), d.clone())) {
+                    continue;
+                }
+                let Some(link) = self.store.get(&keys::manifest_link(source, &d)).await? else { continue };
+                puts.push((keys::manifest_link(target, &d), link.value));
+                let Some(image) = self.get_image(&d).await? else { continue };
+                let blobs = image
+                    .docker_image_config
+                    .as_deref()
+                    .and_then(|c| c.parse::<Digest>().ok())
+                    .into_iter()
+                    .chain(image.docker_image_layers.iter().map(|l| l.name.clone()));
+                for blob in blobs {
+                    if let Some(b) = self.store.get(&keys::blob_link(source, &blob)).await? {
+                        puts.push((keys::blob_link(target, &blob), b.value));
+                    }
+                }
+                stack.extend(image.docker_image_manifests.iter().map(|m| m.digest.clone()));
+            }
+        }
+        Ok(puts)
+    }
+
     /// Records that `image` was pushed to `repo` (by `tag`, or by digest when `tag` is `None`), together with the
     /// caller's `extra` writes (manifest links, referrers) in one transaction. By tag: the stream is created if
-    /// missing when `may_create_stream`, and the image goes on top of the tag's history unless it is already there.
-    /// By digest: only the Image is created. Returns [`StreamError::StreamNotFound`] when the stream is missing
-    /// and may not be created.
+    /// missing when `may_create_stream`, the image goes on top of the tag's history unless it is already there,
+    /// and every tag tracking that tag follows it in the same transaction. By digest: only the Image is created.
+    /// Returns [`StreamError::StreamNotFound`] when the stream is missing and may not be created.
     #[tracing::instrument(skip(self, image, extra), fields(image = %image.metadata.name))]
     pub async fn record_mapping(
         &self,
@@ -77,12 +328,27 @@ impl StreamService {
         extra: Vec<(String, Vec<u8>)>,
         may_create_stream: bool,
     ) -> Result<MappingOutcome, StreamError> {
-        let digest = image.digest().ok_or_else(|| StoreError::Corrupt {
-            key: keys::image(&Digest::sha256_of(b"")),
-            reason: "image name is not a digest".into(),
+        let reference = image.digest().map(|d| self.image_reference(repo, &d)).unwrap_or_default();
+        self.map_image(repo, tag, image, reference, extra, may_create_stream).await
+    }
+
+    /// [`StreamService::record_mapping`] with the tag event's `dockerImageReference` given.
+    pub(crate) async fn map_image(
+        &self,
+        repo: &RepositoryName,
+        tag: Option<&TagName>,
+        image: &Image,
+        reference: String,
+        extra: Vec<(String, Vec<u8>)>,
+        may_create_stream: bool,
+    ) -> Result<MappingOutcome, StreamError> {
+        let digest = image.digest().ok_or_else(|| StreamError::Invalid {
+            kind: ObjectKind::Image,
+            name: image.metadata.name.clone(),
+            message: "metadata.name: an image is named by its digest".into(),
         })?;
         let image_key = keys::image(&digest);
-        for _ in 0..MAX_RETRIES {
+        retry_on_conflict!(repo, {
             let mut txn = Txn::new();
             for (k, v) in &extra {
                 txn = txn.put(k.clone(), v.clone());
@@ -93,56 +359,37 @@ impl StreamService {
             }
             let mut outcome = MappingOutcome { created_stream: false, created_image, new_event: false };
             if let Some(tag) = tag {
-                let stream_key = keys::imagestream(repo);
-                let generation = match self.store.get_json::<ImageStream>(&stream_key).await? {
-                    Some((stream, _)) => {
-                        txn = txn.expect(stream_key.clone(), Expect::Present);
-                        stream.metadata.generation.unwrap_or(1)
-                    }
+                let stored = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await?;
+                let stream = match &stored {
+                    Some((s, _)) => s.clone(),
                     None if may_create_stream => {
-                        let stream = self.new_stream(repo);
-                        txn = txn.expect(stream_key.clone(), Expect::Absent).put(stream_key.clone(), encode(&stream));
                         outcome.created_stream = true;
-                        1
+                        self.new_stream(repo)
                     }
                     None => return Err(StreamError::StreamNotFound(repo.clone())),
                 };
-                let tag_key = keys::istag(repo, tag);
-                let (mut history, expect) = match self.store.get_json::<NamedTagEventList>(&tag_key).await? {
-                    Some((h, v)) => (h, Expect::Version(v)),
-                    None => {
-                        (NamedTagEventList { tag: tag.to_string(), items: vec![], conditions: vec![] }, Expect::Absent)
-                    }
+                let closure = rules::tracking_closure(repo, &stream, tag);
+                let before = self.load_tags(repo, stored, &closure).await?;
+                let Some(mut state) = before.state(Some(stream)) else { unreachable!("a stream was given") };
+                let event = TagEvent {
+                    created: Utc::now(),
+                    docker_image_reference: reference.clone(),
+                    image: Some(digest.clone()),
+                    generation: state.stream.metadata.generation.unwrap_or(1),
                 };
-                if history.items.first().map(|e| &e.image) != Some(&digest) {
-                    history.items.insert(
-                        0,
-                        TagEvent {
-                            created: Utc::now(),
-                            docker_image_reference: self.image_reference(repo, &digest),
-                            image: digest.clone(),
-                            generation,
-                        },
-                    );
-                    txn = txn.expect(tag_key.clone(), expect).put(tag_key, encode(&history));
-                    outcome.new_event = true;
-                }
+                outcome.new_event = rules::tag_event(&mut state, tag, event).contains(tag);
+                txn = before.txn(txn, Some(&state), false);
             }
-            if txn.is_empty() {
-                return Ok(outcome);
+            if !txn.is_empty() {
+                self.store.commit(txn).await?;
             }
-            match self.store.commit(txn).await {
-                Ok(_) => return Ok(outcome),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StreamError::Contention(repo.to_string()))
+            Ok(outcome)
+        })
     }
 
-    fn new_stream(&self, repo: &RepositoryName) -> ImageStream {
+    pub(crate) fn new_stream(&self, repo: &RepositoryName) -> ImageStream {
         ImageStream {
-            kind: "ImageStream".into(),
+            kind: ImageStream::kind(),
             api_version: crate::model::API_VERSION.into(),
             metadata: ObjectMeta {
                 name: repo.stream().to_string(),
@@ -158,34 +405,14 @@ impl StreamService {
 
     /// The stream with its status assembled from the tag histories; `None` when it does not exist.
     pub async fn get_stream(&self, repo: &RepositoryName) -> Result<Option<ImageStream>, StreamError> {
-        let Some((mut stream, mut version)) = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await?
-        else {
-            return Ok(None);
-        };
-        let mut tags = Vec::new();
-        let prefix = keys::istags_of(repo);
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.store.list(&prefix, after.as_deref(), 1000).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (k, v) in page {
-                version = version.max(v.version);
-                tags.push(decode::<NamedTagEventList>(&k, &v.value)?);
-            }
-        }
-        let repo_ref = format!("{}/{repo}", self.public_host);
-        stream.metadata.resource_version = version.to_string();
-        stream.status.docker_image_repository = repo_ref.clone();
-        stream.status.public_docker_image_repository = Some(repo_ref);
-        stream.status.tags = tags;
-        Ok(Some(stream))
+        Ok(self.assemble(&self.load(repo).await?))
     }
 
-    /// The digest a tag points at now.
+    /// The digest a tag points at now (tracking tags move with what they track, in the same transaction, so
+    /// this is always the top of the tag's own history).
     pub async fn resolve_tag(&self, repo: &RepositoryName, tag: &TagName) -> Result<Option<Digest>, StreamError> {
         let history = self.store.get_json::<NamedTagEventList>(&keys::istag(repo, tag)).await?;
-        Ok(history.and_then(|(h, _)| h.items.into_iter().next().map(|e| e.image)))
+        Ok(history.and_then(|(h, _)| h.items.into_iter().next()).and_then(|e| e.image))
     }
 
     /// Tags that point at an image, in lexical order, after `last`, at most `n`.
@@ -201,38 +428,27 @@ impl StreamService {
         Ok(rows.into_iter().filter_map(|(k, _)| k.strip_prefix(&prefix).and_then(|t| t.parse().ok())).collect())
     }
 
-    /// Deletes an image stream tag (its history and its spec entry). Returns whether it existed.
+    /// Deletes an image stream tag: its history and its spec entry (a spec change: the generation goes up).
+    /// Returns whether it existed.
     pub async fn delete_tag(&self, repo: &RepositoryName, tag: &TagName) -> Result<bool, StreamError> {
-        let tag_key = keys::istag(repo, tag);
-        let stream_key = keys::imagestream(repo);
-        for _ in 0..MAX_RETRIES {
-            let history = self.store.get(&tag_key).await?;
-            let stream = self.store.get_json::<ImageStream>(&stream_key).await?;
-            let mut txn = Txn::new();
-            let mut existed = false;
-            if let Some(h) = history {
-                txn = txn.expect(tag_key.clone(), Expect::Version(h.version)).delete(tag_key.clone());
-                existed = true;
+        retry_on_conflict!(repo, {
+            let stored = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await?;
+            let before = self.load_tags(repo, stored, &BTreeSet::from([tag.clone()])).await?;
+            let Some(mut state) = before.state(None) else {
+                return Ok(!before.histories.is_empty());
+            };
+            let existed_spec = state.stream.spec.tags.iter().any(|t| t.name == tag.as_str());
+            let existed = state.histories.remove(tag).is_some() | existed_spec;
+            if existed_spec {
+                state.stream.spec.tags.retain(|t| t.name != tag.as_str());
+                state.stream.metadata.generation = Some(state.stream.metadata.generation.unwrap_or(1) + 1);
             }
-            if let Some((mut s, v)) = stream {
-                let before = s.spec.tags.len();
-                s.spec.tags.retain(|t| t.name != tag.as_str());
-                if s.spec.tags.len() != before {
-                    s.metadata.generation = Some(s.metadata.generation.unwrap_or(1) + 1);
-                    txn = txn.expect(stream_key.clone(), Expect::Version(v)).put(stream_key.clone(), encode(&s));
-                    existed = true;
-                }
+            let txn = before.txn(Txn::new(), Some(&state), false);
+            if !txn.is_empty() {
+                self.store.commit(txn).await?;
             }
-            if txn.is_empty() {
-                return Ok(existed);
-            }
-            match self.store.commit(txn).await {
-                Ok(_) => return Ok(existed),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StreamError::Contention(repo.to_string()))
+            Ok(existed)
+        })
     }
 
     /// Removes every history event of `repo` that names `digest` (the manifest was deleted from the repository)
@@ -243,37 +459,38 @@ impl StreamService {
         digest: &Digest,
         deletes: Vec<String>,
     ) -> Result<(), StreamError> {
-        let prefix = keys::istags_of(repo);
-        for _ in 0..MAX_RETRIES {
+        retry_on_conflict!(repo, {
             let mut txn = Txn::new();
             for k in &deletes {
                 txn = txn.delete(k.clone());
             }
-            let mut after: Option<String> = None;
-            loop {
-                let page = self.store.list_json::<NamedTagEventList>(&prefix, after.as_deref(), 1000).await?;
-                let Some((last, _, _)) = page.last() else { break };
-                after = Some(last.clone());
-                for (key, mut h, v) in page {
-                    let before = h.items.len();
-                    h.items.retain(|e| &e.image != digest);
-                    if h.items.len() == before {
-                        continue;
+            let before = self.load(repo).await?;
+            let mut after = before.clone();
+            for (h, _) in after.histories.values_mut() {
+                h.items.retain(|e| e.image.as_ref() != Some(digest));
+            }
+            match before.stream {
+                Some(_) => {
+                    let state = after.state(None);
+                    txn = before.txn(txn, state.as_ref(), false);
+                }
+                None => {
+                    // Histories without a stream (should not happen): clean them up directly.
+                    for (tag, (h, v)) in &after.histories {
+                        let key = keys::istag(repo, tag);
+                        if h.items.is_empty() {
+                            txn = txn.expect(key.clone(), Expect::Version(*v)).delete(key);
+                        } else if Some(h) != before.histories.get(tag).map(|(h, _)| h) {
+                            txn = txn.expect(key.clone(), Expect::Version(*v)).put(key, encode(h));
+                        }
                     }
-                    txn = txn.expect(key.clone(), Expect::Version(v));
-                    txn = if h.items.is_empty() { txn.delete(key) } else { txn.put(key, encode(&h)) };
                 }
             }
-            if txn.is_empty() {
-                return Ok(());
+            if !txn.is_empty() {
+                self.store.commit(txn).await?;
             }
-            match self.store.commit(txn).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StreamError::Contention(repo.to_string()))
+            Ok(())
+        })
     }
 
     /// Image streams (repositories) in lexical order, after `last`, at most `n`.
@@ -319,7 +536,7 @@ mod tests {
         let s = svc.get_stream(&repo).await.unwrap().unwrap();
         let items = &s.status.tags[0].items;
         assert_eq!(items.len(), 2);
-        assert_eq!(Some(&items[0].image), y.digest().as_ref());
+        assert_eq!(items[0].image, y.digest());
         assert_eq!(items[1].docker_image_reference, format!("reg.example:5000/ns/app@{}", x.metadata.name));
         assert_eq!(svc.resolve_tag(&repo, &v1).await.unwrap(), y.digest());
         assert_eq!(svc.list_tags(&repo, None, 10).await.unwrap(), vec![v1.clone()]);

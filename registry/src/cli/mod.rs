@@ -7,6 +7,7 @@ mod bootstrap;
 mod client;
 mod config;
 mod duration;
+pub mod streams;
 
 use auth::{GroupName, Role, ServiceAccountName, Subject, UserName};
 use clap::{Args, Subcommand};
@@ -64,6 +65,9 @@ pub enum Command {
     /// Bind or unbind roles in a namespace.
     #[command(subcommand)]
     Policy(Policy),
+    /// Image stream verbs: `tag`, `describe`, `set image-lookup`.
+    #[command(flatten)]
+    Streams(streams::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +141,12 @@ pub enum Get {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Image streams (`get is [NAME] [-o json|yaml|name]`).
+    #[command(name = "is", visible_alias = "imagestreams", alias = "imagestream")]
+    ImageStreams(streams::GetArgs),
+    /// Image stream tags (`get istag [NAME:TAG] [-o json|yaml|name]`).
+    #[command(name = "istag", visible_alias = "imagestreamtags", alias = "imagestreamtag")]
+    ImageStreamTags(streams::GetArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +157,9 @@ pub enum Delete {
         #[command(flatten)]
         conn: Connection,
     },
+    /// `delete istag/NAME:TAG` (the tag's spec entry and history) or `delete is/NAME`, `-n NAMESPACE`.
+    #[command(external_subcommand)]
+    Streams(Vec<String>),
 }
 
 #[derive(Args, Debug)]
@@ -229,10 +242,12 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
             println!("{}", created["token"].as_str().unwrap_or_default());
         }
         Command::Get { what } => get(what).await?,
+        Command::Streams(c) => streams::run(c).await?,
         Command::Delete(Delete::Token { id, conn }) => {
             Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;
             println!("token/{id} deleted");
         }
+        Command::Delete(Delete::Streams(words)) => streams::delete(words).await?,
         Command::Whoami { show_token, conn } => {
             let client = Client::from(conn)?;
             if show_token {
@@ -349,6 +364,8 @@ async fn get(what: Get) -> anyhow::Result<()> {
                 .collect();
             table(&["ROLE", "SUBJECTS"], rows);
         }
+        Get::ImageStreams(args) => streams::get(streams::Resource::ImageStreams, args).await?,
+        Get::ImageStreamTags(args) => streams::get(streams::Resource::ImageStreamTags, args).await?,
     }
     Ok(())
 }

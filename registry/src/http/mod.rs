@@ -5,8 +5,11 @@ mod admin_api;
 pub mod auth;
 pub mod endpoint;
 pub mod errors;
+pub mod kube;
 mod oci;
 mod streams_api;
+pub mod tls;
+pub mod webhooks;
 
 use std::net::TcpListener;
 
@@ -47,13 +50,24 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// Starts serving on `listener` (already bound). The returned server runs until stopped.
 pub fn serve(registry: Registry, listener: TcpListener) -> std::io::Result<Server> {
+    serve_with(registry, listener, None)
+}
+
+/// Like [`serve`], speaking https with `tls` (see [`tls::server_config`]).
+pub fn serve_tls(registry: Registry, listener: TcpListener, tls: rustls::ServerConfig) -> std::io::Result<Server> {
+    serve_with(registry, listener, Some(tls))
+}
+
+fn serve_with(registry: Registry, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(self::auth::stream_api_guard))
             .wrap(from_fn(request_span))
             .configure(configure(registry.clone()))
-    })
-    .listen(listener)?
-    .run();
-    Ok(server)
+    });
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }

@@ -1,0 +1,557 @@
+//! What makes the image stream API a Kubernetes API for `kubectl`: the discovery documents (`/api`, `/apis`,
+//! `/apis/image.openshift.io[/v1]`, `/version`), the OpenAPI documents kubectl reads to validate what it sends
+//! (`/openapi/v2`, `/openapi/v3`), `Status` answers (one row per [`StreamError`]), server-side tables
+//! (`Accept: application/json;as=Table;…`, the columns `oc get` shows), and the watch wire format (one JSON
+//! event per line). `streams_api` calls this; the routes here are open to all (discovery, as in Kubernetes).
+
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use streams::model::{Image, ImageStream, ImageStreamTag, ObjectMeta};
+use streams::watch::{Watch, WatchEvent, WatchObject};
+use streams::{ObjectKind, StreamError};
+
+pub const GROUP: &str = "image.openshift.io";
+pub const GROUP_VERSION: &str = "image.openshift.io/v1";
+
+/// Registers the discovery and OpenAPI routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api", web::get().to(core_versions))
+        .route("/api/v1", web::get().to(core_resources))
+        .route("/api/v1/namespaces/{ns}/events", web::get().to(no_events))
+        .route("/apis", web::get().to(groups))
+        .route("/apis/image.openshift.io", web::get().to(group))
+        .route("/apis/image.openshift.io/v1", web::get().to(resources))
+        .route("/version", web::get().to(version))
+        .route("/openapi/v2", web::get().to(openapi_v2))
+        .route("/openapi/v3", web::get().to(openapi_v3_root))
+        .route("/openapi/v3/apis/image.openshift.io/v1", web::get().to(openapi_v3));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Status answers
+
+/// A `Status` failure; `details` names the object (name, kind) when there is one.
+pub fn failure(code: u16, reason: &str, message: String, details: Option<(&str, ObjectKind)>) -> HttpResponse {
+    let mut body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    });
+    if let Some((name, kind)) = details {
+        body["details"] = json!({"name": name, "group": GROUP, "kind": kind.resource()});
+    }
+    HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)).json(body)
+}
+
+/// A `Status` success (what a delete or a mapping answers).
+pub fn success(code: StatusCode, name: &str, kind: ObjectKind) -> HttpResponse {
+    HttpResponse::build(code).json(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": name, "group": GROUP, "kind": kind.resource()}, "code": code.as_u16(),
+    }))
+}
+
+/// The answer for a stream error: one row per error. Internal causes are logged here, once, and not sent.
+pub fn error(e: &StreamError) -> HttpResponse {
+    match e {
+        StreamError::NotFound { kind, name } => failure(404, "NotFound", e.to_string(), Some((name, *kind))),
+        StreamError::StreamNotFound(repo) => failure(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", ObjectKind::ImageStream, repo.stream()),
+            Some((repo.stream().as_str(), ObjectKind::ImageStream)),
+        ),
+        StreamError::AlreadyExists { kind, name } => failure(409, "AlreadyExists", e.to_string(), Some((name, *kind))),
+        StreamError::Conflict { kind, name } => failure(409, "Conflict", e.to_string(), Some((name, *kind))),
+        StreamError::Invalid { kind, name, .. } => failure(422, "Invalid", e.to_string(), Some((name, *kind))),
+        StreamError::BadRequest(m) => failure(400, "BadRequest", m.clone(), None),
+        StreamError::Contention(_) => failure(429, "TooManyRequests", e.to_string(), None),
+        StreamError::Store(cause) => {
+            tracing::error!(%cause, "internal error in the image stream API");
+            failure(500, "InternalError", "internal error".into(), None)
+        }
+    }
+}
+
+pub fn bad_request(message: impl Into<String>) -> HttpResponse {
+    failure(400, "BadRequest", message.into(), None)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Discovery
+
+async fn core_versions(req: HttpRequest) -> HttpResponse {
+    let host = req.connection_info().host().to_owned();
+    HttpResponse::Ok().json(json!({
+        "kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+    }))
+}
+
+async fn core_resources() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}))
+}
+
+/// `kubectl describe` asks for the object's events; there are none.
+async fn no_events() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": []}))
+}
+
+fn group_doc() -> Value {
+    let v = json!({"groupVersion": GROUP_VERSION, "version": "v1"});
+    json!({"name": GROUP, "versions": [v.clone()], "preferredVersion": v})
+}
+
+async fn groups() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_doc()]}))
+}
+
+async fn group() -> HttpResponse {
+    let mut g = group_doc();
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    HttpResponse::Ok().json(g)
+}
+
+/// The resources of `image.openshift.io/v1`, with the verbs served and `oc`'s short names.
+pub fn resource_list() -> Value {
+    let r = |name: &str, singular: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]| {
+        let mut v = json!({"name": name, "singularName": singular, "namespaced": namespaced, "kind": kind,
+                           "verbs": verbs});
+        if !short.is_empty() {
+            v["shortNames"] = json!(short);
+        }
+        v
+    };
+    let all = ["create", "delete", "get", "list", "patch", "update", "watch"];
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION,
+        "resources": [
+            r("imagestreams", "imagestream", "ImageStream", true, &all, &["is"]),
+            r("imagestreamtags", "imagestreamtag", "ImageStreamTag", true, &all, &["istag"]),
+            r("imagestreamimages", "imagestreamimage", "ImageStreamImage", true, &["get"], &["isimage"]),
+            r("imagestreammappings", "imagestreammapping", "ImageStreamMapping", true, &["create"], &[]),
+            r("images", "image", "Image", false, &["get", "list"], &[]),
+        ],
+    })
+}
+
+async fn resources() -> HttpResponse {
+    HttpResponse::Ok().json(resource_list())
+}
+
+async fn version() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "major": "1", "minor": "32",
+        "gitVersion": concat!("v1.32.0+tributary-", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// OpenAPI
+
+/// The schemas of the objects kubectl may send, keyed as Kubernetes names them. Open enough that any
+/// OpenShift-shaped object validates; typed where kubectl's validation would catch a mistake.
+fn definitions() -> Value {
+    let string = json!({"type": "string"});
+    let boolean = json!({"type": "boolean"});
+    let int = json!({"type": "integer", "format": "int64"});
+    let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let any_object = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let gvk = |kind: &str| json!([{"group": GROUP, "version": "v1", "kind": kind}]);
+    let object_meta = json!({
+        "type": "object",
+        "properties": {
+            "name": string, "generateName": string, "namespace": string, "uid": string,
+            "resourceVersion": string, "generation": int, "creationTimestamp": string, "deletionTimestamp": string,
+            "labels": map, "annotations": map, "finalizers": {"type": "array", "items": string},
+            "ownerReferences": {"type": "array", "items": any_object}, "managedFields": {"type": "array", "items": any_object},
+            "selfLink": string,
+        },
+    });
+    let object_ref = json!({
+        "type": "object", "required": ["kind", "name"],
+        "properties": {"kind": string, "name": string, "namespace": string},
+    });
+    let tag_ref = json!({
+        "type": "object", "required": ["name"],
+        "properties": {
+            "name": string, "annotations": map, "from": object_ref, "reference": boolean, "generation": int,
+            "importPolicy": {"type": "object", "properties": {"insecure": boolean, "scheduled": boolean, "importMode": string}},
+            "referencePolicy": {"type": "object", "properties": {"type": string}},
+        },
+    });
+    let meta_ref = json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
+    let tag_ref_ref = json!({"$ref": "#/definitions/com.github.openshift.api.image.v1.TagReference"});
+    json!({
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": object_meta,
+        "com.github.openshift.api.image.v1.TagReference": tag_ref,
+        "com.github.openshift.api.image.v1.ImageStream": {
+            "type": "object",
+            "properties": {
+                "apiVersion": string, "kind": string, "metadata": meta_ref,
+                "spec": {"type": "object", "properties": {
+                    "lookupPolicy": {"type": "object", "properties": {"local": boolean}},
+                    "dockerImageRepository": string,
+                    "tags": {"type": "array", "items": tag_ref_ref},
+                }},
+                "status": any_object,
+            },
+            "x-kubernetes-group-version-kind": gvk("ImageStream"),
+        },
+        "com.github.openshift.api.image.v1.ImageStreamTag": {
+            "type": "object",
+            "properties": {
+                "apiVersion": string, "kind": string, "metadata": meta_ref, "tag": tag_ref_ref,
+                "generation": int, "lookupPolicy": {"type": "object", "properties": {"local": boolean}},
+                "conditions": {"type": "array", "items": any_object}, "image": any_object,
+            },
+            "x-kubernetes-group-version-kind": gvk("ImageStreamTag"),
+        },
+        "com.github.openshift.api.image.v1.ImageStreamImage": {
+            "type": "object",
+            "properties": {"apiVersion": string, "kind": string, "metadata": meta_ref, "image": any_object},
+            "x-kubernetes-group-version-kind": gvk("ImageStreamImage"),
+        },
+        "com.github.openshift.api.image.v1.ImageStreamMapping": {
+            "type": "object", "required": ["image", "tag"],
+            "properties": {"apiVersion": string, "kind": string, "metadata": meta_ref, "image": any_object, "tag": string},
+            "x-kubernetes-group-version-kind": gvk("ImageStreamMapping"),
+        },
+        "com.github.openshift.api.image.v1.Image": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+            "properties": {"apiVersion": string, "kind": string, "metadata": meta_ref},
+            "x-kubernetes-group-version-kind": gvk("Image"),
+        },
+    })
+}
+
+/// The fields of `object` (a `kind` sent by a client) that its schema does not know, as dotted paths.
+pub fn unknown_fields(kind: ObjectKind, object: &Value) -> Vec<String> {
+    let defs = definitions();
+    let key = format!("com.github.openshift.api.image.v1.{}", kind.kind());
+    let mut out = Vec::new();
+    if let Some(schema) = defs.get(&key) {
+        walk_unknown(&defs, schema, object, "", &mut out);
+    }
+    out
+}
+
+fn walk_unknown(defs: &Value, schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => defs.get(r.trim_start_matches("#/definitions/")).unwrap_or(&Value::Null),
+        None => schema,
+    };
+    match value {
+        Value::Object(fields) => {
+            if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+                return;
+            }
+            if let Some(extra) = schema.get("additionalProperties") {
+                for (k, v) in fields {
+                    walk_unknown(defs, extra, v, &format!("{path}{k}."), out);
+                }
+                return;
+            }
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+            for (k, v) in fields {
+                match props.get(k) {
+                    Some(p) => walk_unknown(defs, p, v, &format!("{path}{k}."), out),
+                    None => out.push(format!("{path}{k}")),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    walk_unknown(defs, item, v, &format!("{}[{i}].", path.trim_end_matches('.')), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Does the client take JSON (kubectl asks for OpenAPI v2 in protobuf only, and falls back when refused)?
+fn takes_json(req: &HttpRequest) -> bool {
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept.is_empty() || accept.contains("json") || accept.contains("*/*")
+}
+
+async fn openapi_v2(req: HttpRequest) -> HttpResponse {
+    if !takes_json(&req) {
+        return failure(406, "NotAcceptable", "only application/json is served".into(), None);
+    }
+    HttpResponse::Ok().json(json!({
+        "swagger": "2.0",
+        "info": {"title": "Tributary", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {},
+        "definitions": definitions(),
+    }))
+}
+
+async fn openapi_v3_root() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"paths": {
+        "apis/image.openshift.io/v1": {"serverRelativeURL": "/openapi/v3/apis/image.openshift.io/v1"},
+    }}))
+}
+
+/// OpenAPI v3 for the group: the schemas, and for each resource the operations with the query parameters the
+/// server honours (kubectl looks for `fieldValidation` to decide whether the server validates).
+async fn openapi_v3() -> HttpResponse {
+    let mut schemas = definitions();
+    if let Some(obj) = schemas.as_object_mut() {
+        for (_, v) in obj.iter_mut() {
+            rewrite_refs(v);
+        }
+    }
+    let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}});
+    let body = |kind: &str| json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/com.github.openshift.api.image.v1.{kind}")}}}});
+    let mut paths = serde_json::Map::new();
+    for (resource, kind) in [("imagestreams", "ImageStream"), ("imagestreamtags", "ImageStreamTag")] {
+        // kubectl finds the PATCH operation of a kind by this extension and looks for `fieldValidation` on it.
+        let op = |action: &str, with_body: bool| {
+            let mut o = json!({
+                "parameters": [param("fieldValidation"), param("fieldManager"), param("dryRun")],
+                "responses": {"200": body(kind)},
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": {"group": GROUP, "version": "v1", "kind": kind},
+            });
+            if with_body {
+                o["requestBody"] = body(kind);
+            }
+            o
+        };
+        paths.insert(
+            format!("/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{resource}"),
+            json!({"get": op("list", false), "post": op("post", true)}),
+        );
+        paths.insert(
+            format!("/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{resource}/{{name}}"),
+            json!({"get": op("get", false), "put": op("put", true), "patch": op("patch", true),
+                   "delete": op("delete", false)}),
+        );
+    }
+    HttpResponse::Ok().json(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Tributary", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                match (k.as_str(), x) {
+                    ("$ref", Value::String(s)) => *s = s.replace("#/definitions/", "#/components/schemas/"),
+                    (_, x) => rewrite_refs(x),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tables
+
+/// Whether the client asked for a server-side table (`kubectl get` does).
+pub fn wants_table(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split(',').next())
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+/// "2 minutes ago", as `oc` says it.
+pub fn ago(t: DateTime<Utc>) -> String {
+    let secs = (Utc::now() - t).num_seconds().max(0);
+    let (n, unit) = match secs {
+        s if s < 60 => return "Less than a minute ago".into(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 => (s / 3600, "hour"),
+        s if s < 86_400 * 30 => (s / 86_400, "day"),
+        s if s < 86_400 * 365 => (s / (86_400 * 30), "month"),
+        s => (s / (86_400 * 365), "year"),
+    };
+    match n {
+        1 if unit == "hour" => "About an hour ago".into(),
+        1 => format!("1 {unit} ago"),
+        n => format!("{n} {unit}s ago"),
+    }
+}
+
+fn partial_metadata(meta: &ObjectMeta) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+}
+
+fn columns(names: &[&str]) -> Value {
+    Value::Array(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                json!({"name": n, "type": "string", "format": if i == 0 { "name" } else { "" },
+                       "description": "", "priority": 0})
+            })
+            .collect(),
+    )
+}
+
+/// A table of rows (cells, object metadata) with the given columns.
+fn table(resource_version: &str, names: &[&str], rows: Vec<(Vec<String>, &ObjectMeta)>) -> Value {
+    let rows: Vec<Value> =
+        rows.into_iter().map(|(cells, meta)| json!({"cells": cells, "object": partial_metadata(meta)})).collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": columns(names), "rows": rows,
+    })
+}
+
+const STREAM_COLUMNS: [&str; 4] = ["Name", "Image Repository", "Tags", "Updated"];
+const TAG_COLUMNS: [&str; 3] = ["Name", "Image Reference", "Updated"];
+const IMAGE_COLUMNS: [&str; 2] = ["Name", "Image Reference"];
+
+fn stream_row(s: &ImageStream) -> Vec<String> {
+    let mut tags: Vec<(&str, DateTime<Utc>)> =
+        s.status.tags.iter().filter_map(|t| t.items.first().map(|e| (t.tag.as_str(), e.created))).collect();
+    tags.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let names: Vec<&str> = tags.iter().map(|(t, _)| *t).collect();
+    let shown = match names.len() {
+        0 => String::new(),
+        n if n <= 4 => names.join(","),
+        n => format!("{} + {} more...", names[..3].join(","), n - 3),
+    };
+    let updated = tags.first().map(|(_, t)| ago(*t)).unwrap_or_default();
+    vec![s.metadata.name.clone(), s.status.public_docker_image_repository.clone().unwrap_or_default(), shown, updated]
+}
+
+fn tag_row(t: &ImageStreamTag) -> Vec<String> {
+    let reference = t.image.as_ref().map(|i| i.docker_image_reference.clone()).unwrap_or_default();
+    let updated = t.metadata.creation_timestamp.map(ago).unwrap_or_default();
+    vec![t.metadata.name.clone(), reference, updated]
+}
+
+fn image_row(i: &Image) -> Vec<String> {
+    vec![i.metadata.name.clone(), i.docker_image_reference.clone()]
+}
+
+pub fn stream_table(rv: &str, items: &[ImageStream]) -> Value {
+    table(rv, &STREAM_COLUMNS, items.iter().map(|s| (stream_row(s), &s.metadata)).collect())
+}
+
+pub fn tag_table(rv: &str, items: &[ImageStreamTag]) -> Value {
+    table(rv, &TAG_COLUMNS, items.iter().map(|t| (tag_row(t), &t.metadata)).collect())
+}
+
+pub fn image_table(rv: &str, items: &[Image]) -> Value {
+    table(rv, &IMAGE_COLUMNS, items.iter().map(|i| (image_row(i), &i.metadata)).collect())
+}
+
+fn watch_object_table(object: &WatchObject) -> Value {
+    match object {
+        WatchObject::Stream(s) => stream_table(&s.metadata.resource_version, std::slice::from_ref(s)),
+        WatchObject::Tag(t) => tag_table(&t.metadata.resource_version, std::slice::from_ref(t)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Watch
+
+/// One watch event on the wire: `{"type", "object"}` and a newline; the object as a table when asked.
+fn event_line(e: &WatchEvent, as_table: bool) -> web::Bytes {
+    let body = if as_table {
+        json!({"type": e.kind, "object": watch_object_table(&e.object)})
+    } else {
+        serde_json::to_value(e).unwrap_or(Value::Null)
+    };
+    let mut line = serde_json::to_vec(&body).unwrap_or_default();
+    line.push(b'\n');
+    web::Bytes::from(line)
+}
+
+/// Streams a watch's events until the client leaves, the server stops, or `timeout` passes. A store failure
+/// ends the watch with an `ERROR` event carrying a `Status`, as Kubernetes does.
+pub fn watch_response(watch: Watch, as_table: bool, timeout: Option<Duration>) -> HttpResponse {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let events = futures::stream::unfold(Some(watch), move |state| async move {
+        let mut watch = state?;
+        let next = match deadline {
+            Some(d) => tokio::time::timeout_at(d, watch.next()).await.ok()?,
+            None => watch.next().await,
+        };
+        match next? {
+            Ok(e) => Some((Ok::<_, actix_web::Error>(event_line(&e, as_table)), Some(watch))),
+            Err(e) => {
+                tracing::error!(cause = %e, "watch failed");
+                let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                    "status": "Failure", "message": "internal error", "reason": "InternalError", "code": 500}});
+                let mut line = serde_json::to_vec(&status).unwrap_or_default();
+                line.push(b'\n');
+                Some((Ok(web::Bytes::from(line)), None))
+            }
+        }
+    });
+    let content_type = if as_table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static(content_type)))
+        .insert_header(("Cache-Control", "no-cache, private"))
+        .streaming(events.boxed_local())
+}
+
+/// JSON with the table content type when it is a table.
+pub fn json_response(code: StatusCode, body: &Value, as_table: bool) -> HttpResponse {
+    let content_type = if as_table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
+    HttpResponse::build(code).insert_header((CONTENT_TYPE, content_type)).json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_like_oc() {
+        let now = Utc::now();
+        assert_eq!(ago(now), "Less than a minute ago");
+        assert_eq!(ago(now - chrono::Duration::minutes(2)), "2 minutes ago");
+        assert_eq!(ago(now - chrono::Duration::minutes(61)), "About an hour ago");
+        assert_eq!(ago(now - chrono::Duration::days(3)), "3 days ago");
+    }
+
+    #[test]
+    fn every_error_has_its_status() {
+        let table: Vec<(StreamError, u16, &str)> = vec![
+            (StreamError::NotFound { kind: ObjectKind::ImageStream, name: "a".into() }, 404, "NotFound"),
+            (StreamError::StreamNotFound("ns/a".parse().unwrap()), 404, "NotFound"),
+            (StreamError::AlreadyExists { kind: ObjectKind::ImageStreamTag, name: "a:b".into() }, 409, "AlreadyExists"),
+            (StreamError::Conflict { kind: ObjectKind::ImageStream, name: "a".into() }, 409, "Conflict"),
+            (
+                StreamError::Invalid { kind: ObjectKind::ImageStream, name: "a".into(), message: "m".into() },
+                422,
+                "Invalid",
+            ),
+            (StreamError::BadRequest("x".into()), 400, "BadRequest"),
+            (StreamError::Contention("x".into()), 429, "TooManyRequests"),
+            (StreamError::Store(storage_backends::StoreError::Backend("disk".into())), 500, "InternalError"),
+        ];
+        for (e, code, _reason) in table {
+            assert_eq!(error(&e).status().as_u16(), code, "{e}");
+        }
+        assert_eq!(
+            StreamError::NotFound { kind: ObjectKind::ImageStream, name: "a".into() }.to_string(),
+            "imagestreams.image.openshift.io \"a\" not found"
+        );
+    }
+}
