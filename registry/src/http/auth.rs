@@ -265,6 +265,11 @@ fn stream_api_need(
     query: &str,
 ) -> Option<(Verb, Resource, Option<Namespace>, Option<RepositoryName>)> {
     let rest = path.strip_prefix(STREAM_API)?.trim_start_matches('/');
+    // `/watch/<path>` is the old form of `<path>?watch=true`: the same resource, verb watch.
+    let (rest, watch_path) = match rest.strip_prefix("watch/") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
     if rest.is_empty() {
         return None;
     }
@@ -274,9 +279,10 @@ fn stream_api_need(
         [resource, name @ ..] => (None, *resource, name.first().copied()),
         [] => return None,
     };
+    let watch = watch_path || query.split('&').any(|p| p == "watch=true" || p == "watch=1");
     let verb = match *method {
+        Method::GET | Method::HEAD if watch => Verb::Watch,
         Method::GET | Method::HEAD if name.is_some() => Verb::Get,
-        Method::GET | Method::HEAD if query.split('&').any(|p| p == "watch=true" || p == "watch=1") => Verb::Watch,
         Method::GET | Method::HEAD => Verb::List,
         Method::POST => Verb::Create,
         Method::PUT | Method::PATCH => Verb::Update,
@@ -367,6 +373,14 @@ mod tests {
         assert_eq!(
             p("GET", "/apis/image.openshift.io/v1/namespaces/team/imagestreams", "watch=true"),
             Some((Verb::Watch, Resource::ImageStreams, Some(ns.clone()), None))
+        );
+        assert_eq!(
+            p("GET", "/apis/image.openshift.io/v1/watch/namespaces/team/imagestreams", ""),
+            Some((Verb::Watch, Resource::ImageStreams, Some(ns.clone()), None))
+        );
+        assert_eq!(
+            p("GET", "/apis/image.openshift.io/v1/watch/namespaces/team/imagestreams/app", ""),
+            Some((Verb::Watch, Resource::ImageStreams, Some(ns.clone()), Some(app.clone())))
         );
         assert_eq!(
             p("POST", "/apis/image.openshift.io/v1/namespaces/team/imagestreamimports", ""),
