@@ -15,7 +15,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: Option<String>, token: Option<String>) -> anyhow::Result<Client> {
+    pub fn new(server: Option<String>, token: Option<String>, insecure: bool) -> anyhow::Result<Client> {
         let (server, token) = match (server, token) {
             (Some(s), Some(t)) => (s, t),
             (s, t) => {
@@ -31,11 +31,12 @@ impl Client {
         };
         let server = server.trim_end_matches('/').to_owned();
         let server = if server.contains("://") { server } else { format!("http://{server}") };
-        Ok(Client { http: reqwest::Client::new(), server, token })
+        let http = reqwest::Client::builder().danger_accept_invalid_certs(insecure).build()?;
+        Ok(Client { http, server, token })
     }
 
     pub fn from(conn: Connection) -> anyhow::Result<Client> {
-        Client::new(conn.server, conn.token)
+        Client::new(conn.server, conn.token, conn.insecure_skip_tls_verify)
     }
 
     pub fn server(&self) -> &str {

@@ -26,6 +26,9 @@ pub struct Connection {
     /// An API token [default: from `tributary login`].
     #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Accept any certificate from an https server (a self-signed one, as for kubectl).
+    #[arg(long, env = "TRIBUTARY_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// The client verbs, flattened into the `tributary` command.
@@ -37,6 +40,9 @@ pub enum Command {
         server: String,
         #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
         token: String,
+        /// Accept any certificate from an https server.
+        #[arg(long, env = "TRIBUTARY_INSECURE_SKIP_TLS_VERIFY")]
+        insecure_skip_tls_verify: bool,
     },
     /// Create a namespace (project) with its `default` and `builder` service accounts; you become its admin.
     NewProject {
@@ -201,8 +207,8 @@ fn subject_of(binding: &Binding, group: bool) -> anyhow::Result<Subject> {
 
 async fn run_async(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Login { server, token } => {
-            let client = Client::new(Some(server), Some(token))?;
+        Command::Login { server, token, insecure_skip_tls_verify } => {
+            let client = Client::new(Some(server), Some(token), insecure_skip_tls_verify)?;
             let me = client.get("/whoami").await?;
             let path = config::save(client.server(), client.token())?;
             println!(

@@ -30,9 +30,6 @@ const RETRIES: usize = 10;
 pub struct Target {
     #[arg(short = 'n', long = "namespace", env = "TRIBUTARY_NAMESPACE", default_value = "default")]
     pub namespace: Namespace,
-    /// Accept any certificate from an https server (a self-signed one, as for kubectl).
-    #[arg(long)]
-    pub insecure_skip_tls_verify: bool,
     #[command(flatten)]
     pub conn: Connection,
 }
@@ -213,7 +210,8 @@ struct Api {
 impl Api {
     fn new(target: &Target) -> anyhow::Result<Api> {
         let client = Client::from(target.conn.clone())?;
-        let http = reqwest::Client::builder().danger_accept_invalid_certs(target.insecure_skip_tls_verify).build()?;
+        let http =
+            reqwest::Client::builder().danger_accept_invalid_certs(target.conn.insecure_skip_tls_verify).build()?;
         Ok(Api { http, base: format!("{}{API}", client.server()), token: client.token().into() })
     }
 
