@@ -291,6 +291,7 @@ fn column(v: &Value, key: &str) -> String {
     }
 }
 
+/// Prints rows under a header in aligned columns, as `kubectl get` does.
 fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {

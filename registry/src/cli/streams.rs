@@ -454,7 +454,7 @@ async fn image_lookup(names: Vec<StreamName>, enabled: bool, target: Target) -> 
                 ]
             })
             .collect();
-        print_table(&["NAME", "LOCAL"], rows);
+        super::table(&["NAME", "LOCAL"], rows);
         return Ok(());
     }
     for name in names {
@@ -478,23 +478,6 @@ fn items(list: &Value) -> Vec<Value> {
 
 fn str_at(v: &Value, pointer: &str) -> String {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned()
-}
-
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", parts.join("   ").trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
 }
 
 pub async fn get(resource: Resource, args: GetArgs) -> anyhow::Result<()> {
@@ -552,7 +535,7 @@ pub async fn get(resource: Resource, args: GetArgs) -> anyhow::Result<()> {
                 header.insert(0, "NAMESPACE".into());
             }
             rows.sort();
-            print_table(&header.iter().map(String::as_str).collect::<Vec<_>>(), rows);
+            super::table(&header.iter().map(String::as_str).collect::<Vec<_>>(), rows);
         }
     }
     Ok(())

@@ -30,6 +30,14 @@ pub struct UploadSession {
 pub type ChunkStart = Option<u64>;
 
 impl UploadSession {
+    /// A chunk must start where the upload ends (when the client says where it starts).
+    fn check_start(&self, start: ChunkStart) -> Result<(), RegistryError> {
+        match start {
+            Some(start) if start != self.size => Err(RegistryError::RangeInvalid { have: self.size, start }),
+            _ => Ok(()),
+        }
+    }
+
     fn hasher(&self) -> Result<DigestHasher, RegistryError> {
         hex::decode(&self.hash_state)
             .ok()
@@ -81,11 +89,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         let (mut session, version) = self.upload_session(repo, id).await?;
-        if let Some(start) = start {
-            if start != session.size {
-                return Err(RegistryError::RangeInvalid { have: session.size, start });
-            }
-        }
+        session.check_start(start)?;
         let mut hasher = session.hasher()?;
         let part = paths::new_part_name(session.size);
         let written = self.blobs.write_part(id, &part, body, &mut hasher, None).await?;
@@ -125,11 +129,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         let (mut session, version) = self.upload_session(repo, id).await?;
-        if let Some(start) = start {
-            if start != session.size {
-                return Err(RegistryError::RangeInvalid { have: session.size, start });
-            }
-        }
+        session.check_start(start)?;
         // Hash with the client's algorithm from the start when nothing was received yet.
         let mut hasher = if session.size == 0 { DigestHasher::new(digest.algorithm()) } else { session.hasher()? };
         let part = paths::new_part_name(session.size);
