@@ -1,0 +1,225 @@
+//! `bench`: Tributary side by side with CNCF distribution 2.8 (issue 6). Checks what it needs (it builds and
+//! installs nothing), pins itself and the servers to different cores, runs the workload groups, prints the table
+//! and the target check, and optionally saves every raw sample as JSON.
+//!
+//! `cargo build --release -p registry --bin tributary && cargo run --release -p bench -- [--quick]`
+
+mod client;
+mod content;
+mod report;
+mod servers;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use report::{Report, Unit};
+use servers::Tools;
+use workloads::{Bench, Plan};
+
+#[derive(Parser)]
+#[command(name = "bench", about = "Benchmark Tributary against distribution 2.8, side by side")]
+struct Args {
+    /// Small sizes and short runs: about a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Only these workload groups (comma-separated): push, pull, manifest, tags, catalog, memory.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Pairs of alternated measurements (ours, peer) per workload [default: 3].
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Measure Tributary alone (no peer, no ratios): quicker turns while profiling.
+    #[arg(long)]
+    ours_only: bool,
+    /// Save the plan and every raw sample to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const GROUPS: [&str; 6] = ["push", "pull", "manifest", "tags", "catalog", "memory"];
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(bad) = args.only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+        eprintln!("bench: unknown workload {bad:?}; choose from {}", GROUPS.join(", "));
+        return ExitCode::from(2);
+    }
+    let tools = match Tools::find(!args.ours_only) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bench: cannot run: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let pinned = match tools.pin_client() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bench: could not pin the client ({e:#}); running unpinned");
+            false
+        }
+    };
+    let runtime = if pinned {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scratch = match tempfile::Builder::new().prefix("tributary-bench-").tempdir() {
+        Ok(d) => d.keep(),
+        Err(e) => {
+            eprintln!("bench: creating a scratch directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(args, tools, pinned, scratch.clone()));
+    remove_in_background(&scratch);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Removes the servers' directories without waiting: with many synced files on a disk mounted with `discard`
+/// this takes minutes.
+fn remove_in_background(scratch: &std::path::Path) {
+    let rm = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(scratch)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match rm {
+        Ok(child) => eprintln!("removing {} in the background (pid {})", scratch.display(), child.id()),
+        Err(e) => eprintln!("could not remove {}: {e}", scratch.display()),
+    }
+}
+
+/// Awaits a workload group and says how long it took.
+async fn timed<T>(group: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let out = group.await?;
+    eprintln!("   ({:.1} s)", start.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+fn version(bin: &std::path::Path, arg: &str) -> String {
+    std::process::Command::new(bin)
+        .arg(arg)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow::Result<()> {
+    let wants = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
+    let plan = Plan::new(args.quick, args.pairs);
+    anyhow::ensure!(plan.pairs >= 1, "--pairs must be at least 1");
+    let started = Instant::now();
+    let modified = std::fs::metadata(&tools.tributary)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map_or("?".into(), |age| format!("built {} min ago", age.as_secs() / 60));
+    let mut report = Report::default();
+    let mut header = vec![
+        format!("ours: {} ({modified})", tools.tributary.display()),
+        format!("peer: {} ({})", tools.peer.display(), version(&tools.peer, "--version")),
+        if pinned {
+            format!("pinning: servers on core {}, client on core {} (taskset)", tools.server_core, tools.client_core)
+        } else {
+            "pinning: none (needs taskset and two cores)".to_owned()
+        },
+        format!(
+            "mode: {}, {} pairs per workload, alternated ours/peer; both servers log at warn, peer without access log",
+            if plan.quick { "--quick" } else { "full" },
+            plan.pairs
+        ),
+    ];
+    for h in &header {
+        eprintln!("{h}");
+    }
+    eprintln!("hashing blob contents for sizes {:?} MiB …", plan.sizes().iter().map(|s| s >> 20).collect::<Vec<_>>());
+    let bench = Bench::new(tools, plan, scratch, args.ours_only);
+    let plan = bench.plan.clone();
+
+    if wants("push") {
+        timed(bench.push(&mut report)).await?;
+    }
+    if plan.quick {
+        for mode in ["monolithic", "chunked 8 MiB", "chunked 1 MiB"] {
+            report.note(&format!("push 512 MiB {mode}"), Unit::MibPerSec, "skipped (--quick)");
+        }
+    }
+    if wants("pull") {
+        timed(bench.pull(&mut report)).await?;
+    }
+    if plan.quick {
+        report.note("pull 512 MiB", Unit::MibPerSec, "skipped (--quick)");
+    }
+    for label in [
+        "pull-through 512 MiB miss: first byte",
+        "pull-through 512 MiB miss: total",
+        "pull-through 512 MiB hit: first byte",
+        "pull-through 512 MiB hit: total",
+        "pull-through cached tag, upstream frozen",
+    ] {
+        report.note(label, Unit::Millis, "n/a (pull-through not implemented)");
+    }
+    if wants("manifest") {
+        timed(bench.manifests(&mut report)).await?;
+    }
+    if wants("tags") || wants("catalog") {
+        timed(bench.lists(&mut report, wants("tags"), wants("catalog"))).await?;
+    }
+    if wants("memory") && !timed(bench.memory(&mut report)).await? {
+        header.push("note: /proc/PID/clear_refs refused; peak RSS figures are since server start".into());
+    }
+
+    // Targets are judged at the issue's sizes only; --quick rows at smaller sizes do not count.
+    let targets = report::targets(
+        &report,
+        "peak RSS during 1 GiB push, above idle",
+        "tags list, 10000 tags, p50",
+        Some(("catalog walk per page, 1000 repos", "catalog walk per page, 10000 repos")),
+    );
+
+    println!();
+    for h in &header {
+        println!("{h}");
+    }
+    println!("ratio = ours/peer of the medians (higher is better for MiB/s and ops/s, lower for ms and MiB);");
+    println!("CPU = server user+system CPU-seconds per GiB moved or per 1,000 requests (median over samples)");
+    println!();
+    print!("{}", report.table());
+    println!();
+    println!(
+        "issue-6 targets (ours){}:",
+        if plan.quick { ", at the issue's sizes, which --quick does not run" } else { "" }
+    );
+    print!("{}", report::print_targets(&targets));
+    println!();
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+
+    if let Some(path) = &args.json {
+        report.meta.insert("header".into(), serde_json::to_value(&header)?);
+        report.meta.insert("plan".into(), serde_json::to_value(&plan)?);
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+        eprintln!("raw figures saved to {}", path.display());
+    }
+    Ok(())
+}
