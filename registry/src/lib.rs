@@ -20,7 +20,7 @@ pub fn open(config: &Config) -> anyhow::Result<Registry> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display()))?;
     let blob_backend = BlobBackend::Filesystem { root: config.data_dir.join("blobs") };
-    let blobs = BlobStore::new(blob_backend.build()?);
+    let blobs = BlobStore::new(blob_backend.build()?).durable_in(config.data_dir.join("blobs"));
     let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?);
     Ok(Registry {
         blobs,

@@ -18,7 +18,7 @@ use crate::paths;
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// Size of the buffers handed to the object store while streaming an upload in.
-const WRITE_CHUNK: usize = 8 * 1024 * 1024;
+const WRITE_CHUNK: usize = 2 * 1024 * 1024;
 
 /// Size of the reads when streaming a blob out of a local file.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -89,6 +89,8 @@ impl quick_cache::Weighter<Digest, Bytes> for ByteWeight {
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The local directory behind `store`, when there is one: committed blobs are fsynced there.
+    durable_root: Option<PathBuf>,
     small: Arc<quick_cache::sync::Cache<Digest, Bytes, ByteWeight>>,
 }
 
@@ -101,7 +103,32 @@ impl std::fmt::Debug for BlobStore {
 impl BlobStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         let small = quick_cache::sync::Cache::with_weighter(4096, SMALL_OBJECT_CACHE_BYTES, ByteWeight);
-        BlobStore { store, small: Arc::new(small) }
+        BlobStore { store, durable_root: None, small: Arc::new(small) }
+    }
+
+    /// Makes every committed blob durable before it is acknowledged: `root` is the local directory behind the
+    /// store (the filesystem backend's root); file contents and the directory entries are fsynced there.
+    pub fn durable_in(mut self, root: PathBuf) -> Self {
+        self.durable_root = Some(root);
+        self
+    }
+
+    /// fsyncs the object at `path` (and, with `dir`, the directory holding it) when the store is local.
+    async fn sync(&self, path: &object_store::path::Path, dir: bool) -> Result<(), BlobError> {
+        let Some(root) = &self.durable_root else { return Ok(()) };
+        let file = root.join(path.as_ref());
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&file)?.sync_all()?;
+            if dir {
+                if let Some(parent) = file.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
+        Ok(())
     }
 
     /// Size of a stored blob, or `None` when it is not stored.
@@ -156,8 +183,9 @@ impl BlobStore {
 
     /// Stores bytes whose digest the caller has just computed (manifests).
     pub async fn put_verified(&self, digest: &Digest, bytes: Bytes) -> Result<(), BlobError> {
-        self.store.put(&paths::blob(digest), PutPayload::from_bytes(bytes)).await?;
-        Ok(())
+        let target = paths::blob(digest);
+        self.store.put(&target, PutPayload::from_bytes(bytes)).await?;
+        self.sync(&target, true).await
     }
 
     /// Streams `body` into the staged part `part` of upload `id`, feeding `hasher` on the way.
@@ -219,15 +247,20 @@ impl BlobStore {
 
     /// Makes the staged parts of upload `id` (in order) visible as blob `digest`.
     /// The caller has verified the digest. One part is renamed into place; several are concatenated into a
-    /// staging object first, so the blob path only ever holds complete content.
+    /// staging object first, so the blob path only ever holds complete content. With [`BlobStore::durable_in`] the
+    /// content is fsynced before the rename and the directory after it.
     pub async fn commit_upload(&self, id: UploadId, parts: &[String], digest: &Digest) -> Result<(), BlobError> {
         let target = paths::blob(digest);
         match parts {
             [] => {
                 self.store.put(&target, PutPayload::default()).await?;
+                self.sync(&target, true).await?;
             }
             [only] => {
-                self.store.rename(&paths::upload_part(id, only), &target).await?;
+                let part = paths::upload_part(id, only);
+                self.sync(&part, false).await?;
+                self.store.rename(&part, &target).await?;
+                self.sync(&target, true).await?;
             }
             many => {
                 let staging = paths::upload_part(id, "assembled");
@@ -248,7 +281,9 @@ impl BlobStore {
                     }
                 }
                 writer.finish().await?;
+                self.sync(&staging, false).await?;
                 self.store.rename(&staging, &target).await?;
+                self.sync(&target, true).await?;
             }
         }
         self.abort_upload(id).await;
@@ -343,7 +378,8 @@ mod tests {
     #[tokio::test]
     async fn filesystem_backend() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::new(BlobBackend::Filesystem { root: dir.path().join("blobs") }.build().unwrap());
+        let root = dir.path().join("blobs");
+        let store = BlobStore::new(BlobBackend::Filesystem { root: root.clone() }.build().unwrap()).durable_in(root);
         suite(store).await;
     }
 }

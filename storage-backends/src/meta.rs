@@ -97,6 +97,15 @@ pub trait MetadataStore: Send + Sync + 'static {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Versioned)>, StoreError>;
+    /// Only the keys of [`MetadataStore::list`]; implementations override it to skip copying values.
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self.list(prefix, start_after, limit).await?.into_iter().map(|(k, _)| k).collect())
+    }
     /// Applies a transaction atomically; returns the new revision.
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError>;
     /// The latest committed revision.
@@ -335,6 +344,37 @@ impl MetadataStore for RedbStore {
         Ok(out)
     }
 
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let r = self.db.begin_read().map_err(backend)?;
+        let kv = r.open_table(KV).map_err(backend)?;
+        let start = match start_after {
+            Some(s) if s.starts_with(prefix) => s,
+            Some(s) if s > prefix => return Ok(Vec::new()),
+            _ => prefix,
+        };
+        let mut out = Vec::new();
+        for item in kv.range(start..).map_err(backend)? {
+            let (k, _) = item.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if start_after.is_some_and(|s| key <= s) {
+                continue;
+            }
+            out.push(key.to_owned());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let queue = self.committer.queue.as_ref().ok_or_else(|| backend("the committer thread stopped"))?;
@@ -386,6 +426,7 @@ pub mod suite {
         store.commit(txn).await.unwrap();
         let keys = |rows: Vec<(String, Versioned)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(keys(store.list("a/", None, 10).await.unwrap()), ["a/1", "a/2", "a/3"]);
+        assert_eq!(store.list_keys("a/", Some("a/1"), 10).await.unwrap(), ["a/2", "a/3"]);
         assert_eq!(keys(store.list("a/", Some("a/1"), 1).await.unwrap()), ["a/2"]);
         assert_eq!(keys(store.list("a/", Some("a/3"), 10).await.unwrap()), Vec::<String>::new());
         // Deletes.

@@ -424,8 +424,8 @@ impl StreamService {
     ) -> Result<Vec<TagName>, StreamError> {
         let prefix = keys::istags_of(repo);
         let after = last.map(|l| format!("{prefix}{l}"));
-        let rows = self.store.list(&prefix, after.as_deref(), n).await?;
-        Ok(rows.into_iter().filter_map(|(k, _)| k.strip_prefix(&prefix).and_then(|t| t.parse().ok())).collect())
+        let rows = self.store.list_keys(&prefix, after.as_deref(), n).await?;
+        Ok(rows.into_iter().filter_map(|k| k.strip_prefix(&prefix).and_then(|t| t.parse().ok())).collect())
     }
 
     /// Deletes an image stream tag: its history and its spec entry (a spec change: the generation goes up).
@@ -496,8 +496,8 @@ impl StreamService {
     /// Image streams (repositories) in lexical order, after `last`, at most `n`.
     pub async fn list_repositories(&self, last: Option<&str>, n: usize) -> Result<Vec<RepositoryName>, StreamError> {
         let after = last.map(|l| format!("{}{l}", keys::IMAGESTREAMS));
-        let rows = self.store.list(keys::IMAGESTREAMS, after.as_deref(), n).await?;
-        Ok(rows.into_iter().filter_map(|(k, _)| keys::repository_of_imagestream_key(&k)).collect())
+        let rows = self.store.list_keys(keys::IMAGESTREAMS, after.as_deref(), n).await?;
+        Ok(rows.into_iter().filter_map(|k| keys::repository_of_imagestream_key(&k)).collect())
     }
 }
 
