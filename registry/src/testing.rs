@@ -89,7 +89,19 @@ impl TestRegistry {
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                let registry = crate::open(&config).expect("open registry");
+                // A registry stopped a moment ago on the same data directory may still have worker threads
+                // letting go of the database; give them a few seconds.
+                let mut attempts = 0;
+                let registry = loop {
+                    match crate::open(&config) {
+                        Ok(r) => break r,
+                        Err(e) if attempts < 50 && e.to_string().contains("already open") => {
+                            attempts += 1;
+                            actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        Err(e) => panic!("open registry: {e}"),
+                    }
+                };
                 let token = config.admin_token.as_ref().map(Secret::expose);
                 registry.auth.bootstrap(token, &config.data_dir).await.expect("bootstrap access control");
                 let server = crate::http::serve(registry.clone(), listener).expect("serve");
