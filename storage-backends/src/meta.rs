@@ -224,6 +224,38 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    /// Visits keys starting with `prefix`, in order, strictly after `start_after`, at most `limit` of them.
+    fn scan<T>(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        mut row: impl FnMut(&str, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let r = self.db.begin_read().map_err(backend)?;
+        let kv = r.open_table(KV).map_err(backend)?;
+        let start = match start_after {
+            Some(s) if s.starts_with(prefix) => s,
+            Some(s) if s > prefix => return Ok(Vec::new()),
+            _ => prefix,
+        };
+        let mut out = Vec::new();
+        for item in kv.range(start..).map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            if start_after.is_some_and(|s| key <= s) {
+                continue;
+            }
+            out.push(row(key, v.value())?);
+        }
+        Ok(out)
+    }
+}
+
 /// Runs until every [`RedbStore`] handle is dropped.
 fn committer_loop(db: &Database, events: &broadcast::Sender<KvEvent>, queue: &std::sync::mpsc::Receiver<Pending>) {
     while let Ok(first) = queue.recv() {
@@ -319,29 +351,7 @@ impl MetadataStore for RedbStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Versioned)>, StoreError> {
-        let r = self.db.begin_read().map_err(backend)?;
-        let kv = r.open_table(KV).map_err(backend)?;
-        let start = match start_after {
-            Some(s) if s.starts_with(prefix) => s,
-            Some(s) if s > prefix => return Ok(Vec::new()),
-            _ => prefix,
-        };
-        let mut out = Vec::new();
-        for item in kv.range(start..).map_err(backend)? {
-            let (k, v) = item.map_err(backend)?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if start_after.is_some_and(|s| key <= s) {
-                continue;
-            }
-            out.push((key.to_owned(), split(key, v.value())?));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.scan(prefix, start_after, limit, |key, raw| Ok((key.to_owned(), split(key, raw)?)))
     }
 
     async fn list_keys(
@@ -350,29 +360,7 @@ impl MetadataStore for RedbStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let r = self.db.begin_read().map_err(backend)?;
-        let kv = r.open_table(KV).map_err(backend)?;
-        let start = match start_after {
-            Some(s) if s.starts_with(prefix) => s,
-            Some(s) if s > prefix => return Ok(Vec::new()),
-            _ => prefix,
-        };
-        let mut out = Vec::new();
-        for item in kv.range(start..).map_err(backend)? {
-            let (k, _) = item.map_err(backend)?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if start_after.is_some_and(|s| key <= s) {
-                continue;
-            }
-            out.push(key.to_owned());
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.scan(prefix, start_after, limit, |key, _| Ok(key.to_owned()))
     }
 
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
