@@ -37,11 +37,6 @@ macro_rules! name_type {
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
         impl FromStr for $name {
             type Err = InvalidName;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -49,27 +44,7 @@ macro_rules! name_type {
                 Ok($name(s.to_owned()))
             }
         }
-        impl TryFrom<String> for $name {
-            type Error = InvalidName;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                s.parse()
-            }
-        }
-        impl From<$name> for String {
-            fn from(n: $name) -> String {
-                n.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", self.0)
-            }
-        }
+        names::string_newtype!($name);
     };
 }
 

@@ -227,27 +227,6 @@ fn skopeo_login_roles_namespaces_anonymous_and_revocation() {
     assert_refused(&skopeo_inspect(&server, "team/app:v1", Some(&short_creds)), "expired token");
 }
 
-/// podman with its own storage and auth file under `dir`.
-fn podman(dir: &Path) -> Command {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let auth = dir.join("auth.json");
-    if !auth.exists() {
-        std::fs::write(&auth, "{}").unwrap();
-    }
-    let mut c = Command::new("podman");
-    c.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("runroot"))
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-        .arg("--tmpdir")
-        .arg(dir.join("libpod-tmp"))
-        .env("TMPDIR", &tmp)
-        .env("REGISTRY_AUTH_FILE", &auth);
-    c
-}
-
 #[test]
 fn podman_login_push_pull() {
     if !tools_present(&["podman", "skopeo", "umoci", "busybox", "jq", "sha256sum"]) {

@@ -2,32 +2,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
 const TOOLS: &[&str] = &["podman", "skopeo", "umoci", "busybox", "jq", "sha256sum"];
-
-/// podman with its own storage under `dir`, so the host's images are never touched.
-fn podman(dir: &Path) -> Command {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let auth = dir.join("auth.json");
-    if !auth.exists() {
-        std::fs::write(&auth, "{}").unwrap();
-    }
-    let mut c = Command::new("podman");
-    c.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("runroot"))
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-        .arg("--tmpdir")
-        .arg(dir.join("libpod-tmp"))
-        .env("TMPDIR", &tmp)
-        .env("REGISTRY_AUTH_FILE", &auth);
-    c
-}
 
 fn podman_login(dir: &Path, reg: &Registry) {
     if let Some(token) = &reg.token {

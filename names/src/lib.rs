@@ -2,6 +2,46 @@
 //! `Reference` and `UploadId`. Every crate may use these; values are parsed once at the edge (HTTP, CLI, store)
 //! and carried typed everywhere else. This crate depends on nothing of Tributary.
 
+/// Implements the conveniences of a validated string newtype `struct $name(String)` whose `FromStr` does the
+/// validation: `as_str`, `AsRef<str>`, `Display`, `Debug`, `TryFrom<String>` (through `FromStr`) and
+/// `From<$name> for String`. Exported so other crates' typed names (e.g. `auth`'s user names) share it.
+#[macro_export]
+macro_rules! string_newtype {
+    ($name:ident) => {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+        impl ::std::convert::AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl ::std::convert::TryFrom<String> for $name {
+            type Error = <$name as ::std::str::FromStr>::Err;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+        impl ::std::convert::From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+    };
+}
+
 mod digest;
 mod repository;
 

@@ -8,47 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Digest, NameError};
 
-macro_rules! string_newtype {
-    ($name:ident) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", self.0)
-            }
-        }
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl TryFrom<String> for $name {
-            type Error = NameError;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                s.parse()
-            }
-        }
-        impl From<$name> for String {
-            fn from(n: $name) -> String {
-                n.0
-            }
-        }
-    };
-}
-
 /// A namespace (project): a DNS label, `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Namespace(String);
-string_newtype!(Namespace);
+crate::string_newtype!(Namespace);
 
 impl FromStr for Namespace {
     type Err = NameError;
@@ -70,7 +34,7 @@ impl FromStr for Namespace {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct StreamName(String);
-string_newtype!(StreamName);
+crate::string_newtype!(StreamName);
 
 impl FromStr for StreamName {
     type Err = NameError;
@@ -182,7 +146,7 @@ impl From<RepositoryName> for String {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TagName(String);
-string_newtype!(TagName);
+crate::string_newtype!(TagName);
 
 impl FromStr for TagName {
     type Err = NameError;

@@ -953,3 +953,24 @@ pub fn unique() -> u64 {
     *n += 1;
     *n
 }
+
+/// podman with its own storage and auth file under `dir`, so the host's images and logins are never touched.
+pub fn podman(dir: &Path) -> Command {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let auth = dir.join("auth.json");
+    if !auth.exists() {
+        std::fs::write(&auth, "{}").unwrap();
+    }
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("runroot"))
+        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+        .arg("--tmpdir")
+        .arg(dir.join("libpod-tmp"))
+        .env("TMPDIR", &tmp)
+        .env("REGISTRY_AUTH_FILE", &auth);
+    c
+}
