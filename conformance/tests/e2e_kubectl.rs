@@ -32,6 +32,22 @@ spec:
       scheduled: true
 ";
 
+/// The same example exactly as the seed prints it (`../shared/seeds`, OpenShift 3 docs): legacy `apiVersion: v1`,
+/// served under `/api/v1`.
+const SEED_STREAM_LEGACY: &str = "apiVersion: v1
+kind: ImageStream
+metadata:
+  name: ruby
+spec:
+  tags:
+  - from:
+      kind: DockerImage
+      name: openshift/ruby-20-centos7
+    name: latest
+    importPolicy:
+      scheduled: true
+";
+
 struct Server {
     child: Child,
     url: String,
@@ -172,6 +188,42 @@ fn kubectl_drives_image_streams() {
     // Validation still catches a misspelt field.
     std::fs::write(dir.path().join("bad.yaml"), SEED_STREAM.replace("importPolicy", "importPolicyy")).unwrap();
     let bad = run(&mut with_config(&["apply", "-f", dir.path().join("bad.yaml").to_str().unwrap()]), SHORT);
+    assert!(!bad.success() && bad.stderr.contains("importPolicyy"), "{}", bad.stderr);
+
+    // The seed verbatim (apiVersion: v1), twice, in another namespace: the same streams under the legacy path.
+    curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name":"legacy"}"#,
+        &format!("{}/apis/tributary.dev/v1/namespaces", server.url),
+    ]);
+    let legacy = dir.path().join("legacy.yaml");
+    std::fs::write(&legacy, SEED_STREAM_LEGACY).unwrap();
+    let legacy = legacy.to_str().unwrap();
+    let first = ok(&mut with_config(&["apply", "-n", "legacy", "-f", legacy]));
+    assert!(first.contains("imagestream/ruby created"), "{first}");
+    let second = ok(&mut with_config(&["apply", "-n", "legacy", "-f", legacy]));
+    assert!(
+        second.contains("imagestream/ruby unchanged") || second.contains("imagestream/ruby configured"),
+        "{second}"
+    );
+    let via_group =
+        ok(&mut with_config(&["get", "imagestreams.image.openshift.io", "ruby", "-n", "legacy", "-o", "json"]));
+    let via_group: serde_json::Value = serde_json::from_str(&via_group).unwrap();
+    assert_eq!(via_group["apiVersion"], "image.openshift.io/v1");
+    assert_eq!(via_group["metadata"]["generation"], 1, "applying the legacy file again changes nothing");
+    assert_eq!(via_group["spec"]["tags"][0]["from"]["name"], "openshift/ruby-20-centos7");
+    let via_core = ok(&mut with_config(&["get", "imagestreams.v1.", "ruby", "-n", "legacy", "-o", "json"]));
+    let via_core: serde_json::Value = serde_json::from_str(&via_core).unwrap();
+    assert_eq!(via_core["apiVersion"], "v1");
+    assert_eq!(via_core["metadata"]["uid"], via_group["metadata"]["uid"], "one stream, two paths");
+    let bad = SEED_STREAM_LEGACY.replace("importPolicy", "importPolicyy");
+    std::fs::write(dir.path().join("bad-legacy.yaml"), bad).unwrap();
+    let bad = run(
+        &mut with_config(&["apply", "-n", "legacy", "-f", dir.path().join("bad-legacy.yaml").to_str().unwrap()]),
+        SHORT,
+    );
     assert!(!bad.success() && bad.stderr.contains("importPolicyy"), "{}", bad.stderr);
 
     // Pushes show up in get is / get istag / describe.

@@ -673,3 +673,60 @@ async fn access_checks_cover_the_api_and_tag_sources() {
     let r = api.send(Method::POST, &format!("{API}/namespaces/team/imagestreamtags"), Some(steal)).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
+
+/// The legacy `/api/v1` path (`apiVersion: v1`, as the seeds' OpenShift 3 examples are written) serves the same
+/// streams as the group path, writes `v1` on what it answers, and sits behind the same access check.
+#[tokio::test]
+async fn legacy_core_path_serves_the_same_streams() {
+    let api = Api::with_auth();
+    let admin = |path: &str| format!("/apis/tributary.dev/v1{path}");
+    api.ok(Method::POST, &admin("/namespaces"), Some(json!({"name": "team"}))).await;
+    let core = api.ok(Method::GET, "/api/v1", None).await;
+    assert_eq!(core["groupVersion"], "v1");
+    assert!(core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "imagestreams" && r["shortNames"][0] == "is"));
+    let root = api.ok(Method::GET, "/openapi/v3", None).await;
+    assert_eq!(root["paths"]["api/v1"]["serverRelativeURL"], "/openapi/v3/api/v1");
+    let v3 = api.ok(Method::GET, "/openapi/v3/api/v1", None).await;
+    let patch = &v3["paths"]["/api/v1/namespaces/{namespace}/imagestreams/{name}"]["patch"];
+    assert_eq!(patch["x-kubernetes-group-version-kind"], json!({"group": "", "version": "v1", "kind": "ImageStream"}));
+
+    let seed = json!({"apiVersion": "v1", "kind": "ImageStream", "metadata": {"name": "ruby"},
+        "spec": {"tags": [{"name": "latest", "from": {"kind": "DockerImage", "name": "openshift/ruby-20-centos7"}}]}});
+    let (s, created) = api.json(Method::POST, "/api/v1/namespaces/team/imagestreams", Some(seed)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(created["apiVersion"], "v1");
+    let group = api.stream("team", "ruby").await;
+    assert_eq!(group["apiVersion"], "image.openshift.io/v1", "stored once, labelled by the path it is read from");
+    assert_eq!(group["metadata"]["uid"], created["metadata"]["uid"]);
+    let list = api.ok(Method::GET, "/api/v1/namespaces/team/imagestreams", None).await;
+    assert_eq!(list["items"][0]["apiVersion"], "v1");
+    let d = api.push("team/ruby", "2.0", "legacy").await;
+    let istag = api.ok(Method::GET, "/api/v1/namespaces/team/imagestreamtags/ruby:2.0", None).await;
+    assert_eq!(
+        (istag["apiVersion"].as_str(), istag["image"]["metadata"]["name"].as_str()),
+        (Some("v1"), Some(d.to_string().as_str()))
+    );
+    // The guard covers it: no credentials, no streams.
+    expect_status(
+        api.send_as(None, Method::GET, "/api/v1/namespaces/team/imagestreams", None).await,
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+    )
+    .await;
+    expect_status(
+        api.send_as(None, Method::DELETE, "/api/v1/namespaces/team/imagestreams/ruby", None).await,
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+    )
+    .await;
+    let (s, _) = api.json(Method::DELETE, "/api/v1/namespaces/team/imagestreams/ruby", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        api.send(Method::GET, &format!("{API}/namespaces/team/imagestreams/ruby"), None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

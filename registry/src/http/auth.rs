@@ -255,8 +255,6 @@ async fn token_post(body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse 
 // ---------------------------------------------------------------------------------------------------------------
 // The image stream API guard
 
-const STREAM_API: &str = "/apis/image.openshift.io/v1";
-
 /// What a stream API request needs: the verb, the resource, the namespace (none: cluster-wide) and, when one is
 /// named, the repository. `None` for requests open to all (API discovery).
 fn stream_api_need(
@@ -264,7 +262,7 @@ fn stream_api_need(
     path: &str,
     query: &str,
 ) -> Option<(Verb, Resource, Option<Namespace>, Option<RepositoryName>)> {
-    let rest = path.strip_prefix(STREAM_API)?.trim_start_matches('/');
+    let (_, rest) = super::kube::ApiVersion::of_path(path)?;
     // `/watch/<path>` is the old form of `<path>?watch=true`: the same resource, verb watch.
     let (rest, watch_path) = match rest.strip_prefix("watch/") {
         Some(r) => (r, true),
@@ -301,7 +299,8 @@ fn stream_api_need(
     Some((verb, resource_kind, ns, repo))
 }
 
-/// Middleware in front of the image stream API (`/apis/image.openshift.io/v1/...`): every route there, present
+/// Middleware in front of the image stream API (`/apis/image.openshift.io/v1/...`, and its legacy twin under
+/// `/api/v1/...`): every route there, present
 /// and future, is checked by method (GET = get/list/watch, POST = create, PUT/PATCH = update, DELETE = delete) on
 /// `imagestreams` in the route's namespace, or on cluster-scoped `images`/all-namespace lists.
 pub async fn stream_api_guard<B: MessageBody>(

@@ -19,10 +19,71 @@ use streams::{ObjectKind, StreamError};
 pub const GROUP: &str = "image.openshift.io";
 pub const GROUP_VERSION: &str = "image.openshift.io/v1";
 
+/// Where the image API is served: its group (`/apis/image.openshift.io/v1`), or the legacy core version
+/// (`/api/v1`, `apiVersion: v1`) that OpenShift 3 documents and the seeds' examples still use. The same
+/// objects and handlers; only the path and the `apiVersion` written on the objects differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiVersion {
+    #[default]
+    Group,
+    Legacy,
+}
+
+impl ApiVersion {
+    pub const ALL: [ApiVersion; 2] = [ApiVersion::Group, ApiVersion::Legacy];
+
+    /// The path prefix of the version's resources.
+    pub fn base(self) -> &'static str {
+        match self {
+            ApiVersion::Group => "/apis/image.openshift.io/v1",
+            ApiVersion::Legacy => "/api/v1",
+        }
+    }
+
+    /// What objects served here carry as `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ApiVersion::Group => GROUP_VERSION,
+            ApiVersion::Legacy => "v1",
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            ApiVersion::Group => GROUP,
+            ApiVersion::Legacy => "",
+        }
+    }
+
+    /// The version a request path is under, with the rest of the path (`None`: neither).
+    pub fn of_path(path: &str) -> Option<(ApiVersion, &str)> {
+        ApiVersion::ALL.into_iter().find_map(|v| {
+            let rest = path.strip_prefix(v.base())?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| (v, rest.trim_start_matches('/')))
+        })
+    }
+
+    /// Writes this version's `apiVersion` on an image API object, or on each item of a list of them.
+    pub fn relabel(self, doc: &mut Value) {
+        if self == ApiVersion::Group {
+            return;
+        }
+        let one = |o: &mut Value| {
+            if o.get("apiVersion").and_then(Value::as_str) == Some(GROUP_VERSION) {
+                o["apiVersion"] = json!(self.api_version());
+            }
+        };
+        one(doc);
+        if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
+            items.iter_mut().for_each(one);
+        }
+    }
+}
+
 /// Registers the discovery and OpenAPI routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api", web::get().to(core_versions))
-        .route("/api/v1", web::get().to(core_resources))
+        .route("/api/v1", web::get().to(legacy_resources))
         .route("/api/v1/namespaces/{ns}/events", web::get().to(no_events))
         .route("/apis", web::get().to(groups))
         .route("/apis/image.openshift.io", web::get().to(group))
@@ -30,7 +91,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/version", web::get().to(version))
         .route("/openapi/v2", web::get().to(openapi_v2))
         .route("/openapi/v3", web::get().to(openapi_v3_root))
-        .route("/openapi/v3/apis/image.openshift.io/v1", web::get().to(openapi_v3));
+        .route("/openapi/v3/apis/image.openshift.io/v1", web::get().to(|| openapi_v3(ApiVersion::Group)))
+        .route("/openapi/v3/api/v1", web::get().to(|| openapi_v3(ApiVersion::Legacy)));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -93,8 +155,8 @@ async fn core_versions(req: HttpRequest) -> HttpResponse {
     }))
 }
 
-async fn core_resources() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}))
+async fn legacy_resources() -> HttpResponse {
+    HttpResponse::Ok().json(resource_list(ApiVersion::Legacy))
 }
 
 /// `kubectl describe` asks for the object's events; there are none.
@@ -118,8 +180,8 @@ async fn group() -> HttpResponse {
     HttpResponse::Ok().json(g)
 }
 
-/// The resources of `image.openshift.io/v1`, with the verbs served and `oc`'s short names.
-pub fn resource_list() -> Value {
+/// The resources of the image API at `version`, with the verbs served and `oc`'s short names.
+pub fn resource_list(version: ApiVersion) -> Value {
     let r = |name: &str, singular: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]| {
         let mut v = json!({"name": name, "singularName": singular, "namespaced": namespaced, "kind": kind,
                            "verbs": verbs});
@@ -130,7 +192,7 @@ pub fn resource_list() -> Value {
     };
     let all = ["create", "delete", "get", "list", "patch", "update", "watch"];
     json!({
-        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION,
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version.api_version(),
         "resources": [
             r("imagestreams", "imagestream", "ImageStream", true, &all, &["is"]),
             r("imagestreamtags", "imagestreamtag", "ImageStreamTag", true, &all, &["istag"]),
@@ -142,7 +204,7 @@ pub fn resource_list() -> Value {
 }
 
 async fn resources() -> HttpResponse {
-    HttpResponse::Ok().json(resource_list())
+    HttpResponse::Ok().json(resource_list(ApiVersion::Group))
 }
 
 async fn version() -> HttpResponse {
@@ -165,7 +227,11 @@ fn definitions() -> Value {
     let int = json!({"type": "integer", "format": "int64"});
     let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
     let any_object = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-    let gvk = |kind: &str| json!([{"group": GROUP, "version": "v1", "kind": kind}]);
+    let gvk = |kind: &str| {
+        let gvks: Vec<Value> =
+            ApiVersion::ALL.iter().map(|v| json!({"group": v.group(), "version": "v1", "kind": kind})).collect();
+        Value::Array(gvks)
+    };
     let object_meta = json!({
         "type": "object",
         "properties": {
@@ -301,12 +367,13 @@ async fn openapi_v2(req: HttpRequest) -> HttpResponse {
 async fn openapi_v3_root() -> HttpResponse {
     HttpResponse::Ok().json(json!({"paths": {
         "apis/image.openshift.io/v1": {"serverRelativeURL": "/openapi/v3/apis/image.openshift.io/v1"},
+        "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1"},
     }}))
 }
 
-/// OpenAPI v3 for the group: the schemas, and for each resource the operations with the query parameters the
+/// OpenAPI v3 for the image API at `version`: the schemas, and for each resource the operations with the query parameters the
 /// server honours (kubectl looks for `fieldValidation` to decide whether the server validates).
-async fn openapi_v3() -> HttpResponse {
+async fn openapi_v3(version: ApiVersion) -> HttpResponse {
     let mut schemas = definitions();
     if let Some(obj) = schemas.as_object_mut() {
         for (_, v) in obj.iter_mut() {
@@ -323,7 +390,7 @@ async fn openapi_v3() -> HttpResponse {
                 "parameters": [param("fieldValidation"), param("fieldManager"), param("dryRun")],
                 "responses": {"200": body(kind)},
                 "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": {"group": GROUP, "version": "v1", "kind": kind},
+                "x-kubernetes-group-version-kind": {"group": version.group(), "version": "v1", "kind": kind},
             });
             if with_body {
                 o["requestBody"] = body(kind);
@@ -331,11 +398,11 @@ async fn openapi_v3() -> HttpResponse {
             o
         };
         paths.insert(
-            format!("/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{resource}"),
+            format!("{}/namespaces/{{namespace}}/{resource}", version.base()),
             json!({"get": op("list", false), "post": op("post", true)}),
         );
         paths.insert(
-            format!("/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{resource}/{{name}}"),
+            format!("{}/namespaces/{{namespace}}/{resource}/{{name}}", version.base()),
             json!({"get": op("get", false), "put": op("put", true), "patch": op("patch", true),
                    "delete": op("delete", false)}),
         );
@@ -471,11 +538,15 @@ fn watch_object_table(object: &WatchObject) -> Value {
 // Watch
 
 /// One watch event on the wire: `{"type", "object"}` and a newline; the object as a table when asked.
-fn event_line(e: &WatchEvent, as_table: bool) -> web::Bytes {
+fn event_line(e: &WatchEvent, as_table: bool, version: ApiVersion) -> web::Bytes {
     let body = if as_table {
         json!({"type": e.kind, "object": watch_object_table(&e.object)})
     } else {
-        serde_json::to_value(e).unwrap_or(Value::Null)
+        let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+        if let Some(o) = v.get_mut("object") {
+            version.relabel(o);
+        }
+        v
     };
     let mut line = serde_json::to_vec(&body).unwrap_or_default();
     line.push(b'\n');
@@ -484,7 +555,7 @@ fn event_line(e: &WatchEvent, as_table: bool) -> web::Bytes {
 
 /// Streams a watch's events until the client leaves, the server stops, or `timeout` passes. A store failure
 /// ends the watch with an `ERROR` event carrying a `Status`, as Kubernetes does.
-pub fn watch_response(watch: Watch, as_table: bool, timeout: Option<Duration>) -> HttpResponse {
+pub fn watch_response(watch: Watch, as_table: bool, timeout: Option<Duration>, version: ApiVersion) -> HttpResponse {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let events = futures::stream::unfold(Some(watch), move |state| async move {
         let mut watch = state?;
@@ -493,7 +564,7 @@ pub fn watch_response(watch: Watch, as_table: bool, timeout: Option<Duration>) -
             None => watch.next().await,
         };
         match next? {
-            Ok(e) => Some((Ok::<_, actix_web::Error>(event_line(&e, as_table)), Some(watch))),
+            Ok(e) => Some((Ok::<_, actix_web::Error>(event_line(&e, as_table, version)), Some(watch))),
             Err(e) => {
                 tracing::error!(cause = %e, "watch failed");
                 let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",

@@ -30,14 +30,16 @@ use streams::refs::{ImageId, IsImageName, IsTagName, TagSource};
 use streams::watch::{WatchScope, Watched};
 use streams::{ObjectKind, StreamError};
 
-use super::kube;
+use super::kube::{self, ApiVersion};
 use crate::service::Registry;
 
-const BASE: &str = "/apis/image.openshift.io/v1";
 const NO_SUCH_RESOURCE: &str = "the server could not find the requested resource";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(kube::configure).route(&format!("{BASE}/{{tail:.*}}"), web::to(dispatch));
+    cfg.configure(kube::configure);
+    for version in ApiVersion::ALL {
+        cfg.route(&format!("{}/{{tail:.*}}", version.base()), web::to(dispatch));
+    }
 }
 
 /// What a request names.
@@ -59,6 +61,8 @@ pub enum Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiRequest {
     pub route: Route,
+    /// Which path the request came by; objects answered carry its `apiVersion`.
+    pub version: ApiVersion,
     pub watch: bool,
     pub resource_version: Option<u64>,
     /// `fieldSelector=metadata.name=…`
@@ -160,6 +164,7 @@ impl ApiRequest {
         };
         let mut request = ApiRequest {
             route,
+            version: ApiVersion::default(),
             watch,
             resource_version: None,
             name: None,
@@ -351,14 +356,35 @@ fn patch_body(req: &HttpRequest, bytes: &[u8]) -> Result<Value, Refusal> {
 
 async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     let tail = req.match_info().query("tail").to_owned();
+    let version = ApiVersion::of_path(req.path()).map(|(v, _)| v).unwrap_or_default();
     let api = match ApiRequest::parse(&tail, req.query_string()) {
-        Ok(a) => a,
+        Ok(a) => ApiRequest { version, ..a },
         Err(m) if m.starts_with(NO_SUCH_RESOURCE) => return kube::failure(404, "NotFound", m, None),
         Err(m) => return kube::bad_request(m),
     };
-    match handle(&req, &api, &bytes, &reg).await {
+    let resp = match handle(&req, &api, &bytes, &reg).await {
         Ok(r) | Err(r) => r,
+    };
+    if version == ApiVersion::Group || api.watch {
+        return resp;
     }
+    relabel(resp, version).await
+}
+
+/// Rewrites the `apiVersion` of the objects in a (small, JSON) answer for the legacy path.
+async fn relabel(resp: HttpResponse, version: ApiVersion) -> HttpResponse {
+    let (resp, body) = resp.into_parts();
+    let Ok(bytes) = actix_web::body::to_bytes(body).await else {
+        return kube::failure(500, "InternalError", "internal error".into(), None);
+    };
+    let bytes = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut doc) => {
+            version.relabel(&mut doc);
+            serde_json::to_vec(&doc).map(web::Bytes::from).unwrap_or(bytes)
+        }
+        Err(_) => bytes,
+    };
+    resp.set_body(actix_web::body::BoxBody::new(bytes))
 }
 
 async fn handle(
@@ -373,22 +399,42 @@ async fn handle(
     Ok(match (&method, &api.route) {
         (&Method::GET, Route::Streams(ns)) if api.watch => {
             let scope = WatchScope { namespace: ns.clone(), name: api.name.clone() };
-            kube::watch_response(svc.watch(Watched::ImageStreams, scope, api.resource_version), table, api.timeout)
+            kube::watch_response(
+                svc.watch(Watched::ImageStreams, scope, api.resource_version),
+                table,
+                api.timeout,
+                api.version,
+            )
         }
         (&Method::GET, Route::Stream(repo)) if api.watch => {
             let scope = WatchScope { namespace: Some(repo.namespace().clone()), name: Some(repo.stream().to_string()) };
-            kube::watch_response(svc.watch(Watched::ImageStreams, scope, api.resource_version), table, api.timeout)
+            kube::watch_response(
+                svc.watch(Watched::ImageStreams, scope, api.resource_version),
+                table,
+                api.timeout,
+                api.version,
+            )
         }
         (&Method::GET, Route::Tags(ns)) if api.watch => {
             let scope = WatchScope { namespace: ns.clone(), name: api.name.clone() };
-            kube::watch_response(svc.watch(Watched::ImageStreamTags, scope, api.resource_version), table, api.timeout)
+            kube::watch_response(
+                svc.watch(Watched::ImageStreamTags, scope, api.resource_version),
+                table,
+                api.timeout,
+                api.version,
+            )
         }
         (&Method::GET, Route::Tag(repo, tag)) if api.watch => {
             let scope = WatchScope {
                 namespace: Some(repo.namespace().clone()),
                 name: Some(format!("{}:{tag}", repo.stream())),
             };
-            kube::watch_response(svc.watch(Watched::ImageStreamTags, scope, api.resource_version), table, api.timeout)
+            kube::watch_response(
+                svc.watch(Watched::ImageStreamTags, scope, api.resource_version),
+                table,
+                api.timeout,
+                api.version,
+            )
         }
         (_, _) if api.watch => {
             return Err(kube::failure(405, "MethodNotAllowed", "watch is not supported here".into(), None))
