@@ -34,6 +34,8 @@ pub enum Resource {
     ServiceAccounts,
     /// `rolebindings` of a namespace.
     RoleBindings,
+    /// `secrets` of a namespace (pull secrets for external registries): `edit` and `admin`, not `view`.
+    Secrets,
 }
 
 /// A built-in role.
@@ -84,7 +86,13 @@ impl Role {
             ),
             Role::Edit => (
                 "edit",
-                &[(ImageStreams, ALL), (ImageStreamLayers, CONTENT_RW), (ServiceAccounts, READ), (Namespaces, &[Get])],
+                &[
+                    (ImageStreams, ALL),
+                    (ImageStreamLayers, CONTENT_RW),
+                    (ServiceAccounts, READ),
+                    (Secrets, ALL),
+                    (Namespaces, &[Get]),
+                ],
             ),
             Role::Admin => (
                 "admin",
@@ -93,6 +101,7 @@ impl Role {
                     (ImageStreamLayers, CONTENT_RW),
                     (ServiceAccounts, ALL),
                     (RoleBindings, ALL),
+                    (Secrets, ALL),
                     (Namespaces, &[Get]),
                 ],
             ),
@@ -176,6 +185,7 @@ mod tests {
         assert!(!Role::Edit.allows(Create, RoleBindings));
         assert!(Role::Admin.allows(Create, RoleBindings));
         assert!(!Role::Admin.allows(Create, Users));
+        assert!(Role::Edit.allows(Create, Secrets) && !Role::View.allows(Get, Secrets));
         assert!(Role::ClusterAdmin.allows(Create, Users));
     }
 }

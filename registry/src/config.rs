@@ -23,6 +23,11 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// URLs POSTed an event whenever a stream tag changes.
     pub webhooks: Option<Vec<url::Url>>,
+    /// `allowedRegistriesForImport`: registry hosts import and pull-through may reach (`*.domain` allowed);
+    /// empty or absent: all.
+    pub allowed_registries_for_import: Option<Vec<String>>,
+    /// Seconds between imports of a tag with `importPolicy.scheduled` (default 900, at least 5).
+    pub scheduled_import_interval: Option<u64>,
 }
 
 /// The effective configuration.
@@ -42,10 +47,15 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// URLs POSTed an event whenever a stream tag changes (`TRIBUTARY_WEBHOOKS`, comma-separated).
     pub webhooks: Vec<url::Url>,
+    /// `allowedRegistriesForImport` (`TRIBUTARY_ALLOWED_REGISTRIES`, comma-separated); empty: every registry.
+    pub allowed_registries: Vec<String>,
+    /// How often scheduled tags are imported again (`TRIBUTARY_SCHEDULED_IMPORT_INTERVAL`, seconds).
+    pub scheduled_import_interval: std::time::Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
 pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS: u64 = 15 * 60;
 
 /// Values given on the command line or in the environment (clap merges the two; flags win).
 #[derive(Debug, Default, Clone)]
@@ -59,6 +69,8 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub webhooks: Option<Vec<url::Url>>,
+    pub allowed_registries: Option<Vec<String>>,
+    pub scheduled_import_interval: Option<u64>,
 }
 
 impl Config {
@@ -93,6 +105,25 @@ impl Config {
                 _ => anyhow::bail!("TLS needs both a certificate (tls-cert) and its key (tls-key)"),
             },
             webhooks: overrides.webhooks.or(from_file.webhooks).unwrap_or_default(),
+            allowed_registries: overrides
+                .allowed_registries
+                .or(from_file.allowed_registries_for_import)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.trim().to_ascii_lowercase())
+                .filter(|r| !r.is_empty())
+                .collect(),
+            scheduled_import_interval: {
+                let secs = overrides
+                    .scheduled_import_interval
+                    .or(from_file.scheduled_import_interval)
+                    .unwrap_or(DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS);
+                let min = crate::service::import::MIN_SCHEDULED_INTERVAL.as_secs();
+                if secs < min {
+                    anyhow::bail!("scheduled-import-interval {secs}s is below the minimum of {min}s");
+                }
+                std::time::Duration::from_secs(secs)
+            },
         })
     }
 }
@@ -134,6 +165,11 @@ mod tests {
         assert_eq!(c.webhooks.len(), 1);
         std::fs::write(&f, "tls-cert = \"/c.pem\"\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err(), "a certificate without its key");
+        std::fs::write(&f, "allowed-registries-for-import = [\"Quay.io\"]\nscheduled-import-interval = 60\n").unwrap();
+        let c = Config::load(Some(&f), Overrides::default()).unwrap();
+        assert_eq!((c.allowed_registries, c.scheduled_import_interval.as_secs()), (vec!["quay.io".to_string()], 60));
+        std::fs::write(&f, "scheduled-import-interval = 1\n").unwrap();
+        assert!(Config::load(Some(&f), Overrides::default()).is_err(), "below the minimum interval");
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err());
     }

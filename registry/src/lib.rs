@@ -6,6 +6,7 @@ pub mod config;
 pub mod http;
 pub mod service;
 pub mod testing;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -28,5 +29,12 @@ pub fn open(config: &Config) -> anyhow::Result<Registry> {
         auth: auth::AuthService::new(meta.clone(), config.auth),
         meta,
         max_manifest_bytes: config.max_manifest_bytes,
+        upstreams: Arc::new(upstream::Upstreams::new(config.allowed_registries.clone())),
+        pullthrough: Arc::default(),
+        import_locks: Arc::default(),
+        imports: service::import::ImportSettings {
+            scheduled_interval: config.scheduled_import_interval,
+            ..Default::default()
+        },
     })
 }

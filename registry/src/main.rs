@@ -57,6 +57,13 @@ struct ServeArgs {
     /// A URL to POST an event to whenever a stream tag changes (repeatable; comma-separated in the environment).
     #[arg(long = "webhook", env = "TRIBUTARY_WEBHOOKS", value_delimiter = ',')]
     webhooks: Option<Vec<url::Url>>,
+    /// allowedRegistriesForImport: a registry host import and pull-through may reach, `*.domain` for a domain
+    /// (repeatable; comma-separated in the environment) [default: every registry].
+    #[arg(long = "allowed-registry", env = "TRIBUTARY_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    allowed_registries: Option<Vec<String>>,
+    /// Seconds between imports of tags with importPolicy.scheduled (at least 5) [default: 900].
+    #[arg(long, env = "TRIBUTARY_SCHEDULED_IMPORT_INTERVAL")]
+    scheduled_import_interval: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +91,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         webhooks: args.webhooks,
+        allowed_registries: args.allowed_registries,
+        scheduled_import_interval: args.scheduled_import_interval,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
     let tls = match &config.tls {
@@ -101,6 +110,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let registry = registry::open(&config)?;
         cli::bootstrap(&registry, &config).await?;
         registry::http::webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), Default::default());
+        registry::service::import::spawn_controller(registry.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
         let server = match tls {
             Some(tls) => registry::http::serve_tls(registry, listener, tls)?,

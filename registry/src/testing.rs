@@ -29,6 +29,8 @@ pub struct TestRegistry {
 pub struct Builder {
     data_dir: Option<PathBuf>,
     admin_token: Option<String>,
+    allowed_registries: Vec<String>,
+    scheduled_import_interval: Option<std::time::Duration>,
 }
 
 impl Builder {
@@ -44,17 +46,42 @@ impl Builder {
         self
     }
 
+    /// Only these registries may be imported from (`allowedRegistriesForImport`).
+    pub fn with_allowed_registries(mut self, hosts: &[&str]) -> Builder {
+        self.allowed_registries = hosts.iter().map(|h| h.to_string()).collect();
+        self
+    }
+
+    /// Scheduled imports every `interval` (at least [`crate::service::import::MIN_SCHEDULED_INTERVAL`]).
+    pub fn with_scheduled_import_interval(mut self, interval: std::time::Duration) -> Builder {
+        self.scheduled_import_interval = Some(interval);
+        self
+    }
+
     pub fn start(self) -> TestRegistry {
+        let options = Options {
+            admin_token: self.admin_token,
+            allowed_registries: self.allowed_registries,
+            scheduled_import_interval: self
+                .scheduled_import_interval
+                .unwrap_or(std::time::Duration::from_secs(crate::config::DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS)),
+        };
         match &self.data_dir {
-            Some(dir) => TestRegistry::launch(dir, self.admin_token),
+            Some(dir) => TestRegistry::launch(dir, options),
             None => {
                 let tmp = tempfile::tempdir().expect("temporary data directory");
-                let mut r = TestRegistry::launch(tmp.path(), self.admin_token);
+                let mut r = TestRegistry::launch(tmp.path(), options);
                 r._tmp = Some(tmp);
                 r
             }
         }
     }
+}
+
+struct Options {
+    admin_token: Option<String>,
+    allowed_registries: Vec<String>,
+    scheduled_import_interval: std::time::Duration,
 }
 
 impl TestRegistry {
@@ -72,7 +99,9 @@ impl TestRegistry {
         Builder::default()
     }
 
-    fn launch(data_dir: &Path, admin_token: Option<String>) -> TestRegistry {
+    fn launch(data_dir: &Path, options: Options) -> TestRegistry {
+        let Options { admin_token, allowed_registries: builder_allowed, scheduled_import_interval: builder_interval } =
+            options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let config = Config {
@@ -84,6 +113,8 @@ impl TestRegistry {
             admin_token: admin_token.clone().map(Secret::new),
             tls: None,
             webhooks: Vec::new(),
+            allowed_registries: builder_allowed,
+            scheduled_import_interval: builder_interval,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -104,6 +135,7 @@ impl TestRegistry {
                 };
                 let token = config.admin_token.as_ref().map(Secret::expose);
                 registry.auth.bootstrap(token, &config.data_dir).await.expect("bootstrap access control");
+                crate::service::import::spawn_controller(registry.clone());
                 let server = crate::http::serve(registry.clone(), listener).expect("serve");
                 tx.send((server.handle(), registry)).expect("hand back the server handle");
                 let _ = server.await;

@@ -3,6 +3,7 @@
 //! ```text
 //! imagestreams/<ns>/<stream>                      ImageStream object: metadata and spec (status.tags live below)
 //! istags/<ns>/<stream>/<tag>                      one tag's history (NamedTagEventList), newest event first
+//! importconditions/<ns>/<stream>/<tag>           the conditions of a tag's last failed import (gone on success)
 //! images/<digest>                                 Image object (cluster-scoped, immutable)
 //! links/<ns>/<stream>/blobs/<digest>              a blob pushed or mounted into the repository
 //! links/<ns>/<stream>/manifests/<digest>          a manifest stored in the repository
@@ -16,6 +17,7 @@
 //! rolebindings/<ns>/<role>                        the subjects bound to <role> in <ns>
 //! clusterrolebindings/<role>                      the subjects bound to <role> in every namespace
 //! signing-keys/<kid>                              a JWT signing key pair (PKCS#8), named by its `kid`
+//! secrets/<ns>/<name>                             a pull secret (`.dockerconfigjson`) of a namespace
 //! ```
 //! Identity names (users, service accounts, roles, token ids, key ids) come from `auth`'s typed names, which only
 //! admit characters that cannot break out of a key segment.
@@ -56,6 +58,20 @@ pub fn istags_in(ns: &Namespace) -> String {
 /// The repository and tag named by an `istags/` key, if it is one.
 pub fn istag_of_key(key: &str) -> Option<(RepositoryName, TagName)> {
     let (repo, tag) = key.strip_prefix(ISTAGS)?.rsplit_once('/')?;
+    Some((repo.parse().ok()?, tag.parse().ok()?))
+}
+
+pub fn import_conditions(repo: &RepositoryName, tag: &TagName) -> String {
+    format!("importconditions/{repo}/{tag}")
+}
+
+pub fn import_conditions_of(repo: &RepositoryName) -> String {
+    format!("importconditions/{repo}/")
+}
+
+/// The repository and tag named by an `importconditions/` key, if it is one.
+pub fn import_conditions_of_key(key: &str) -> Option<(RepositoryName, TagName)> {
+    let (repo, tag) = key.strip_prefix("importconditions/")?.rsplit_once('/')?;
     Some((repo.parse().ok()?, tag.parse().ok()?))
 }
 
@@ -139,6 +155,14 @@ pub const SIGNING_KEYS: &str = "signing-keys/";
 
 pub fn signing_key(kid: &str) -> String {
     format!("signing-keys/{kid}")
+}
+
+pub fn secret(ns: &Namespace, name: &str) -> String {
+    format!("secrets/{ns}/{name}")
+}
+
+pub fn secrets_in(ns: &Namespace) -> String {
+    format!("secrets/{ns}/")
 }
 
 #[cfg(test)]

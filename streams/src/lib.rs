@@ -2,9 +2,10 @@
 //! ([`refs`]), the reading of OCI/Docker manifests and image configs into Image metadata ([`manifest`]), the tag
 //! rules (history stack, permanent and tracking tags, references, generations: [`rules`]), and
 //! [`StreamService`], which records ImageStreamMappings, serves the API's objects ([`objects`]) and watches
-//! ([`watch`]) over the metadata store. A stream's tag history is the only tag table of the registry. No HTTP
+//! ([`watch`]) over the metadata store, and the domain half of importing external images ([`import`]). A stream's tag history is the only tag table of the registry. No HTTP
 //! here; the `registry` crate calls this, this calls `storage-backends`.
 
+pub mod import;
 pub mod manifest;
 pub mod model;
 pub mod objects;

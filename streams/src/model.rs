@@ -53,6 +53,11 @@ fn api_version() -> String {
     API_VERSION.to_owned()
 }
 
+/// `image.openshift.io/v1`, the default `apiVersion` of objects read without one.
+pub fn default_api_version() -> String {
+    api_version()
+}
+
 impl ImageStream {
     pub fn kind() -> String {
         "ImageStream".to_owned()

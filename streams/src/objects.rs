@@ -87,7 +87,10 @@ impl StreamService {
             after = Some(last.clone());
             for (k, s, v) in page {
                 let Some(repo) = keys::repository_of_imagestream_key(&k) else { continue };
-                loaded.insert(repo.clone(), Loaded { repo, stream: Some((s, v)), histories: BTreeMap::new() });
+                loaded.insert(
+                    repo.clone(),
+                    Loaded { repo, stream: Some((s, v)), histories: BTreeMap::new(), conditions: BTreeMap::new() },
+                );
             }
         }
         let mut after: Option<String> = None;
@@ -291,7 +294,7 @@ impl StreamService {
             tag: spec,
             generation: stream.metadata.generation.unwrap_or(1),
             lookup_policy: stream.spec.lookup_policy.clone(),
-            conditions: history.map(|(h, _)| h.conditions.clone()).unwrap_or_default(),
+            conditions: loaded.conditions.get(tag).map(|(c, _)| c.clone()).unwrap_or_default(),
             image,
         }))
     }

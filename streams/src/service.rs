@@ -14,7 +14,7 @@ use names::{Digest, RepositoryName, TagName};
 use storage_backends::meta::{decode, encode};
 use storage_backends::{keys, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn};
 
-use crate::model::{Image, ImageStream, NamedTagEventList, ObjectMeta, TagEvent};
+use crate::model::{Image, ImageStream, NamedTagEventList, ObjectMeta, TagEvent, TagEventCondition};
 use crate::rules::{self, StreamState};
 
 /// How often a write is retried after losing a compare-and-swap race before giving up.
@@ -106,13 +106,16 @@ pub(crate) struct Loaded {
     pub repo: RepositoryName,
     pub stream: Option<(ImageStream, u64)>,
     pub histories: BTreeMap<TagName, (NamedTagEventList, u64)>,
+    /// The conditions of failed imports, by tag (kept beside the histories; see [`crate::import`]).
+    pub conditions: BTreeMap<TagName, (Vec<TagEventCondition>, u64)>,
 }
 
 impl Loaded {
     /// The stream's `resourceVersion`: the newest version among its keys.
     pub fn resource_version(&self) -> u64 {
         let s = self.stream.as_ref().map(|(_, v)| *v).unwrap_or(0);
-        self.histories.values().map(|(_, v)| *v).fold(s, u64::max)
+        let h = self.histories.values().map(|(_, v)| *v).fold(s, u64::max);
+        self.conditions.values().map(|(_, v)| *v).fold(h, u64::max)
     }
 
     /// The stream in memory, to change. `stream` replaces the stored metadata and spec when given.
@@ -134,6 +137,17 @@ impl Loaded {
         let empty = BTreeMap::new();
         let after_histories = after.map(|a| &a.histories).unwrap_or(&empty);
         let mut deleted_history = false;
+        // Import conditions go with their tag: when the stream goes, or the tag leaves both spec and status.
+        for (tag, (_, v)) in &self.conditions {
+            let kept = after.is_some_and(|a| {
+                a.histories.get(tag).is_some_and(|h| !h.items.is_empty())
+                    || a.stream.spec.tags.iter().any(|t| t.name == tag.as_str())
+            });
+            if !kept {
+                let key = keys::import_conditions(&self.repo, tag);
+                txn = txn.expect(key.clone(), Expect::Version(*v)).delete(key);
+            }
+        }
         let tags: BTreeSet<&TagName> = self.histories.keys().chain(after_histories.keys()).collect();
         for tag in tags {
             let key = keys::istag(&self.repo, tag);
@@ -248,7 +262,13 @@ impl StreamService {
                 histories.insert(tag, (decode::<NamedTagEventList>(&k, &v.value)?, v.version));
             }
         }
-        Ok(Loaded { repo: repo.clone(), stream, histories })
+        let mut conditions = BTreeMap::new();
+        for (k, v) in self.store.list(&keys::import_conditions_of(repo), None, 10_000).await? {
+            if let Some((_, tag)) = keys::import_conditions_of_key(&k) {
+                conditions.insert(tag, (decode::<Vec<TagEventCondition>>(&k, &v.value)?, v.version));
+            }
+        }
+        Ok(Loaded { repo: repo.clone(), stream, histories, conditions })
     }
 
     /// Reads the stream key and the histories of `tags` only.
@@ -259,12 +279,16 @@ impl StreamService {
         tags: &BTreeSet<TagName>,
     ) -> Result<Loaded, StreamError> {
         let mut histories = BTreeMap::new();
+        let mut conditions = BTreeMap::new();
         for tag in tags {
             if let Some(h) = self.store.get_json::<NamedTagEventList>(&keys::istag(repo, tag)).await? {
                 histories.insert(tag.clone(), h);
             }
+            if let Some(c) = self.store.get_json::<Vec<TagEventCondition>>(&keys::import_conditions(repo, tag)).await? {
+                conditions.insert(tag.clone(), c);
+            }
         }
-        Ok(Loaded { repo: repo.clone(), stream, histories })
+        Ok(Loaded { repo: repo.clone(), stream, histories, conditions })
     }
 
     /// The stream as served: `resourceVersion` and `status` (pull specs, the tag histories) filled in.
@@ -275,8 +299,21 @@ impl StreamService {
         stream.metadata.namespace = Some(loaded.repo.namespace().to_string());
         stream.status.docker_image_repository = repo_ref.clone();
         stream.status.public_docker_image_repository = Some(repo_ref);
-        stream.status.tags =
-            loaded.histories.values().filter(|(h, _)| !h.items.is_empty()).map(|(h, _)| h.clone()).collect();
+        let mut tags: BTreeMap<&TagName, NamedTagEventList> = loaded
+            .histories
+            .iter()
+            .filter(|(_, (h, _))| !h.items.is_empty())
+            .map(|(t, (h, _))| (t, h.clone()))
+            .collect();
+        for (tag, (conditions, _)) in &loaded.conditions {
+            let entry = tags.entry(tag).or_insert_with(|| NamedTagEventList {
+                tag: tag.to_string(),
+                items: Vec::new(),
+                conditions: Vec::new(),
+            });
+            entry.conditions = conditions.clone();
+        }
+        stream.status.tags = tags.into_values().collect();
         Some(stream)
     }
 

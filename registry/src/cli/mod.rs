@@ -1,5 +1,6 @@
 //! The `tributary` client verbs (OpenShift's `oc` for access control): `login`, `new-project`, `create`, `get`,
-//! `delete`, `whoami`, `policy`. Each talks HTTP to a running server's `/apis/tributary.dev/v1/` API (see
+//! `delete`, `whoami`, `policy`; the image stream verbs ([`streams`]) and `import-image`/`create secret
+//! docker-registry` (`imports`). Each talks HTTP to a running server's `/apis/tributary.dev/v1/` API (see
 //! `registry::http::admin_api`), with `--server`/`--token`, `TRIBUTARY_SERVER`/`TRIBUTARY_TOKEN`, or the file
 //! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores.
 
@@ -7,6 +8,7 @@ mod bootstrap;
 mod client;
 mod config;
 mod duration;
+mod imports;
 pub mod streams;
 
 use auth::{GroupName, Role, ServiceAccountName, Subject, UserName};
@@ -78,6 +80,10 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum Create {
+    /// Create a pull secret: `create secret docker-registry NAME --docker-server … --docker-username …
+    /// --docker-password …` (or `--from-file PATH` of a `.docker/config.json`), `-n NAMESPACE`.
+    #[command(subcommand)]
+    Secret(imports::SecretKind),
     /// Create a user (cluster-admin only).
     User {
         name: UserName,
@@ -247,6 +253,7 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
             eprintln!("token {} for {}", created["id"].as_str().unwrap_or("?"), owner.name());
             println!("{}", created["token"].as_str().unwrap_or_default());
         }
+        Command::Create(Create::Secret(kind)) => imports::create_secret(kind).await?,
         Command::Get { what } => get(what).await?,
         Command::Streams(c) => streams::run(c).await?,
         Command::Delete(Delete::Token { id, conn }) => {

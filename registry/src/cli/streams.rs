@@ -44,6 +44,8 @@ pub enum Command {
     /// Change settings of image streams.
     #[command(subcommand)]
     Set(Set),
+    /// Import images from an external registry into a stream (`IS[:TAG] --from REF`, or `--all` tags).
+    ImportImage(super::imports::ImportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,26 +198,39 @@ fn kind_and_names(words: &[String]) -> anyhow::Result<(Resource, Vec<String>)> {
 // -----------------------------------------------------------------------------------------------------------
 // The HTTP client
 
-struct ApiError {
-    status: StatusCode,
-    message: String,
+pub(super) struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) message: String,
 }
 
-struct Api {
+pub(super) struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Api {
-    fn new(target: &Target) -> anyhow::Result<Api> {
+    pub(super) fn new(target: &Target) -> anyhow::Result<Api> {
         let client = Client::from(target.conn.clone())?;
         let http =
             reqwest::Client::builder().danger_accept_invalid_certs(target.conn.insecure_skip_tls_verify).build()?;
         Ok(Api { http, base: format!("{}{API}", client.server()), token: client.token().into() })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, table: bool) -> Result<Value, ApiError> {
+    /// The same, for Kubernetes' core API (`/api/v1`: secrets).
+    pub(super) fn core(target: &Target) -> anyhow::Result<Api> {
+        let mut api = Api::new(target)?;
+        api.base = api.base.replace(API, "/api/v1");
+        Ok(api)
+    }
+
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        table: bool,
+    ) -> Result<Value, ApiError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(b);
@@ -238,12 +253,12 @@ impl Api {
         }
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         self.send(method, path, body, false).await.map_err(|e| anyhow!("{} ({})", e.message, e.status.as_u16()))
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
+pub(super) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
     serde_json::from_value(v).context("the server answered something unexpected")
 }
 
@@ -256,6 +271,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tag(args) => tag(args).await,
         Command::Describe(args) => describe(args).await,
         Command::Set(Set::ImageLookup { names, enabled, target }) => image_lookup(names, enabled, target).await,
+        Command::ImportImage(args) => super::imports::import_image(args).await,
     }
 }
 

@@ -286,8 +286,11 @@ fn stream_api_need(
         Method::PUT | Method::PATCH => Verb::Update,
         _ => Verb::Delete,
     };
-    let resource_kind =
-        if resource == "images" && segments[0] != "namespaces" { Resource::Images } else { Resource::ImageStreams };
+    let resource_kind = match resource {
+        "images" if segments[0] != "namespaces" => Resource::Images,
+        "secrets" => Resource::Secrets,
+        _ => Resource::ImageStreams,
+    };
     // imagestreams/NAME, imagestreamtags/NAME:TAG, imagestreamimages/NAME@DIGEST name a stream.
     let repo = match (&ns, name) {
         (Some(ns), Some(name)) if resource.starts_with("imagestream") => {

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::service::RegistryError;
+use crate::upstream::UpstreamError;
 
 use super::endpoint::EndpointError;
 
@@ -27,6 +28,8 @@ pub enum ErrorCode {
     Unsupported,
     TooManyRequests,
     RangeInvalid,
+    /// distribution's `UNAVAILABLE`: an upstream of a pull-through could not serve.
+    Unavailable,
     Unknown,
 }
 
@@ -58,6 +61,7 @@ impl ErrorCode {
             RangeInvalid => {
                 ("BLOB_UPLOAD_INVALID", "requested range not satisfiable", StatusCode::RANGE_NOT_SATISFIABLE)
             }
+            Unavailable => ("UNAVAILABLE", "service unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Unknown => ("UNKNOWN", "unknown error", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -166,6 +170,20 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(ErrorCode::NameUnknown).detail(json!({"name": repo.to_string()}))
             }
             RegistryError::Body(m) => ApiError::new(ErrorCode::BlobUploadInvalid).message(m),
+            RegistryError::Upstream(u) => {
+                let m = format!("upstream: {u}");
+                match u {
+                    UpstreamError::NotFound(_) => ApiError::new(ErrorCode::BlobUnknown).message(m),
+                    UpstreamError::TooManyRequests(_) => ApiError::new(ErrorCode::TooManyRequests).message(m),
+                    UpstreamError::NotAllowed(_) => ApiError::new(ErrorCode::Denied).message(m),
+                    UpstreamError::Invalid(_) | UpstreamError::InvalidReference(_) => {
+                        ApiError::new(ErrorCode::Unavailable).message(m).status(StatusCode::BAD_GATEWAY)
+                    }
+                    UpstreamError::Unauthorized(_) | UpstreamError::Unavailable(_) => {
+                        ApiError::new(ErrorCode::Unavailable).message(m)
+                    }
+                }
+            }
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 ApiError::new(ErrorCode::Unknown)

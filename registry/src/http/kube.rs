@@ -191,16 +191,23 @@ pub fn resource_list(version: ApiVersion) -> Value {
         v
     };
     let all = ["create", "delete", "get", "list", "patch", "update", "watch"];
-    json!({
+    let mut list = json!({
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version.api_version(),
         "resources": [
             r("imagestreams", "imagestream", "ImageStream", true, &all, &["is"]),
             r("imagestreamtags", "imagestreamtag", "ImageStreamTag", true, &all, &["istag"]),
             r("imagestreamimages", "imagestreamimage", "ImageStreamImage", true, &["get"], &["isimage"]),
             r("imagestreammappings", "imagestreammapping", "ImageStreamMapping", true, &["create"], &[]),
+            r("imagestreamimports", "imagestreamimport", "ImageStreamImport", true, &["create"], &[]),
             r("images", "image", "Image", false, &["get", "list"], &[]),
         ],
-    })
+    });
+    if version == ApiVersion::Legacy {
+        if let Some(resources) = list["resources"].as_array_mut() {
+            resources.push(r("secrets", "secret", "Secret", true, &["create", "delete", "get", "list"], &[]));
+        }
+    }
+    list
 }
 
 async fn resources() -> HttpResponse {

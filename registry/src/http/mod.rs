@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod kube;
 mod oci;
+mod secrets;
 mod streams_api;
 pub mod tls;
 pub mod webhooks;
@@ -40,6 +41,7 @@ async fn request_span(
 pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(registry))
+            .configure(secrets::configure)
             .configure(streams_api::configure)
             .configure(self::auth::configure)
             .configure(admin_api::configure)

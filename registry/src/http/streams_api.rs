@@ -5,6 +5,7 @@
 //! [watch/]namespaces/{ns}/imagestreamtags[/{name}:{tag}] list (watch) create | get replace patch delete
 //! namespaces/{ns}/imagestreamimages/{name}@{id}          get (id: a digest or a unique prefix of its hex)
 //! namespaces/{ns}/imagestreammappings                    create
+//! namespaces/{ns}/imagestreamimports                     create (import from external registries)
 //! [watch/]imagestreams, [watch/]imagestreamtags          list (watch) over every namespace
 //! images[/{digest}]                                      list | get (cluster-scoped)
 //! ```
@@ -53,6 +54,7 @@ pub enum Route {
     Tag(RepositoryName, TagName),
     StreamImage(RepositoryName, ImageId),
     Mappings(Namespace),
+    Imports(Namespace),
     Images,
     Image(Digest),
 }
@@ -153,6 +155,7 @@ impl ApiRequest {
                         Route::StreamImage(RepositoryName::new(ns, n.stream), n.id)
                     }
                     ("imagestreammappings", []) => Route::Mappings(ns),
+                    ("imagestreamimports", []) => Route::Imports(ns),
                     _ => return Err(format!("{NO_SUCH_RESOURCE} ({tail})")),
                 }
             }
@@ -520,6 +523,10 @@ async fn handle(
                 Ok(()) => kube::success(StatusCode::CREATED, &name, ObjectKind::ImageStreamMapping),
                 Err(e) => kube::error(&e),
             }
+        }
+        (&Method::POST, Route::Imports(ns)) => {
+            let isi: streams::import::ImageStreamImport = body(bytes)?;
+            respond(StatusCode::CREATED, reg.import_stream(ns, isi).await)
         }
         (&Method::GET, Route::Images) => {
             list_response(req, api, svc.list_images().await, |i| &i.metadata, kube::image_table)

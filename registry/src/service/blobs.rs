@@ -1,18 +1,34 @@
 //! Blobs as seen through a repository: a blob is served from `ns/stream` only when it is linked there (pushed,
-//! mounted, or part of an image recorded in the stream).
+//! mounted, or part of an image recorded in the stream). A link may name an upstream (a layer of an imported
+//! image): such a blob is fetched from there on first read and kept ([`super::pullthrough`]).
 
 use std::ops::Range;
 
 use names::{Digest, RepositoryName};
 use storage_backends::meta::encode;
-use storage_backends::{keys, ByteStream, Txn};
+use storage_backends::{keys, ByteStream, MetadataStoreExt, Txn};
 
+use super::pullthrough::Joined;
 use super::{Registry, RegistryError};
+use crate::upstream::{ExternalRef, Source, UpstreamError};
 
 /// A repository's record of a blob it holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BlobLink {
     pub size: u64,
+    /// Where the blob comes from when it is not stored yet (a layer of an imported image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamLink>,
+}
+
+/// The external repository a linked blob can be fetched from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpstreamLink {
+    /// `registry/repository` (as in a tag event's `dockerImageReference`, without the digest).
+    pub repository: String,
+    /// Whether the source may be reached over plain http or unverified TLS.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// A blob read: the stream, the byte range served, the total size.
@@ -23,38 +39,73 @@ pub struct BlobRead {
 }
 
 impl Registry {
-    /// Size of `digest` if the repository holds it.
-    pub async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64, RegistryError> {
-        let link = self.meta.get(&keys::blob_link(repo, digest)).await?;
-        if link.is_none() {
-            return Err(RegistryError::BlobUnknown(digest.clone()));
+    async fn blob_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobLink, RegistryError> {
+        match self.meta.get_json::<BlobLink>(&keys::blob_link(repo, digest)).await? {
+            Some((link, _)) => Ok(link),
+            None => Err(RegistryError::BlobUnknown(digest.clone())),
         }
-        self.blobs.stat(digest).await?.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
     }
 
-    /// Streams a blob of the repository, whole or the given range (already validated against the size).
+    /// Size of `digest` if the repository holds it (stored, or linked to an upstream that has it).
+    pub async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64, RegistryError> {
+        let link = self.blob_link(repo, digest).await?;
+        match self.blobs.stat(digest).await? {
+            Some(size) => Ok(size),
+            None if link.upstream.is_some() => Ok(link.size),
+            None => Err(RegistryError::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Streams a blob of the repository, whole or the given range (already validated against the size). A blob
+    /// linked to an upstream and not stored yet is pulled through.
     pub async fn read_blob(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<BlobRead, RegistryError> {
-        if self.meta.get(&keys::blob_link(repo, digest)).await?.is_none() {
-            return Err(RegistryError::BlobUnknown(digest.clone()));
+        let link = self.blob_link(repo, digest).await?;
+        if let Some((body, range, total)) = self.blobs.read(digest, range.clone()).await? {
+            return Ok(BlobRead { body, range, total });
         }
-        let (body, range, total) =
-            self.blobs.read(digest, range).await?.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
-        Ok(BlobRead { body, range, total })
+        let Some(upstream) = &link.upstream else { return Err(RegistryError::BlobUnknown(digest.clone())) };
+        let reference: ExternalRef =
+            upstream.repository.parse().map_err(|e: UpstreamError| RegistryError::Internal(e.to_string()))?;
+        let reference = reference.at_digest(digest);
+        let source = Source {
+            credentials: self.credentials_for(repo.namespace(), reference.registry()).await?,
+            reference,
+            insecure: upstream.insecure,
+        };
+        let joined = self
+            .pullthrough
+            .fetch(&self.upstreams, &self.blobs, source, digest, link.size, range.is_none())
+            .await
+            .map_err(RegistryError::Upstream)?;
+        match joined {
+            Joined::Streaming(body) => Ok(BlobRead { body, range: 0..link.size, total: link.size }),
+            Joined::Local => {
+                let (body, range, total) =
+                    self.blobs.read(digest, range).await?.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+                Ok(BlobRead { body, range, total })
+            }
+        }
     }
 
-    /// Links a stored blob into a repository.
-    pub async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: u64) -> Result<(), RegistryError> {
-        let txn = Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size }));
+    /// Links a blob into a repository.
+    pub async fn link_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        link: &BlobLink,
+    ) -> Result<(), RegistryError> {
+        let txn = Txn::new().put(keys::blob_link(repo, digest), encode(link));
         self.meta.commit(txn).await?;
         Ok(())
     }
 
-    /// Mounts `digest` from `from` into `repo` when `from` holds it. Returns whether it was mounted.
+    /// Mounts `digest` from `from` into `repo` when `from` holds it (its link is copied, upstream included).
+    /// Returns the size when it was mounted.
     pub async fn mount_blob(
         &self,
         repo: &RepositoryName,
@@ -63,7 +114,9 @@ impl Registry {
     ) -> Result<Option<u64>, RegistryError> {
         match self.blob_size(from, digest).await {
             Ok(size) => {
-                self.link_blob(repo, digest, size).await?;
+                let mut link = self.blob_link(from, digest).await?;
+                link.size = size;
+                self.link_blob(repo, digest, &link).await?;
                 Ok(Some(size))
             }
             Err(RegistryError::BlobUnknown(_)) => Ok(None),

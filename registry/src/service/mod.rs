@@ -1,9 +1,13 @@
 //! The registry's operations, free of HTTP: blobs and repository links ([`blobs`]), upload sessions
-//! ([`uploads`]), manifests, tags and referrers ([`manifests`]). Handlers in [`crate::http`] call these with typed
+//! ([`uploads`]), manifests, tags and referrers ([`manifests`]), pull secrets ([`secrets`]), imports from external
+//! registries ([`import`]) and pull-through of their layers ([`pullthrough`]). Handlers in [`crate::http`] call these with typed
 //! values and map [`RegistryError`] to the wire once; this module calls `streams` and `storage-backends`.
 
 pub mod blobs;
+pub mod import;
 pub mod manifests;
+pub mod pullthrough;
+pub mod secrets;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -41,6 +45,9 @@ pub enum RegistryError {
     NameUnknown(RepositoryName),
     #[error("the request body could not be read: {0}")]
     Body(String),
+    /// An upstream registry failed (pull-through).
+    #[error("upstream: {0}")]
+    Upstream(crate::upstream::UpstreamError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,4 +85,12 @@ pub struct Registry {
     pub max_manifest_bytes: usize,
     /// Access control: who the caller is and what it may do (`auth` crate).
     pub auth: auth::AuthService,
+    /// External registries (import, pull-through).
+    pub upstreams: Arc<crate::upstream::Upstreams>,
+    /// Upstream fetches in progress.
+    pub pullthrough: Arc<pullthrough::PullThrough>,
+    /// Import settings.
+    pub imports: import::ImportSettings,
+    /// Streams with an import running.
+    pub import_locks: Arc<import::ImportLocks>,
 }

@@ -160,7 +160,8 @@ impl Registry {
         } else {
             self.blobs.commit_upload(id, &session.parts, digest).await?;
         }
-        let link = Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size: session.size }));
+        let link =
+            Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size: session.size, upstream: None }));
         self.meta.commit(link).await?;
         Ok(())
     }

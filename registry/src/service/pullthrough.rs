@@ -1,0 +1,230 @@
+//! Pull-through: serving a blob that a repository links to an upstream (an imported image's layer) but does not
+//! hold yet. One upstream fetch per digest however many clients ask at once (a single flight per digest); the
+//! bytes go to the clients that joined before the first byte as they arrive, while being hashed and written into
+//! a staged upload. The last chunk is held back until the digest and size are verified, so no client ever gets a
+//! whole body that does not match; then the blob is committed locally and every later read is local (also with
+//! the upstream gone). Clients that arrive mid-flight, and range reads, wait for the commit and read locally.
+//! Called by `service::blobs`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use names::{Digest, DigestHasher, UploadId};
+use storage_backends::{BlobStore, ByteStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::upstream::{Source, UpstreamError, Upstreams};
+
+/// Chunks buffered per waiting client before the fetch waits for it.
+const CLIENT_BUFFER: usize = 64;
+
+/// What a client hears from a flight.
+enum Msg {
+    Chunk(Bytes),
+    Failed(UpstreamError),
+}
+
+/// One upstream fetch in progress.
+struct Flight {
+    /// Clients that joined before the first byte was sent; `None` once sending started.
+    joiners: Mutex<Option<Vec<mpsc::Sender<Msg>>>>,
+    /// The outcome, once the blob is committed (`Ok`) or the fetch failed.
+    done: watch::Sender<Option<Result<(), UpstreamError>>>,
+}
+
+impl Flight {
+    /// Sends a chunk to every client still listening; closes the door to new joiners.
+    async fn send(&self, msg: impl Fn() -> Msg, clients: &mut Vec<mpsc::Sender<Msg>>) {
+        if let Some(joined) = self.joiners.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            clients.extend(joined);
+        }
+        let mut open = Vec::with_capacity(clients.len());
+        for c in clients.drain(..) {
+            if c.send(msg()).await.is_ok() {
+                open.push(c);
+            }
+        }
+        *clients = open;
+    }
+}
+
+/// How a read of a missing blob goes on.
+pub enum Joined {
+    /// The body, as it streams in from the upstream.
+    Streaming(ByteStream),
+    /// The blob is now stored locally: read it from there.
+    Local,
+}
+
+/// The flights in progress, by digest.
+#[derive(Default)]
+pub struct PullThrough {
+    flights: Mutex<HashMap<Digest, Arc<Flight>>>,
+}
+
+impl PullThrough {
+    /// Gets blob `digest` (`size` bytes, as the repository's link says) from `source`: joins the flight for it or
+    /// starts one. With `stream_ok` false (a range read, a late joiner), waits for the local copy instead.
+    /// Upstream failures before the first byte come back as errors; later ones end the body with an error.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        upstreams: &Arc<Upstreams>,
+        blobs: &BlobStore,
+        source: Source,
+        digest: &Digest,
+        size: u64,
+        stream_ok: bool,
+    ) -> Result<Joined, UpstreamError> {
+        let (flight, leader) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match flights.get(digest) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let (done, _) = watch::channel(None);
+                    let f = Arc::new(Flight { joiners: Mutex::new(Some(Vec::new())), done });
+                    flights.insert(digest.clone(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        let mut done = flight.done.subscribe();
+        let receiver = if stream_ok {
+            let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+            let mut joiners = flight.joiners.lock().unwrap_or_else(|e| e.into_inner());
+            joiners.as_mut().map(|j| {
+                j.push(tx);
+                rx
+            })
+        } else {
+            None
+        };
+        if leader {
+            let (this, upstreams, blobs, digest) = (self.clone(), upstreams.clone(), blobs.clone(), digest.clone());
+            let flight = flight.clone();
+            tokio::spawn(async move {
+                let outcome = run(&flight, &upstreams, &blobs, &source, &digest, size).await;
+                // Whoever joined and heard nothing (an empty blob) learns the outcome from `done`.
+                drop(flight.joiners.lock().unwrap_or_else(|e| e.into_inner()).take());
+                if let Err(e) = &outcome {
+                    tracing::warn!(%digest, error = %e, "pull-through fetch failed");
+                }
+                let flight = this.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest);
+                if let Some(f) = flight {
+                    f.done.send_replace(Some(outcome));
+                }
+            });
+        }
+        match receiver {
+            Some(mut rx) => match rx.recv().await {
+                Some(Msg::Chunk(first)) => {
+                    let rest = futures::stream::unfold(rx, |mut rx| async move {
+                        match rx.recv().await? {
+                            Msg::Chunk(c) => Some((Ok(c), rx)),
+                            Msg::Failed(e) => Some((Err(std::io::Error::other(e.to_string())), rx)),
+                        }
+                    });
+                    Ok(Joined::Streaming(futures::stream::once(async { Ok(first) }).chain(rest).boxed()))
+                }
+                Some(Msg::Failed(e)) => Err(e),
+                // The flight ended without sending (an empty blob): it is local now, or failed.
+                None => wait(&mut done).await,
+            },
+            None => wait(&mut done).await,
+        }
+    }
+}
+
+async fn wait(done: &mut watch::Receiver<Option<Result<(), UpstreamError>>>) -> Result<Joined, UpstreamError> {
+    let outcome =
+        done.wait_for(|v| v.is_some()).await.map_err(|_| UpstreamError::Unavailable("fetch abandoned".into()))?;
+    match outcome.as_ref() {
+        Some(Ok(())) => Ok(Joined::Local),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(UpstreamError::Unavailable("fetch abandoned".into())),
+    }
+}
+
+/// The flight's work: fetch, tee to the clients holding back the last chunk, verify, commit, release.
+async fn run(
+    flight: &Flight,
+    upstreams: &Upstreams,
+    blobs: &BlobStore,
+    source: &Source,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), UpstreamError> {
+    let mut clients = Vec::new();
+    let fetched = match upstreams.blob(source, digest).await {
+        Ok(f) => f,
+        Err(e) => {
+            let err = e.clone();
+            flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
+            return Err(e);
+        }
+    };
+    if fetched.length.is_some_and(|l| l != size) {
+        let e = UpstreamError::Invalid(format!(
+            "{}: the upstream announces {} bytes for {digest}, the image says {size}",
+            source.reference,
+            fetched.length.unwrap_or_default()
+        ));
+        let err = e.clone();
+        flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
+        return Err(e);
+    }
+    let held: Arc<Mutex<Option<Bytes>>> = Arc::default();
+    let clients_cell = Arc::new(tokio::sync::Mutex::new(clients));
+    let tee = {
+        let (held, clients_cell) = (held.clone(), clients_cell.clone());
+        fetched.body.then(move |item| {
+            let (held, clients_cell) = (held.clone(), clients_cell.clone());
+            async move {
+                let chunk = item?;
+                let previous = held.lock().unwrap_or_else(|e| e.into_inner()).replace(chunk.clone());
+                if let Some(prev) = previous {
+                    let mut clients = clients_cell.lock().await;
+                    flight.send(|| Msg::Chunk(prev.clone()), &mut clients).await;
+                }
+                Ok::<_, std::io::Error>(chunk)
+            }
+        })
+    };
+    let id = UploadId::random();
+    let mut hasher = DigestHasher::new(digest.algorithm());
+    let written = blobs.write_part(id, "0", Box::pin(tee), &mut hasher, Some(size)).await;
+    let mut clients = std::mem::take(&mut *clients_cell.lock().await);
+    let verdict = match written {
+        Err(e) => Err(UpstreamError::Unavailable(format!("{}: reading {digest}: {e}", source.reference))),
+        Ok(n) if n != size => Err(UpstreamError::Invalid(format!(
+            "{}: {digest} has {n} bytes upstream, the image says {size}",
+            source.reference
+        ))),
+        Ok(_) => match hasher.finish() {
+            actual if actual == *digest => Ok(()),
+            actual => Err(UpstreamError::Invalid(format!(
+                "{}: the upstream sent {actual} for {digest}; nothing was kept",
+                source.reference
+            ))),
+        },
+    };
+    if let Err(e) = verdict {
+        blobs.abort_upload(id).await;
+        let err = e.clone();
+        flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
+        return Err(e);
+    }
+    let parts: Vec<String> = if size == 0 { Vec::new() } else { vec!["0".to_owned()] };
+    if let Err(e) = blobs.commit_upload(id, &parts, digest).await {
+        let e = UpstreamError::Unavailable(format!("storing {digest}: {e}"));
+        let err = e.clone();
+        flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
+        return Err(e);
+    }
+    let last = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(last) = last {
+        flight.send(|| Msg::Chunk(last.clone()), &mut clients).await;
+    }
+    Ok(())
+}
