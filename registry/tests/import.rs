@@ -562,3 +562,27 @@ async fn one_upstream_fetch_for_many_clients_and_only_verified_bytes() {
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert_eq!(v["errors"][0]["code"], "TOOMANYREQUESTS");
 }
+
+#[tokio::test]
+async fn a_stream_with_a_docker_image_repository_imports_its_tags() {
+    let upstream = TestRegistry::start();
+    let up = Http::of(&upstream);
+    let one = up.push_image("lib/repo", "1.0", "amd64", &[b"one"]).await;
+    let two = up.push_image("lib/repo", "2.0", "amd64", &[b"two"]).await;
+    let tri = TestRegistry::start();
+    let http = Http::of(&tri);
+    http.namespace("team").await;
+    let stream = json!({"metadata": {"name": "repo", "annotations": {"openshift.io/image.insecureRepository": "true"}},
+        "spec": {"dockerImageRepository": format!("{}/lib/repo", upstream.host())}});
+    let (s, v) = http.json(Method::POST, &format!("{API}/namespaces/team/imagestreams"), Some(stream)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    eventually("the repository's tags", Duration::from_secs(10), || async {
+        http.tag_status("team", "repo", "1.0").await["items"][0]["image"] == one.to_string()
+            && http.tag_status("team", "repo", "2.0").await["items"][0]["image"] == two.to_string()
+    })
+    .await;
+    let is = http.stream("team", "repo").await;
+    assert!(is["metadata"]["annotations"]["openshift.io/image.dockerRepositoryCheck"].is_string(), "{is}");
+    let (s, body) = http.get_bytes("/v2/team/repo/manifests/2.0").await;
+    assert_eq!((s, Digest::sha256_of(&body)), (StatusCode::OK, two));
+}
