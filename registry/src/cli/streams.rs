@@ -82,6 +82,9 @@ pub struct TagArgs {
     /// Re-import the source periodically (external sources).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     scheduled: bool,
+    /// The external source may be reached over plain http or with an unverified certificate.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    insecure: bool,
     /// Read SOURCE as this kind rather than guessing.
     #[arg(long, value_enum)]
     source: Option<SourceKind>,
@@ -337,6 +340,7 @@ async fn spec_tag_for(
     let mut t =
         TagReference { name: String::new(), from: Some(from), reference: args.reference, ..TagReference::default() };
     t.import_policy.scheduled = args.scheduled;
+    t.import_policy.insecure = args.insecure;
     t.reference_policy.kind = match args.reference_policy {
         Some(ReferencePolicy::Local) => REFERENCE_LOCAL.into(),
         Some(ReferencePolicy::Source) | None => REFERENCE_SOURCE.into(),
