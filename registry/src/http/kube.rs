@@ -185,7 +185,9 @@ pub fn resource_list(version: ApiVersion) -> Value {
     let r = |name: &str, singular: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]| {
         let mut v = json!({"name": name, "singularName": singular, "namespaced": namespaced, "kind": kind,
                            "verbs": verbs});
-        if !short.is_empty() {
+        // Short names belong to the group: the same names under the core version would make kubectl warn that
+        // `is` is ambiguous (and pick the legacy path, which has priority).
+        if !short.is_empty() && version == ApiVersion::Group {
             v["shortNames"] = json!(short);
         }
         v
