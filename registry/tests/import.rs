@@ -586,3 +586,32 @@ async fn a_stream_with_a_docker_image_repository_imports_its_tags() {
     let (s, body) = http.get_bytes("/v2/team/repo/manifests/2.0").await;
     assert_eq!((s, Digest::sha256_of(&body)), (StatusCode::OK, two));
 }
+
+#[tokio::test]
+async fn a_reference_tag_with_local_policy_is_pulled_through() {
+    let upstream = TestRegistry::start();
+    let up = Http::of(&upstream);
+    let layer: &[u8] = b"referenced layer";
+    let digest = up.push_image("lib/app", "1", "amd64", &[layer]).await;
+    let tri = TestRegistry::start();
+    let http = Http::of(&tri);
+    http.namespace("team").await;
+    let stream = json!({"metadata": {"name": "app", "annotations": {"openshift.io/image.insecureRepository": "true"}},
+        "spec": {"tags": [{"name": "ref", "reference": true, "referencePolicy": {"type": "Local"},
+            "from": {"kind": "DockerImage", "name": format!("{}/lib/app@{digest}", upstream.host())}}]}});
+    let (s, v) = http.json(Method::POST, &format!("{API}/namespaces/team/imagestreams"), Some(stream)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Nothing was imported: the manifest and then the layer come through on the first pull.
+    let (s, manifest) = http.get_bytes("/v2/team/app/manifests/ref").await;
+    assert_eq!((s, Digest::sha256_of(&manifest)), (StatusCode::OK, digest.clone()));
+    let layer_path = format!("/v2/team/app/blobs/{}", Digest::sha256_of(layer));
+    let (s, body) = http.get_bytes(&layer_path).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, layer));
+    drop(upstream);
+    let (s, manifest) = http.get_bytes(&format!("/v2/team/app/manifests/{digest}")).await;
+    assert_eq!((s, Digest::sha256_of(&manifest)), (StatusCode::OK, digest));
+    let (s, body) = http.get_bytes(&layer_path).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, layer), "kept locally");
+    let (s, v) = http.json(Method::GET, "/v2/team/app/manifests/missing", None).await;
+    assert_eq!((s, v["errors"][0]["code"].as_str()), (StatusCode::NOT_FOUND, Some("MANIFEST_UNKNOWN")));
+}

@@ -394,6 +394,35 @@ impl StreamService {
         })
     }
 
+    /// Where an image of `repo` can be fetched from when this registry does not hold it: the external pull spec
+    /// of the tag event naming it (the top of `tag`'s history, or any event with image `digest`), and whether
+    /// the source may be reached insecurely. `None` when the image is local or unknown here.
+    pub async fn pull_source(
+        &self,
+        repo: &RepositoryName,
+        tag: Option<&TagName>,
+        digest: &names::Digest,
+    ) -> Result<Option<(String, bool)>, StreamError> {
+        let loaded = self.load(repo).await?;
+        let Some(stream) = self.assemble(&loaded) else { return Ok(None) };
+        let local = format!("{}/", self.public_host());
+        let found = stream.status.tags.iter().find_map(|h| {
+            if tag.is_some_and(|t| t.as_str() != h.tag) {
+                return None;
+            }
+            let events: Vec<_> =
+                if tag.is_some() { h.items.iter().take(1).collect() } else { h.items.iter().collect() };
+            events
+                .into_iter()
+                .find(|e| e.image.as_ref() == Some(digest) && !e.docker_image_reference.starts_with(&local))
+                .map(|e| (h.tag.clone(), e.docker_image_reference.clone()))
+        });
+        Ok(found.map(|(tag, reference)| {
+            let tag_insecure = stream.spec.tags.iter().any(|t| t.name == tag && t.import_policy.insecure);
+            (reference, tag_insecure || insecure_stream(&stream))
+        }))
+    }
+
     /// Every stream (assembled), for the import controller's first pass; `after` pages through them.
     pub async fn streams_page(
         &self,

@@ -439,6 +439,7 @@ fn manifest_link(fetched: &FetchedManifest, parsed: &ParsedManifest) -> Link {
         media_type: parsed.media_type.clone(),
         size: fetched.bytes.len() as u64,
         subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+        upstream: None,
     };
     Link::Manifest(fetched.digest.clone(), link)
 }

@@ -8,7 +8,9 @@ use storage_backends::meta::encode;
 use storage_backends::{keys, MetadataStoreExt};
 use streams::manifest::{self, Descriptor, ManifestError, ManifestKind, ParsedManifest, DOCKER_LIST, OCI_INDEX};
 
+use super::blobs::{BlobLink, UpstreamLink};
 use super::{Registry, RegistryError};
+use crate::upstream::{ExternalRef, Source, UpstreamError};
 
 /// A repository's record of a manifest it holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -18,6 +20,10 @@ pub struct ManifestLink {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+    /// Where the manifest comes from when its bytes are not stored yet (a child of a manifest list that was
+    /// pulled through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamLink>,
 }
 
 /// A manifest as served.
@@ -80,8 +86,12 @@ impl Registry {
         );
         self.blobs.put_verified(&digest, bytes.clone()).await?;
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let link =
-            ManifestLink { media_type: parsed.media_type.clone(), size: bytes.len() as u64, subject: subject.clone() };
+        let link = ManifestLink {
+            media_type: parsed.media_type.clone(),
+            size: bytes.len() as u64,
+            subject: subject.clone(),
+            upstream: None,
+        };
         let mut extra = vec![(keys::manifest_link(repo, &digest), encode(&link))];
         if let Some(subject) = &subject {
             let descriptor = Descriptor {
@@ -149,7 +159,16 @@ impl Registry {
         accept: &[String],
     ) -> Result<StoredManifest, RegistryError> {
         let digest = self.resolve(repo, reference).await?;
-        let stored = self.load_manifest(repo, &digest).await?;
+        let stored = match self.load_manifest(repo, &digest).await {
+            Err(RegistryError::ManifestUnknown) => {
+                let tag = match reference {
+                    Reference::Tag(t) => Some(t),
+                    Reference::Digest(_) => None,
+                };
+                self.pull_manifest_through(repo, tag, &digest).await?
+            }
+            other => other?,
+        };
         let is_index = stored.media_type == OCI_INDEX || stored.media_type == DOCKER_LIST;
         let takes = |mt: &str| accept.iter().any(|a| a == mt || a == "*/*");
         if is_index && !accept.is_empty() && !takes(&stored.media_type) {
@@ -174,8 +193,78 @@ impl Registry {
             .get_json::<ManifestLink>(&keys::manifest_link(repo, digest))
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
-        let bytes = self.blobs.read_all(digest).await?.ok_or(RegistryError::ManifestUnknown)?;
+        let bytes = match (self.blobs.read_all(digest).await?, &link.upstream) {
+            (Some(bytes), _) => bytes,
+            (None, Some(upstream)) => {
+                let insecure = upstream.insecure;
+                return self.fetch_manifest(repo, &upstream.repository.clone(), digest, insecure).await;
+            }
+            (None, None) => return Err(RegistryError::ManifestUnknown),
+        };
         Ok(StoredManifest { digest: digest.clone(), media_type: link.media_type, bytes })
+    }
+
+    /// A manifest the stream names (through a tag event pointing at an external pull spec, e.g. a
+    /// `--reference` tag) but this registry does not hold: fetched from that source, verified, kept.
+    async fn pull_manifest_through(
+        &self,
+        repo: &RepositoryName,
+        tag: Option<&TagName>,
+        digest: &Digest,
+    ) -> Result<StoredManifest, RegistryError> {
+        let (pull_spec, insecure) =
+            self.streams.pull_source(repo, tag, digest).await?.ok_or(RegistryError::ManifestUnknown)?;
+        let reference: ExternalRef = pull_spec.parse().map_err(|_| RegistryError::ManifestUnknown)?;
+        self.fetch_manifest(repo, &reference.repository_ref(), digest, insecure).await
+    }
+
+    /// Fetches manifest `digest` from the external repository `from`, stores it, and links it into `repo` with
+    /// what it references (blobs and child manifests, to be pulled through in turn).
+    async fn fetch_manifest(
+        &self,
+        repo: &RepositoryName,
+        from: &str,
+        digest: &Digest,
+        insecure: bool,
+    ) -> Result<StoredManifest, RegistryError> {
+        let reference: ExternalRef = from.parse().map_err(|_| RegistryError::ManifestUnknown)?;
+        let reference = reference.at_digest(digest);
+        let source = Source {
+            credentials: self.credentials_for(repo.namespace(), reference.registry()).await?,
+            reference,
+            insecure,
+        };
+        let fetched = self.upstreams.manifest(&source).await.map_err(|e| match e {
+            UpstreamError::NotFound(_) => RegistryError::ManifestUnknown,
+            other => RegistryError::Upstream(other),
+        })?;
+        let parsed = manifest::parse(&fetched.bytes, None)
+            .map_err(|e| RegistryError::Upstream(UpstreamError::Invalid(format!("{}: {e}", source.reference))))?;
+        let upstream = UpstreamLink { repository: source.reference.repository_ref(), insecure };
+        let mut txn = storage_backends::Txn::new();
+        for b in parsed.blobs() {
+            let link = BlobLink { size: b.size, upstream: Some(upstream.clone()) };
+            txn = txn.put(keys::blob_link(repo, &b.digest), encode(&link));
+        }
+        for child in parsed.children() {
+            let link = ManifestLink {
+                media_type: child.media_type.clone(),
+                size: child.size,
+                subject: None,
+                upstream: Some(upstream.clone()),
+            };
+            txn = txn.put(keys::manifest_link(repo, &child.digest), encode(&link));
+        }
+        let link = ManifestLink {
+            media_type: parsed.media_type.clone(),
+            size: fetched.bytes.len() as u64,
+            subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+            upstream: Some(upstream),
+        };
+        txn = txn.put(keys::manifest_link(repo, digest), encode(&link));
+        self.blobs.put_verified(digest, fetched.bytes.clone()).await?;
+        self.meta.commit(txn).await?;
+        Ok(StoredManifest { digest: digest.clone(), media_type: parsed.media_type, bytes: fetched.bytes })
     }
 
     /// Deletes by tag (only the tag leaves the stream) or by digest (the manifest leaves the repository and every
