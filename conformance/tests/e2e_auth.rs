@@ -10,7 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -263,67 +263,6 @@ fn podman_login_push_pull() {
     let bad =
         run(podman(&pd).args(["login", "--tls-verify=false", "-u", "anyname", "-p", "wrong", &server.host]), SHORT);
     assert_refused(&bad, "podman login with a wrong token");
-}
-
-/// A private dockerd; stopped with SIGTERM (then SIGKILL) when dropped.
-struct DockerEngine {
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl DockerEngine {
-    fn start(dir: &Path) -> DockerEngine {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new(which("dockerd").expect("dockerd"))
-            .arg("--data-root")
-            .arg(dir.join("d"))
-            .arg("--exec-root")
-            .arg(dir.join("e"))
-            .arg("--host")
-            .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .arg("--pidfile")
-            .arg(dir.join("pid"))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false", "--insecure-registry", "127.0.0.0/8"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start dockerd");
-        let engine = DockerEngine { dir: dir.to_path_buf(), child: Some(child) };
-        let start = Instant::now();
-        while !engine.docker().args(["version"]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "dockerd did not come up:\n{}",
-                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        engine
-    }
-
-    /// `docker` talking to this engine, with its own client config (so logins stay here).
-    fn docker(&self) -> Command {
-        let mut c = Command::new("docker");
-        c.env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
-            .env("DOCKER_CONFIG", self.dir.join("cfg"))
-            .env_remove("DOCKER_CONTEXT");
-        c
-    }
-}
-
-impl Drop for DockerEngine {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), "TERM");
-            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }
 
 #[test]

@@ -1,0 +1,682 @@
+//! End-to-end: import from external registries and pull-through (issue 5), against real upstreams that the
+//! tests start themselves on free loopback ports.
+//!
+//! - Debian's `docker-registry` (CNCF distribution 2.8) without auth: `tributary import-image --reference-policy
+//!   local`, pulls through Tributary with skopeo, podman and docker (a private dockerd), exactly one upstream GET
+//!   per layer (counted in the upstream's access log), pulls again with the upstream killed, and a manifest list
+//!   imported with `--import-mode PreserveOriginal` served with the upstream's digest.
+//! - The same with a ~100 MiB single-layer image: 8 concurrent skopeo pulls cause one upstream GET of the layer;
+//!   the cache-miss and cache-hit pull times of a second such image are printed.
+//! - `docker-registry` with htpasswd auth: import fails as Unauthorized (shown as the tag's `ImportSuccess`
+//!   condition) until a pull secret is created with `tributary create secret docker-registry`.
+//! - A second Tributary (token auth) as the upstream, through a pull secret.
+//!
+//! Needs: skopeo, docker-registry, umoci, busybox, jq, sha256sum, tar (the test images and the big image);
+//! podman and dockerd + docker for the client pulls of the first test (each skipped when missing unless
+//! `TRIBUTARY_E2E_REQUIRED=1`). The tests take turns (one lock) so that the timings are not disturbed.
+mod common;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const TOOLS: &[&str] = &["skopeo", "docker-registry", "umoci", "busybox", "jq", "sha256sum", "tar"];
+
+/// One test at a time: they move hundreds of MiB on two cores, and the second one measures times.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream: Debian's docker-registry
+
+/// A `docker-registry` on a free loopback port, logging every request (its access log) to a file; killed when
+/// dropped.
+struct Upstream {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`
+    host: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    /// Starts it, with htpasswd auth when `htpasswd` names a file.
+    fn start(htpasswd: Option<&Path>) -> Upstream {
+        let dir = tempdir("tributary-e2e-upstream-");
+        let port = free_port();
+        let mut yml = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    \
+             rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: e2e-upstream\n",
+            dir.path().join("data").display()
+        );
+        if let Some(file) = htpasswd {
+            yml.push_str(&format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", file.display()));
+        }
+        let config = dir.path().join("config.yml");
+        fs::write(&config, yml).unwrap();
+        let log = dir.path().join("registry.log");
+        let out = File::create(&log).unwrap();
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(&config).stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
+        eprintln!("+ {cmd:?}");
+        let child = cmd.spawn().expect("start docker-registry");
+        let mut up = Upstream { child: Some(child), host: format!("127.0.0.1:{port}"), log, _dir: dir };
+        let start = Instant::now();
+        loop {
+            if matches!(http(&up.host, "GET", "/v2/", &[], &[]).map(|r| r.status), Ok(200 | 401)) {
+                break;
+            }
+            if let Some(Ok(Some(status))) = up.child.as_mut().map(|c| c.try_wait()) {
+                panic!("docker-registry exited ({status})\n{}", up.log_text());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "docker-registry not up\n{}", up.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("upstream docker-registry up at {} after {:.2}s", up.host, start.elapsed().as_secs_f64());
+        up
+    }
+
+    /// SIGKILL, and waits until nothing answers on its port any more.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("upstream running");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(TcpStream::connect(&self.host).is_err(), "something still answers on {}", self.host);
+    }
+
+    fn log_text(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- upstream log ---\n{}\n--- end of upstream log ---",
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        )
+    }
+
+    /// Access-log lines of `GET /v2/{repo}/blobs/{digest}` requests, whatever their answer.
+    fn blob_gets(&self, repo: &str, digest: &str) -> Vec<String> {
+        let needle = format!("\"GET /v2/{repo}/blobs/{digest} HTTP/1.1\"");
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().filter(|l| l.contains(&needle)).map(str::to_string).collect()
+    }
+
+    /// Asserts that each of `digests` was fetched from `repo` exactly once.
+    fn assert_one_get_each(&self, repo: &str, digests: &[String]) {
+        for d in digests {
+            let gets = self.blob_gets(repo, d);
+            assert_eq!(gets.len(), 1, "upstream GETs of {repo} blob {d}: {}\n{}", gets.len(), gets.join("\n"));
+        }
+    }
+
+    /// `docker://127.0.0.1:PORT/{repo_ref}`
+    fn docker_ref(&self, repo_ref: &str) -> String {
+        format!("docker://{}/{repo_ref}", self.host)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_text());
+        }
+    }
+}
+
+/// One plain HTTP/1.1 request (no auth) to `host`; `body` is sent with a Content-Length for PUT and POST.
+fn http(host: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if matches!(method, "PUT" | "POST" | "PATCH") {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    read_response(&mut s, method == "HEAD")
+}
+
+/// `http://host:port/v2/...?q` -> `/v2/...?q`
+fn path_of(location: &str) -> String {
+    match location.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/".into(), |i| rest[i..].to_string()),
+        None => location.to_string(),
+    }
+}
+
+/// Pushes a blob from a file to an unauthenticated registry: POST an upload, then one PUT with the whole body.
+fn push_blob_file(host: &str, repo: &str, file: &Path, digest: &str) {
+    let r = http(host, "POST", &format!("/v2/{repo}/blobs/uploads/"), &[], &[]).expect("POST upload");
+    assert_eq!(r.status, 202, "POST blob upload: {r}");
+    let location = path_of(r.header("location").expect("Location"));
+    let size = fs::metadata(file).unwrap().len();
+    let mut s = TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {size}\r\n\r\n",
+        with_query(&location, &format!("digest={digest}"))
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    io::copy(&mut File::open(file).unwrap(), &mut s).expect("send blob");
+    let r = read_response(&mut s, false).expect("PUT blob response");
+    assert_eq!(r.status, 201, "PUT blob {digest}: {r}");
+}
+
+/// A one-layer image whose layer is a tar of `size` random bytes, pushed to `up` as `{repo}:1`. Returns the
+/// manifest digest and the layer digest.
+fn push_big_image(up: &Upstream, work: &Path, repo: &str, size: u64) -> (String, String) {
+    let dir = work.join(format!("big-{}", unique()));
+    fs::create_dir_all(dir.join("content")).unwrap();
+    write_random_file(&dir.join("content/random.bin"), size);
+    let tar = dir.join("layer.tar");
+    run_ok(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(dir.join("content")).arg("random.bin"), SHORT);
+    fs::remove_file(dir.join("content/random.bin")).unwrap();
+    let layer = file_digest(&tar);
+    let layer_size = fs::metadata(&tar).unwrap().len();
+    push_blob_file(&up.host, repo, &tar, &layer);
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": [layer]},
+    })
+    .to_string();
+    let config_digest = sha256_digest(config.as_bytes());
+    let config_file = dir.join("config.json");
+    fs::write(&config_file, &config).unwrap();
+    push_blob_file(&up.host, repo, &config_file, &config_digest);
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+    })
+    .to_string();
+    let r = http(
+        &up.host,
+        "PUT",
+        &format!("/v2/{repo}/manifests/1"),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        manifest.as_bytes(),
+    )
+    .expect("PUT manifest");
+    assert_eq!(r.status, 201, "PUT manifest: {r}");
+    let _ = fs::remove_dir_all(&dir);
+    (sha256_digest(manifest.as_bytes()), layer)
+}
+
+/// `skopeo copy` of a test image into the upstream as `{repo_ref}`.
+fn seed(skopeo: &Skopeo, up: &Upstream, src: &str, repo_ref: &str, extra: &[&str]) {
+    let mut c = skopeo.cmd();
+    c.args(["copy", "--dest-tls-verify=false", "--retry-times", "0"]).args(extra).arg(src).arg(up.docker_ref(repo_ref));
+    run_ok(&mut c, LONG);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tributary's CLI and API
+
+/// `tributary ARGS -n ns --server http://HOST --token T`, with nothing from the environment.
+fn tributary(reg: &Registry, args: &[&str]) -> Command {
+    let mut c = Command::new(tributary_bin());
+    c.args(args).args(["-n", NAMESPACE, "--server", &format!("http://{}", reg.host)]);
+    if let Some(token) = &reg.token {
+        c.args(["--token", token]);
+    }
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TRIBUTARY_") {
+            c.env_remove(key);
+        }
+    }
+    c
+}
+
+/// `tributary import-image STREAM_TAG --from FROM --confirm EXTRA…`
+fn import_image(reg: &Registry, stream_tag: &str, from: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["import-image", stream_tag, "--from", from, "--confirm"];
+    args.extend_from_slice(extra);
+    run(&mut tributary(reg, &args), LONG)
+}
+
+/// Asserts that `import-image` succeeded and printed the `imported` line and the image's digest.
+fn assert_imported(o: &Output, stream: &str, digest: &str) {
+    assert!(
+        o.success(),
+        "import-image failed: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        o.stdout,
+        o.stderr
+    );
+    assert!(
+        o.stdout.lines().next() == Some(&format!("imagestream.image.openshift.io/{stream} imported")),
+        "import-image output:\n{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains(digest), "import-image output lacks {digest}:\n{}", o.stdout);
+}
+
+/// GET the ImageStreamTag `ns/{stream}:{tag}`.
+fn image_stream_tag(reg: &Registry, stream: &str, tag: &str) -> Value {
+    let r = reg.get(&format!("/apis/image.openshift.io/v1/namespaces/{NAMESPACE}/imagestreamtags/{stream}:{tag}"));
+    assert_eq!(r.status, 200, "GET imagestreamtag {stream}:{tag}: {r}");
+    r.json()
+}
+
+/// The stream's `status.tags[tag]` entry.
+fn status_tag(reg: &Registry, stream: &str, tag: &str) -> Value {
+    let is = reg.image_stream(NAMESPACE, stream).unwrap_or_else(|| panic!("image stream {stream} not found"));
+    is["status"]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["tag"] == tag)
+        .cloned()
+        .unwrap_or_else(|| panic!("no status tag {tag} in {is:#}"))
+}
+
+/// Pulls `repo_ref` from Tributary into a fresh OCI layout with skopeo and checks the manifest digest and
+/// every config and layer blob against the test image `tag`.
+fn skopeo_pull_and_compare(
+    skopeo: &Skopeo,
+    reg: &Registry,
+    repo_ref: &str,
+    images: &TestImages,
+    tag: &str,
+    out: &Path,
+) {
+    skopeo.pull(reg, repo_ref, &format!("oci:{}:x", out.display()), &[]);
+    assert_eq!(layout_digest(out, "x"), images.digest(tag), "manifest digest of {repo_ref} pulled through");
+    for blob in manifest_blobs(&images.manifest(tag)) {
+        assert_eq!(layout_blob(out, &blob), images.blob(&blob), "blob {blob} of {repo_ref} differs from the source");
+    }
+}
+
+/// Which of podman and docker this run drives (skopeo is always required).
+fn optional_client(tools: &[&str]) -> bool {
+    tools.iter().all(|t| which(t).is_some()) || {
+        assert!(!required(), "{tools:?} missing, and TRIBUTARY_E2E_REQUIRED=1");
+        eprintln!("skipped part: {tools:?} missing");
+        false
+    }
+}
+
+/// Pulls `image` (`HOST/ns/…`) with podman into its isolated storage and returns the manifest digest it reports.
+fn podman_pull(pd: &Path, image: &str) -> String {
+    run_ok(podman(pd).args(["pull", "--tls-verify=false"]).arg(image), LONG);
+    let o = run_ok(podman(pd).args(["image", "inspect", "--format", "{{.Digest}}"]).arg(image), SHORT);
+    o.stdout.trim().to_string()
+}
+
+/// Pulls `image` with docker and returns the digest from `docker pull`'s `Digest:` line.
+fn docker_pull(engine: &DockerEngine, image: &str) -> String {
+    let o = run_ok(engine.docker().args(["pull", image]), LONG);
+    o.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .unwrap_or_else(|| panic!("no Digest: line in docker pull output:\n{}", o.stdout))
+        .trim()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+/// Import from docker-registry with `--reference-policy local`, pull through with skopeo, podman and docker,
+/// one upstream GET per layer, then pull again with the upstream gone; a manifest list kept whole.
+#[test]
+fn pull_through_docker_registry_with_every_client() {
+    if !tools_present(TOOLS) {
+        return;
+    }
+    let _turn = serial();
+    let images = TestImages::get();
+    let tmp = tempdir("e2e-pullthrough-");
+    let skopeo = Skopeo::new();
+    let mut up = Upstream::start(None);
+    seed(&skopeo, &up, &images.oci("app"), "lib/app:1", &[]);
+    seed(&skopeo, &up, &images.oci("multi"), "lib/multi:1", &["--all"]);
+    let reg = Registry::start(&tmp.path().join("data"));
+
+    let app = images.digest("app");
+    let from = format!("{}/lib/app:1", up.host);
+    let o = import_image(&reg, "app:v1", &from, &["--insecure", "--reference-policy", "local"]);
+    assert_imported(&o, "app", &app);
+    // Pulled through this registry: the image stream tag names the local repository, the tag event the source.
+    let local = format!("{}/{NAMESPACE}/app@{app}", reg.host);
+    assert!(o.stdout.contains(&local), "import-image output does not show the local reference {local}:\n{}", o.stdout);
+    let istag = image_stream_tag(&reg, "app", "v1");
+    assert_eq!(istag["image"]["metadata"]["name"], app.as_str(), "{istag:#}");
+    assert_eq!(istag["image"]["dockerImageReference"], local.as_str(), "{istag:#}");
+    assert_eq!(istag["tag"]["referencePolicy"]["type"], "Local", "{istag:#}");
+    let event = &status_tag(&reg, "app", "v1")["items"][0];
+    assert_eq!(event["image"], app.as_str(), "{event:#}");
+    assert_eq!(event["dockerImageReference"], format!("{}/lib/app@{app}", up.host), "{event:#}");
+
+    // A manifest list, kept whole.
+    let multi = images.digest("multi");
+    let from_multi = format!("{}/lib/multi:1", up.host);
+    let o = import_image(&reg, "app:multi", &from_multi, &["--insecure", "--import-mode", "PreserveOriginal"]);
+    assert_imported(&o, "app", &multi);
+    for arch in ["amd64", "arm64"] {
+        let line = format!("linux/{arch}\t{}", images.digest(arch));
+        assert!(o.stdout.contains(&line), "import-image output lacks the manifest line {line:?}:\n{}", o.stdout);
+    }
+
+    // Config and manifest came at import; no layer has been fetched yet.
+    let app_manifest = images.manifest("app");
+    let layers: Vec<String> = manifest_blobs(&app_manifest).into_iter().skip(1).collect();
+    for l in &layers {
+        assert_eq!(up.blob_gets("lib/app", l).len(), 0, "layer {l} fetched before anyone pulled it");
+    }
+
+    // skopeo, podman, docker pull through Tributary.
+    let image = reg.image_ref("ns/app:v1");
+    skopeo_pull_and_compare(&skopeo, &reg, "ns/app:v1", images, "app", &tmp.path().join("skopeo-1"));
+    let token = reg.token.clone().expect("token auth");
+    let pd = tmp.path().join("podman");
+    let with_podman = optional_client(&["podman"]);
+    if with_podman {
+        run_ok(podman(&pd).args(["login", "--tls-verify=false", "-u", "admin", "-p", &token]).arg(&reg.host), SHORT);
+        assert_eq!(podman_pull(&pd, &image), app, "podman pull {image}");
+    }
+    let engine = optional_client(&["dockerd", "docker"]).then(|| DockerEngine::start(&tmp.path().join("docker")));
+    if let Some(engine) = &engine {
+        run_ok(engine.docker().args(["login", "-u", "admin", "-p", &token, &reg.host]), SHORT);
+        assert_eq!(docker_pull(engine, &image), app, "docker pull {image}");
+    }
+    let mut counts = Vec::new();
+    for l in &layers {
+        counts.push(up.blob_gets("lib/app", l).len());
+    }
+    note(format!("upstream GETs per layer of lib/app after the client pulls: {counts:?}"));
+    up.assert_one_get_each("lib/app", &manifest_blobs(&app_manifest));
+
+    // The whole list is served as the upstream has it, and every platform's image pulls.
+    let raw = skopeo.inspect_raw(&reg, "ns/app:multi");
+    assert_eq!(sha256_digest(&raw), multi, "index served through Tributary");
+    assert_eq!(raw, images.blob(&multi), "index bytes changed");
+    let all = tmp.path().join("skopeo-all-1");
+    skopeo.pull(&reg, "ns/app:multi", &format!("oci:{}:x", all.display()), &["--all"]);
+    assert_eq!(layout_digest(&all, "x"), multi);
+
+    // The upstream goes away: everything was mirrored.
+    up.kill();
+    note("upstream killed");
+    skopeo_pull_and_compare(&skopeo, &reg, "ns/app:v1", images, "app", &tmp.path().join("skopeo-2"));
+    skopeo_pull_and_compare(&skopeo, &reg, &format!("ns/app@{app}"), images, "app", &tmp.path().join("skopeo-3"));
+    let all = tmp.path().join("skopeo-all-2");
+    skopeo.pull(&reg, "ns/app:multi", &format!("oci:{}:x", all.display()), &["--all"]);
+    assert_eq!(layout_digest(&all, "x"), multi);
+    for arch in ["amd64", "arm64"] {
+        for blob in manifest_blobs(&images.manifest(arch)) {
+            assert_eq!(layout_blob(&all, &blob), images.blob(&blob), "{arch} blob {blob} with the upstream gone");
+        }
+    }
+    if with_podman {
+        run_ok(podman(&pd).args(["rmi", "--all", "--force"]), SHORT);
+        let o = run_ok(podman(&pd).args(["images", "--quiet"]), SHORT);
+        assert!(o.stdout.trim().is_empty(), "podman images left: {}", o.stdout);
+        assert_eq!(podman_pull(&pd, &image), app, "podman pull {image} with the upstream gone");
+    }
+    if let Some(engine) = &engine {
+        run_ok(engine.docker().args(["rmi", "--force", &image]), SHORT);
+        let o = run_ok(engine.docker().args(["images", "--quiet"]), SHORT);
+        assert!(o.stdout.trim().is_empty(), "docker images left: {}", o.stdout);
+        assert_eq!(docker_pull(engine, &image), app, "docker pull {image} with the upstream gone");
+    }
+}
+
+/// A ~100 MiB layer: 8 concurrent pulls cause one upstream GET; miss and hit times of a second such image.
+#[test]
+fn pull_through_one_upstream_fetch_under_concurrent_pulls() {
+    if !tools_present(TOOLS) {
+        return;
+    }
+    let _turn = serial();
+    const SIZE: u64 = 100 << 20;
+    const CLIENTS: usize = 8;
+    let tmp = tempdir("e2e-pullthrough-big-");
+    let skopeo = Skopeo::new();
+    let up = Upstream::start(None);
+    let (big1, layer1) = push_big_image(&up, tmp.path(), "lib/big1", SIZE);
+    let (big2, layer2) = push_big_image(&up, tmp.path(), "lib/big2", SIZE);
+    let reg = Registry::start(&tmp.path().join("data"));
+    for (stream, repo, digest) in [("big1", "lib/big1", &big1), ("big2", "lib/big2", &big2)] {
+        let o = import_image(
+            &reg,
+            &format!("{stream}:v1"),
+            &format!("{}/{repo}:1", up.host),
+            &["--insecure", "--reference-policy", "local"],
+        );
+        assert_imported(&o, stream, digest);
+    }
+
+    // 8 clients at once ask for the same missing layer.
+    let started = Instant::now();
+    let outs: Vec<PathBuf> = (0..CLIENTS).map(|i| tmp.path().join(format!("pull-{i}"))).collect();
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let pulls: Vec<_> = outs
+            .iter()
+            .map(|out| {
+                let (skopeo, reg) = (&skopeo, &reg);
+                s.spawn(move || {
+                    let begin = Instant::now();
+                    skopeo.pull(reg, "ns/big1:v1", &format!("dir:{}", out.display()), &[]);
+                    (begin, Instant::now())
+                })
+            })
+            .collect();
+        pulls.into_iter().map(|p| p.join().expect("pull thread")).collect()
+    });
+    let concurrent = started.elapsed().as_secs_f64();
+    // They really overlapped: every client had started before the first one had the whole layer.
+    let last_start = spans.iter().map(|s| s.0).max().unwrap();
+    let first_end = spans.iter().map(|s| s.1).min().unwrap();
+    assert!(last_start < first_end, "the {CLIENTS} pulls did not overlap; the single-flight check would prove nothing");
+    let hex1 = layer1.strip_prefix("sha256:").unwrap();
+    for out in &outs {
+        let file = out.join(hex1);
+        assert_eq!(file_digest(&file), layer1, "layer pulled into {}", out.display());
+        assert_eq!(sha256_digest(&fs::read(out.join("manifest.json")).unwrap()), big1, "{}", out.display());
+        fs::remove_dir_all(out).unwrap();
+    }
+    let gets = up.blob_gets("lib/big1", &layer1);
+    note(format!(
+        "{CLIENTS} concurrent pulls of 100 MiB in {concurrent:.2} s, upstream GETs of the layer: {}",
+        gets.len()
+    ));
+    assert_eq!(gets.len(), 1, "upstream GETs of the layer under {CLIENTS} concurrent pulls:\n{}", gets.join("\n"));
+
+    // A single client: a miss (fetched from the upstream while streamed), then hits (local; the best of 3, as
+    // the machine is shared).
+    let mut times = Vec::new();
+    for (i, what) in ["miss", "hit", "hit", "hit"].iter().enumerate() {
+        let out = tmp.path().join(format!("single-{i}"));
+        let started = Instant::now();
+        skopeo.pull(&reg, "ns/big2:v1", &format!("dir:{}", out.display()), &[]);
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(file_digest(&out.join(layer2.strip_prefix("sha256:").unwrap())), layer2, "{what} pull");
+        fs::remove_dir_all(&out).unwrap();
+        note(format!("{what}: {secs:.2} s"));
+        times.push(secs);
+    }
+    let hit = times[1..].iter().copied().fold(f64::INFINITY, f64::min);
+    // For scale: the same image straight from the upstream.
+    let direct = tmp.path().join("direct");
+    let started = Instant::now();
+    run_ok(
+        skopeo
+            .cmd()
+            .args(["copy", "--src-tls-verify=false", "--retry-times", "0"])
+            .arg(up.docker_ref("lib/big2:1"))
+            .arg(format!("dir:{}", direct.display())),
+        LONG,
+    );
+    let direct_secs = started.elapsed().as_secs_f64();
+    let gets2 = up.blob_gets("lib/big2", &layer2).len();
+    // (The direct pull above is one of them.)
+    let through = gets2 - 1;
+    let line = format!(
+        "pull-through 100 MiB: miss {:.2} s, hit {hit:.2} s (upstream direct {direct_secs:.2} s), upstream GETs per \
+         blob: {through} (and {} under {CLIENTS} concurrent pulls)",
+        times[0],
+        gets.len()
+    );
+    eprintln!("{line}");
+    note(&line);
+    assert_eq!(through, 1, "upstream GETs of big2's layer by Tributary after a miss and a hit");
+}
+
+/// An htpasswd-protected docker-registry: import fails as Unauthorized without a pull secret, works with one.
+#[test]
+fn pull_through_htpasswd_upstream_with_pull_secret() {
+    if !tools_present(TOOLS) {
+        return;
+    }
+    let _turn = serial();
+    let images = TestImages::get();
+    let tmp = tempdir("e2e-pullthrough-auth-");
+    let skopeo = Skopeo::new();
+    let (user, password) = ("puller", "s3cret-upstream");
+    let hash = bcrypt::hash_with_result(password, 5).expect("bcrypt").format_for_version(bcrypt::Version::TwoY);
+    let htpasswd = tmp.path().join("htpasswd");
+    fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+    let up = Upstream::start(Some(&htpasswd));
+    let creds = format!("{user}:{password}");
+    // Anonymous pushes are refused: the upstream really wants the password.
+    let mut c = skopeo.cmd();
+    c.args(["copy", "--dest-tls-verify=false", "--retry-times", "0"])
+        .arg(images.oci("app"))
+        .arg(up.docker_ref("lib/app:1"));
+    run_fails(&mut c, LONG);
+    seed(&skopeo, &up, &images.oci("app"), "lib/app:1", &["--dest-creds", &creds]);
+    let reg = Registry::start(&tmp.path().join("data"));
+    let app = images.digest("app");
+    let from = format!("{}/lib/app:1", up.host);
+    let import_args = ["--insecure", "--reference-policy", "local"];
+
+    // No secret: the import fails, and the tag says why.
+    let o = import_image(&reg, "app:v1", &from, &import_args);
+    assert!(!o.success(), "import without credentials succeeded:\n{}", o.stdout);
+    eprintln!("import-image without a pull secret says:\n{}", o.stderr);
+    assert!(!o.stdout.contains("imported"), "{}", o.stdout);
+    assert!(o.stderr.contains("import failed") && o.stderr.contains("v1:"), "import-image stderr:\n{}", o.stderr);
+    let tag = status_tag(&reg, "app", "v1");
+    let conditions = tag["conditions"].as_array().cloned().unwrap_or_default();
+    let cond = conditions
+        .iter()
+        .find(|c| c["type"] == "ImportSuccess")
+        .unwrap_or_else(|| panic!("no ImportSuccess condition on tag v1: {tag:#}"));
+    eprintln!("tag v1 condition: {cond}");
+    assert_eq!(cond["status"], "False", "{cond:#}");
+    assert_eq!(cond["reason"], "Unauthorized", "{cond:#}");
+    assert!(!cond["message"].as_str().unwrap_or_default().is_empty(), "{cond:#}");
+    assert!(tag["items"].as_array().is_none_or(|i| i.is_empty()), "a failed import added an image: {tag:#}");
+    let r = reg.get("/v2/ns/app/manifests/v1");
+    assert_eq!(r.status, 404, "nothing imported, yet: {r}");
+
+    // With a pull secret for that registry, the import and the pull-through work.
+    let o = run_ok(
+        &mut tributary(
+            &reg,
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                "up",
+                "--docker-server",
+                &up.host,
+                "--docker-username",
+                user,
+                "--docker-password",
+                password,
+            ],
+        ),
+        SHORT,
+    );
+    assert_eq!(o.stdout.trim(), "secret/up created");
+    let o = import_image(&reg, "app:v1", &from, &import_args);
+    assert_imported(&o, "app", &app);
+    let tag = status_tag(&reg, "app", "v1");
+    assert_eq!(tag["items"][0]["image"], app.as_str(), "{tag:#}");
+    let failed = tag["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "ImportSuccess");
+    assert!(!failed, "the failure condition stayed after a successful import: {tag:#}");
+    skopeo_pull_and_compare(&skopeo, &reg, "ns/app:v1", images, "app", &tmp.path().join("pulled"));
+    let layers: Vec<String> = manifest_blobs(&images.manifest("app")).into_iter().skip(1).collect();
+    for l in &layers {
+        let gets = up.blob_gets("lib/app", l);
+        assert!(
+            gets.iter().any(|g| g.contains("\" 200 ")),
+            "no authorized upstream GET of layer {l}:\n{}",
+            gets.join("\n")
+        );
+    }
+}
+
+/// A second Tributary as the upstream, through a pull secret holding its token.
+#[test]
+fn pull_through_from_another_tributary() {
+    if !tools_present(TOOLS) {
+        return;
+    }
+    let _turn = serial();
+    let images = TestImages::get();
+    let tmp = tempdir("e2e-pullthrough-trib-");
+    let skopeo = Skopeo::new();
+    let upstream = Registry::start(&tmp.path().join("upstream-data"));
+    let pushed = skopeo.push(&upstream, &images.oci("app"), "ns/app:v1", &[]);
+    let app = images.digest("app");
+    assert_eq!(pushed, app);
+    let reg = Registry::start(&tmp.path().join("data"));
+    let token2 = upstream.token.clone().expect("token auth");
+    let from = format!("{}/{NAMESPACE}/app:v1", upstream.host);
+
+    // Without the upstream's token the import fails.
+    let o = import_image(&reg, "mirror:v1", &from, &["--insecure", "--reference-policy", "local"]);
+    assert!(!o.success(), "import from a Tributary without its token succeeded:\n{}", o.stdout);
+    assert_eq!(status_tag(&reg, "mirror", "v1")["conditions"][0]["reason"], "Unauthorized");
+
+    run_ok(
+        &mut tributary(
+            &reg,
+            &[
+                "create",
+                "secret",
+                "docker-registry",
+                "upstream",
+                "--docker-server",
+                &upstream.host,
+                "--docker-username",
+                "anything",
+                "--docker-password",
+                &token2,
+            ],
+        ),
+        SHORT,
+    );
+    let o = import_image(&reg, "mirror:v1", &from, &["--insecure", "--reference-policy", "local"]);
+    assert_imported(&o, "mirror", &app);
+    let istag = image_stream_tag(&reg, "mirror", "v1");
+    assert_eq!(istag["image"]["dockerImageReference"], format!("{}/{NAMESPACE}/mirror@{app}", reg.host), "{istag:#}");
+    skopeo_pull_and_compare(&skopeo, &reg, "ns/mirror:v1", images, "app", &tmp.path().join("pulled"));
+    let raw = skopeo.inspect_raw(&reg, "ns/mirror:v1");
+    assert_eq!(sha256_digest(&raw), sha256_digest(&skopeo.inspect_raw(&upstream, "ns/app:v1")));
+}
