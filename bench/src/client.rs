@@ -225,6 +225,38 @@ impl Client {
         Ok(resp.bytes().await?.len())
     }
 
+    /// `GET` a manifest, giving up after `limit`; returns how long it took (at least `limit` when it gave up).
+    pub async fn time_manifest(&self, repo: &str, reference: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let req = self
+            .request(Method::GET, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("Accept", ACCEPT_MANIFESTS)
+            .timeout(limit);
+        match req.send().await {
+            Ok(r) if r.status() == StatusCode::OK => {
+                let _ = r.bytes().await;
+                start.elapsed()
+            }
+            _ => start.elapsed().max(limit),
+        }
+    }
+
+    /// Tributary only: imports `from` into `ns/stream:tag` (`imagestreamimports`, insecure source allowed).
+    pub async fn import(&self, ns: &str, stream: &str, tag: &str, from: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({"metadata": {"name": stream}, "spec": {"import": true, "images": [
+            {"from": {"kind": "DockerImage", "name": from}, "to": {"name": tag}, "importPolicy": {"insecure": true}}]}});
+        let req = self
+            .request(Method::POST, &format!("/apis/image.openshift.io/v1/namespaces/{ns}/imagestreamimports"))
+            .json(&body);
+        let resp = self.send("import", req, StatusCode::CREATED).await?;
+        let answer: serde_json::Value = resp.json().await?;
+        let status = &answer["status"]["images"][0]["status"];
+        if status["status"] != "Success" {
+            bail!("importing {from} into {}: {}", self.name, status["message"]);
+        }
+        Ok(())
+    }
+
     /// The whole tags list (one request, no `n`); returns the number of tags.
     pub async fn tags(&self, repo: &str) -> anyhow::Result<usize> {
         #[derive(serde::Deserialize)]

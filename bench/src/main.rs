@@ -6,6 +6,7 @@
 
 mod client;
 mod content;
+mod pullthrough;
 mod report;
 mod servers;
 mod workloads;
@@ -25,7 +26,7 @@ struct Args {
     /// Small sizes and short runs: about a minute.
     #[arg(long)]
     quick: bool,
-    /// Only these workload groups (comma-separated): push, pull, manifest, tags, catalog, memory.
+    /// Only these workload groups (comma-separated): push, pull, pullthrough, manifest, tags, catalog, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Pairs of alternated measurements (ours, peer) per workload [default: 3].
@@ -39,7 +40,7 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-const GROUPS: [&str; 6] = ["push", "pull", "manifest", "tags", "catalog", "memory"];
+const GROUPS: [&str; 7] = ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -171,14 +172,8 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     if plan.quick {
         report.note("pull 512 MiB", Unit::MibPerSec, "skipped (--quick)");
     }
-    for label in [
-        "pull-through 512 MiB miss: first byte",
-        "pull-through 512 MiB miss: total",
-        "pull-through 512 MiB hit: first byte",
-        "pull-through 512 MiB hit: total",
-        "pull-through cached tag, upstream frozen",
-    ] {
-        report.note(label, Unit::Millis, "n/a (pull-through not implemented)");
+    if wants("pullthrough") {
+        timed(bench.pullthrough(&mut report)).await?;
     }
     if wants("manifest") {
         timed(bench.manifests(&mut report)).await?;

@@ -144,9 +144,25 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// How a peer (distribution) is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRole {
+    /// A plain registry, pinned to the server core, without an access log.
+    Plain,
+    /// The upstream of the pull-through workloads: unpinned (it plays the network), with its access log on.
+    Upstream,
+    /// distribution's pull-through cache of the registry at this URL (`proxy.remoteurl`).
+    Proxy(String),
+}
+
 impl Server {
     /// Starts `kind` in a new directory under `scratch`.
     pub fn start(tools: &Tools, kind: Kind, scratch: &Path) -> anyhow::Result<Server> {
+        Server::start_as(tools, kind, scratch, PeerRole::Plain)
+    }
+
+    /// Starts `kind`; a peer in the given role.
+    pub fn start_as(tools: &Tools, kind: Kind, scratch: &Path, role: PeerRole) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new().prefix(&format!("{}-", kind.name())).tempdir_in(scratch)?.keep();
         let log = std::fs::File::create(dir.join("server.log"))?;
         let data = dir.join("data");
@@ -195,17 +211,25 @@ impl Server {
             Kind::Peer => {
                 let port = free_port()?;
                 let config = dir.join("config.yml");
+                let access_log = if role == PeerRole::Upstream { "false" } else { "true" };
+                let proxy = match &role {
+                    PeerRole::Proxy(url) => format!("proxy:\n  remoteurl: {url}\n"),
+                    _ => String::new(),
+                };
                 std::fs::write(
                     &config,
                     format!(
-                        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  cache:\n    \
-                         blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: \
-                         true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {access_log}\nstorage:\n  \
+                         cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    \
+                         enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{proxy}",
                         data.display()
                     ),
                 )?;
-                let child = tools
-                    .command(&tools.peer)
+                let mut command = match role {
+                    PeerRole::Upstream => Command::new(&tools.peer),
+                    _ => tools.command(&tools.peer),
+                };
+                let child = command
                     .arg("serve")
                     .arg(&config)
                     .stdin(Stdio::null())
@@ -307,6 +331,20 @@ impl Server {
     /// Peak resident set size since start or the last [`Server::reset_peak`], in bytes.
     pub fn peak_rss(&self) -> u64 {
         self.status_kib("VmHWM") * 1024
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server.
+    pub fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").arg(sig).arg(self.pid.to_string()).status()?.success();
+        anyhow::ensure!(ok, "kill {sig} {} failed", self.pid);
+        Ok(())
+    }
+
+    /// How many requests for `path_part` the server's access log shows (an upstream's).
+    pub fn requests_for(&self, path_part: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        log.lines().filter(|l| l.contains(path_part) && l.contains("\"GET ")).count()
     }
 
     /// Resets `VmHWM` to the current RSS (`/proc/PID/clear_refs`, Linux ≥ 4.0). Returns whether it worked.

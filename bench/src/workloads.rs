@@ -133,7 +133,7 @@ impl Live {
     }
 
     /// Runs `fut`, returning its output, wall seconds and server CPU seconds.
-    async fn measure<T>(&self, fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, f64, f64)> {
+    pub async fn measure<T>(&self, fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, f64, f64)> {
         let cpu = self.server.cpu_seconds();
         let start = Instant::now();
         let out = fut.await?;
@@ -235,7 +235,7 @@ fn sync_disks() {
     let _ = std::process::Command::new("sync").status();
 }
 
-fn progress(report: &Report, label: &str) {
+pub fn progress(report: &Report, label: &str) {
     if let Some(row) = report.get(label) {
         let f = |k| row.median(k).map_or("-".into(), |v| format!("{v:.3}"));
         eprintln!("  {label:<48} ours {:>12}  peer {:>12}  {}", f(Kind::Ours), f(Kind::Peer), row.unit.label());
@@ -265,7 +265,7 @@ impl Bench {
     }
 
     /// The servers a run compares: ours then the peer, or ours alone with `--ours-only`.
-    fn kinds(&self) -> &'static [Kind] {
+    pub fn kinds(&self) -> &'static [Kind] {
         if self.ours_only {
             &Kind::BOTH[..1]
         } else {
