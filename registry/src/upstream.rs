@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use names::Digest;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
@@ -188,8 +188,7 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
-/// A blob body as fetched (oci-client checks the digest as the bytes go by; the pull-through layer checks it
-/// again before anything is kept).
+/// A blob body as fetched, not yet verified: callers check digest and size before they keep or finish it.
 pub struct FetchedBlob {
     pub length: Option<u64>,
     pub body: BoxStream<'static, Result<Bytes, std::io::Error>>,
@@ -325,12 +324,17 @@ impl Upstreams {
         let auth = source.credentials.auth();
         let (auth, d) = (&auth, digest.to_string());
         let d = d.as_str();
-        let sized = self
+        // Asked as the range `0-`: a registry that honours it answers 206, which oci-client passes through
+        // without hashing; the caller verifies every blob itself, so hashing twice would only cost CPU.
+        let response = self
             .run(source, |c| async move {
                 c.store_auth_if_needed(reference.resolve_registry(), auth).await;
-                c.pull_blob_stream(reference, d).await
+                c.pull_blob_stream_partial(reference, d, 0, None).await
             })
             .await?;
+        let sized = match response {
+            BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
+        };
         Ok(FetchedBlob { length: sized.content_length, body: sized.stream })
     }
 
