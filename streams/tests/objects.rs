@@ -14,6 +14,7 @@ use streams::manifest::{self, OCI_MANIFEST};
 use streams::model::{
     Image, ImageStream, ImageStreamMapping, ImageStreamTag, ObjectMeta, ObjectReference, TagReference,
 };
+use streams::objects::PatchKind;
 use streams::watch::{EventType, WatchObject, WatchScope, Watched};
 use streams::{StreamError, StreamService};
 
@@ -222,6 +223,7 @@ async fn resource_versions_guard_updates_and_patches() {
         .patch_stream(
             &app,
             &json!({"metadata": {"labels": {"a": null, "b": "2"}}, "spec": {"lookupPolicy": {"local": true}}}),
+            PatchKind::Merge,
         )
         .await
         .unwrap();
@@ -229,9 +231,9 @@ async fn resource_versions_guard_updates_and_patches() {
     assert_eq!(patched.metadata.labels.get("a"), None);
     assert_eq!(patched.metadata.generation, Some(2));
     let stale_patch = json!({"metadata": {"resourceVersion": fresh.metadata.resource_version}, "spec": {"lookupPolicy": {"local": false}}});
-    assert!(matches!(svc.patch_stream(&app, &stale_patch).await, Err(StreamError::Conflict { .. })));
+    assert!(matches!(svc.patch_stream(&app, &stale_patch, PatchKind::Merge).await, Err(StreamError::Conflict { .. })));
     let bad = json!({"spec": {"tags": [{"name": "x", "from": {"kind": "Pod", "name": "p"}}]}});
-    assert!(matches!(svc.patch_stream(&app, &bad).await, Err(StreamError::Invalid { .. })));
+    assert!(matches!(svc.patch_stream(&app, &bad, PatchKind::Merge).await, Err(StreamError::Invalid { .. })));
     // Delete: the stream and its tags are gone.
     svc.delete_stream(&app).await.unwrap();
     assert!(svc.get_stream(&app).await.unwrap().is_none());

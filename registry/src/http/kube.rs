@@ -275,7 +275,9 @@ fn definitions() -> Value {
                 "spec": {"type": "object", "properties": {
                     "lookupPolicy": {"type": "object", "properties": {"local": boolean}},
                     "dockerImageRepository": string,
-                    "tags": {"type": "array", "items": tag_ref_ref},
+                    "tags": {"type": "array", "items": tag_ref_ref,
+                             "x-kubernetes-patch-merge-key": "name", "x-kubernetes-patch-strategy": "merge",
+                             "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
                 }},
                 "status": any_object,
             },
@@ -337,7 +339,8 @@ fn walk_unknown(defs: &Value, schema: &Value, value: &Value, path: &str, out: &m
                 return;
             }
             let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
-            for (k, v) in fields {
+            // `$patch`, `$setElementOrder/tags` …: strategic merge patch directives, not fields.
+            for (k, v) in fields.iter().filter(|(k, _)| !k.starts_with('$')) {
                 match props.get(k) {
                     Some(p) => walk_unknown(defs, p, v, &format!("{path}{k}."), out),
                     None => out.push(format!("{path}{k}")),
@@ -403,6 +406,14 @@ async fn openapi_v3(version: ApiVersion) -> HttpResponse {
             });
             if with_body {
                 o["requestBody"] = body(kind);
+            }
+            if action == "patch" {
+                // kubectl sends a strategic merge patch when the PATCH operation offers it.
+                let schema = body(kind)["content"]["application/json"].clone();
+                o["requestBody"] = json!({"content": {
+                    "application/merge-patch+json": schema,
+                    "application/strategic-merge-patch+json": schema,
+                }});
             }
             o
         };

@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use streams::model::{ImageStream, ImageStreamMapping, ImageStreamTag, ObjectList, ObjectMeta, TagReference};
+use streams::objects::PatchKind;
 use streams::refs::{ImageId, IsImageName, IsTagName, TagSource};
 use streams::watch::{WatchScope, Watched};
 use streams::{ObjectKind, StreamError};
@@ -338,18 +339,20 @@ async fn authorize_sources(
     Ok(())
 }
 
-/// How a PATCH body is to be read: JSON merge patch (kubectl's choice for types it has no schema for), or a
-/// strategic merge patch, read the same way here; JSON patch and server-side apply are refused.
-fn patch_body(req: &HttpRequest, bytes: &[u8]) -> Result<Value, Refusal> {
+/// How a PATCH body is to be read: JSON merge patch, or a strategic merge patch (what `kubectl apply` sends, as
+/// the OpenAPI document offers it; `spec.tags` merges by name); JSON patch and server-side apply are refused.
+fn patch_body(req: &HttpRequest, bytes: &[u8]) -> Result<(Value, PatchKind), Refusal> {
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/json" => body(bytes),
+        "application/merge-patch+json" | "application/json" => Ok((body(bytes)?, PatchKind::Merge)),
+        "application/strategic-merge-patch+json" => Ok((body(bytes)?, PatchKind::Strategic)),
         other => Err(kube::failure(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format ({other}); accepted: application/merge-patch+json"
+                "the body of the request was in an unknown format ({other}); accepted: application/merge-patch+json, \
+                 application/strategic-merge-patch+json"
             ),
             None,
         )
@@ -466,13 +469,13 @@ async fn handle(
             with_warnings(respond(StatusCode::OK, svc.replace_stream(repo, input).await), &warnings)
         }
         (&Method::PATCH, Route::Stream(repo)) => {
-            let patch = patch_body(req, bytes)?;
+            let (patch, kind) = patch_body(req, bytes)?;
             let (_, warnings): (Value, _) = checked(api, ObjectKind::ImageStream, patch.clone())?;
             let tags: Vec<TagReference> =
                 serde_json::from_value(patch.pointer("/spec/tags").cloned().unwrap_or(Value::Array(vec![])))
                     .unwrap_or_default();
             authorize_sources(req, reg, repo, &tags).await?;
-            with_warnings(respond(StatusCode::OK, svc.patch_stream(repo, &patch).await), &warnings)
+            with_warnings(respond(StatusCode::OK, svc.patch_stream(repo, &patch, kind).await), &warnings)
         }
         (&Method::DELETE, Route::Stream(repo)) => match svc.delete_stream(repo).await {
             Ok(_) => kube::success(StatusCode::OK, repo.stream().as_str(), ObjectKind::ImageStream),
@@ -497,12 +500,12 @@ async fn handle(
             with_warnings(respond(StatusCode::OK, svc.replace_istag(repo, tag, input).await), &warnings)
         }
         (&Method::PATCH, Route::Tag(repo, tag)) => {
-            let patch = patch_body(req, bytes)?;
+            let (patch, kind) = patch_body(req, bytes)?;
             let (_, warnings): (Value, _) = checked(api, ObjectKind::ImageStreamTag, patch.clone())?;
             let current = svc.get_istag(repo, tag).await.map_err(|e| kube::error(&e))?;
             let mut doc = serde_json::to_value(&current).unwrap_or(Value::Null);
             let rv = current.metadata.resource_version.clone();
-            streams::objects::merge_patch(&mut doc, &patch);
+            streams::objects::apply_patch(&mut doc, &patch, kind);
             let mut patched: ImageStreamTag =
                 serde_json::from_value(doc).map_err(|e| kube::bad_request(e.to_string()))?;
             if patch.pointer("/metadata/resourceVersion").is_none() {
