@@ -615,3 +615,42 @@ async fn a_reference_tag_with_local_policy_is_pulled_through() {
     let (s, v) = http.json(Method::GET, "/v2/team/app/manifests/missing", None).await;
     assert_eq!((s, v["errors"][0]["code"].as_str()), (StatusCode::NOT_FOUND, Some("MANIFEST_UNKNOWN")));
 }
+
+#[tokio::test]
+async fn a_failed_import_shows_on_a_watch() {
+    let tri = TestRegistry::start();
+    let http = Http::of(&tri);
+    http.namespace("team").await;
+    let (s, _) = http
+        .json(Method::POST, &format!("{API}/namespaces/team/imagestreams"), Some(json!({"metadata": {"name": "app"}})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let rv = http.stream("team", "app").await["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let mut watch = http
+        .req(
+            Method::GET,
+            &format!("{API}/namespaces/team/imagestreams?watch=true&resourceVersion={rv}&timeoutSeconds=10"),
+        )
+        .send()
+        .await
+        .unwrap();
+    // Nothing listens on port 9 of the loopback: the import fails at once.
+    let isi = http.import("team", "app", "v1", "127.0.0.1:9/lib/none:1", json!({"insecure": true})).await;
+    assert_eq!(first_status(&isi).0, "Failure");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("ImportSuccess") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), watch.chunk()).await {
+            Ok(Ok(Some(c))) => seen.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    let event: Value = seen
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e.to_string().contains("ImportSuccess"))
+        .unwrap_or_else(|| panic!("no watch event with the failure: {seen}"));
+    assert_eq!(event["type"], "MODIFIED");
+    let tags = event["object"]["status"]["tags"].as_array().unwrap();
+    assert_eq!(tags[0]["conditions"][0]["status"], "False");
+}

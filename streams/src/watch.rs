@@ -106,9 +106,11 @@ pub struct Watch {
     queue: VecDeque<WatchEvent>,
 }
 
-/// The stream a metadata key belongs to, if it is a stream or tag history key.
+/// The stream a metadata key belongs to, if it is a stream, tag history or import conditions key.
 fn repository_of_key(key: &str) -> Option<RepositoryName> {
-    keys::repository_of_imagestream_key(key).or_else(|| keys::istag_of_key(key).map(|(r, _)| r))
+    keys::repository_of_imagestream_key(key)
+        .or_else(|| keys::istag_of_key(key).map(|(r, _)| r))
+        .or_else(|| keys::import_conditions_of_key(key).map(|(r, _)| r))
 }
 
 impl StreamService {
