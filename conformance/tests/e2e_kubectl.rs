@@ -17,23 +17,8 @@ use common::{note, run, run_ok, sha256_digest, tempdir, tools_present, tributary
 
 const TOKEN: &str = "kubectl-e2e-admin-token-0123456789abcdef";
 
-/// The seed's image stream (OpenShift docs, "Importing Tag and Image Metadata"), in today's API group.
-const SEED_STREAM: &str = "apiVersion: image.openshift.io/v1
-kind: ImageStream
-metadata:
-  name: ruby
-spec:
-  tags:
-  - from:
-      kind: DockerImage
-      name: openshift/ruby-20-centos7
-    name: latest
-    importPolicy:
-      scheduled: true
-";
-
-/// The same example exactly as the seed prints it (`../shared/seeds`, OpenShift 3 docs): legacy `apiVersion: v1`,
-/// served under `/api/v1`.
+/// The seed's image stream (OpenShift docs, "Importing Tag and Image Metadata") exactly as the seed prints it
+/// (`../shared/seeds`, OpenShift 3): legacy `apiVersion: v1`, served under `/api/v1`.
 const SEED_STREAM_LEGACY: &str = "apiVersion: v1
 kind: ImageStream
 metadata:
@@ -174,7 +159,9 @@ fn kubectl_drives_image_streams() {
     let flags = ["--server", server.url.as_str(), "--token", TOKEN, "--insecure-skip-tls-verify", "-n", "ns"];
     let with_flags = |args: &[&str]| kubectl(&home, &[&flags[..], args].concat());
     let file = dir.path().join("imagestream.yaml");
-    std::fs::write(&file, SEED_STREAM).unwrap();
+    // The seed in today's API group.
+    let seed_stream = SEED_STREAM_LEGACY.replace("apiVersion: v1", "apiVersion: image.openshift.io/v1");
+    std::fs::write(&file, &seed_stream).unwrap();
     let file = file.to_str().unwrap();
 
     // apply, twice, with kubectl's default validation.
@@ -186,7 +173,7 @@ fn kubectl_drives_image_streams() {
     assert_eq!(is["metadata"]["generation"], 1, "applying the same file again changes nothing");
     assert_eq!(is["spec"]["tags"][0]["importPolicy"]["scheduled"], true);
     // Validation still catches a misspelt field.
-    std::fs::write(dir.path().join("bad.yaml"), SEED_STREAM.replace("importPolicy", "importPolicyy")).unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), seed_stream.replace("importPolicy", "importPolicyy")).unwrap();
     let bad = run(&mut with_config(&["apply", "-f", dir.path().join("bad.yaml").to_str().unwrap()]), SHORT);
     assert!(!bad.success() && bad.stderr.contains("importPolicyy"), "{}", bad.stderr);
 
