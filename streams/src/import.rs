@@ -4,8 +4,6 @@
 //! source by digest ([`StreamService::record_import`]), or, on failure, an `ImportSuccess=False` condition beside
 //! the tag's history that never touches its images ([`StreamService::record_import_failure`]).
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 use names::{Namespace, RepositoryName, StreamName, TagName};
 use serde::{Deserialize, Serialize};
@@ -423,24 +421,19 @@ impl StreamService {
         }))
     }
 
-    /// Every stream (assembled), for the import controller's first pass; `after` pages through them.
-    pub async fn streams_page(
-        &self,
-        after: Option<&RepositoryName>,
-        n: usize,
-    ) -> Result<Vec<(RepositoryName, ImageStream)>, StreamError> {
-        let last = after.map(|r| r.to_string());
-        let repos = self.list_repositories(last.as_deref(), n).await?;
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
-        for repo in repos {
-            if seen.insert(repo.clone()) {
-                if let Some(s) = self.get_stream(&repo).await? {
-                    out.push((repo, s));
-                }
-            }
-        }
-        Ok(out)
+    /// Whether `repo`'s spec asks for imports at all (an external spec tag that is not a reference, or a
+    /// `dockerImageRepository`): a read of the stream key alone, so that the import controller can pass over the
+    /// many streams that never import without loading their histories.
+    pub async fn wants_imports(&self, repo: &RepositoryName) -> Result<bool, StreamError> {
+        let Some((stream, _)) = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await? else {
+            return Ok(false);
+        };
+        let external_tag = stream
+            .spec
+            .tags
+            .iter()
+            .any(|t| !t.reference && t.from.as_ref().is_some_and(|f| f.kind == KIND_DOCKER_IMAGE));
+        Ok(external_tag || repository_import_due(&stream).is_some())
     }
 }
 

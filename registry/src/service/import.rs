@@ -379,6 +379,9 @@ impl Registry {
     /// Imports what `repo` is waiting for: spec tags whose generation is newer than their last import, and a
     /// `spec.dockerImageRepository` never imported. Returns the scheduled tags (for the controller's timetable).
     pub async fn import_due(&self, repo: &RepositoryName) -> Result<Vec<TagImport>, StreamError> {
+        if !self.streams.wants_imports(repo).await? {
+            return Ok(Vec::new());
+        }
         let _importing = self.import_locks.lock(repo).await;
         let Some(stream) = self.streams.get_stream(repo).await? else { return Ok(Vec::new()) };
         let stream = &stream;
@@ -464,20 +467,18 @@ async fn controller(reg: Registry) {
     loop {
         if rescan {
             rescan = false;
-            let mut after: Option<RepositoryName> = None;
+            let mut after: Option<String> = None;
             loop {
-                let page = match reg.streams.streams_page(after.as_ref(), 200).await {
+                let page = match reg.streams.list_repositories(after.as_deref(), 1000).await {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(error = %e, "import controller: listing streams");
                         break;
                     }
                 };
-                let Some((last, _)) = page.last() else { break };
-                after = Some(last.clone());
-                for (repo, _) in page {
-                    pending.push(repo);
-                }
+                let Some(last) = page.last() else { break };
+                after = Some(last.to_string());
+                pending.extend(page);
             }
         }
         pending.sort();
