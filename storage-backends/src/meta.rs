@@ -34,6 +34,10 @@ pub struct Txn {
     pub checks: Vec<(String, Expect)>,
     pub puts: Vec<(String, Vec<u8>)>,
     pub deletes: Vec<String>,
+    /// The store may acknowledge before the writes are durable: a crash may lose them (together with every later
+    /// lazy transaction, never out of order), and the next durable commit makes them durable too. For records
+    /// that describe data not yet durable either, such as upload sessions of staged bytes.
+    pub lazy: bool,
 }
 
 impl Txn {
@@ -50,6 +54,11 @@ impl Txn {
     }
     pub fn delete(mut self, key: impl Into<String>) -> Self {
         self.deletes.push(key.into());
+        self
+    }
+    /// Marks the transaction [`Txn::lazy`].
+    pub fn lazy(mut self) -> Self {
+        self.lazy = true;
         self
     }
     pub fn is_empty(&self) -> bool {
@@ -155,7 +164,8 @@ const REVISION: &str = "revision";
 /// Writes go through one committer thread that practises group commit: it takes every transaction waiting, applies
 /// them in order inside one redb write transaction (each checked against the state the earlier ones left; a
 /// transaction whose check fails writes nothing and gets [`StoreError::Conflict`]), and makes them durable with a
-/// single fsync before any caller hears back. A crash at any point leaves all or none of a batch's writes.
+/// single fsync before any caller hears back (none when every transaction of the batch is [`Txn::lazy`]). A crash
+/// at any point leaves all or none of a batch's writes.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
@@ -289,9 +299,12 @@ fn committer_loop(db: &Database, events: &broadcast::Sender<KvEvent>, queue: &st
 /// events of those that applied.
 fn apply_batch<'a>(
     db: &Database,
-    txns: impl Iterator<Item = &'a Txn>,
+    txns: impl Iterator<Item = &'a Txn> + Clone,
 ) -> Result<(Vec<CommitResult>, Vec<KvEvent>), StoreError> {
-    let w = db.begin_write().map_err(backend)?;
+    let mut w = db.begin_write().map_err(backend)?;
+    if txns.clone().all(|t| t.lazy) {
+        w.set_durability(redb::Durability::None).map_err(backend)?;
+    }
     let mut results = Vec::new();
     let mut events = Vec::new();
     {
