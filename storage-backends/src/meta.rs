@@ -502,4 +502,20 @@ mod tests {
         assert_eq!(store.get("k").await.unwrap().unwrap().value, b"v");
         assert_eq!(store.revision().await.unwrap(), 1);
     }
+
+    #[tokio::test]
+    async fn lazy_commits_are_visible_at_once_checked_like_others_and_kept_on_a_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let v = store.commit(Txn::new().expect("s", Expect::Absent).put("s", b"1".to_vec()).lazy()).await.unwrap();
+            assert_eq!(store.get("s").await.unwrap().unwrap().value, b"1");
+            let stale = Txn::new().expect("s", Expect::Version(v - 1)).put("s", b"x".to_vec()).lazy();
+            assert!(matches!(store.commit(stale).await, Err(StoreError::Conflict { .. })));
+            store.commit(Txn::new().expect("s", Expect::Version(v)).put("s", b"2".to_vec()).lazy()).await.unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.get("s").await.unwrap().unwrap().value, b"2");
+    }
 }
