@@ -203,8 +203,29 @@ impl BlobStore {
     /// Stores bytes whose digest the caller has just computed (manifests).
     pub async fn put_verified(&self, digest: &Digest, bytes: Bytes) -> Result<(), BlobError> {
         let target = paths::blob(digest);
+        if let Some(root) = &self.durable_root {
+            // One blocking task: write a staging file beside the target, sync it, rename it, sync the directory.
+            let target = root.join(target.as_ref());
+            let staged = target.with_file_name(format!("{}#{}", digest.hex(), crate::paths::new_part_name(0)));
+            return tokio::task::spawn_blocking(move || {
+                let created = crate::staging::make_dir_for(&target)?;
+                let written = (|| {
+                    let mut file = std::fs::File::create_new(&staged)?;
+                    std::io::Write::write_all(&mut file, &bytes)?;
+                    file.sync_data()?;
+                    crate::staging::install(&staged, &target, created)
+                })();
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&staged);
+                }
+                written
+            })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+            .map_err(BlobError::Io);
+        }
         self.store.put(&target, PutPayload::from_bytes(bytes)).await?;
-        self.sync(&target, true).await
+        Ok(())
     }
 
     /// Streams `body` into the staged part `part` of upload `id`, feeding `hasher` on the way.

@@ -218,7 +218,8 @@ impl UploadLock {
                         return Ok(Err(BlobError::StagingLost { expected: size, found }));
                     }
                     let staged = root.join(paths::upload_data(id).as_ref());
-                    install(&staged, &target)?;
+                    let created = make_dir_for(&target)?;
+                    install(&staged, &target, created)?;
                     remove_dir(&root.join(paths::upload_dir(id).as_ref()));
                     Ok(Ok(()))
                 })
@@ -247,14 +248,20 @@ impl UploadLock {
     }
 }
 
-/// Renames the synced file `staged` to `target` and syncs the directories that changed: the target's directory,
-/// and its parent too when the directory had to be created.
-fn install(staged: &Path, target: &Path) -> std::io::Result<()> {
+/// Creates `target`'s directory when missing; says whether it did (see [`install`]).
+pub(crate) fn make_dir_for(target: &Path) -> std::io::Result<bool> {
     let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path without a directory"))?;
-    let created = !dir.is_dir();
-    if created {
-        std::fs::create_dir_all(dir)?;
+    if dir.is_dir() {
+        return Ok(false);
     }
+    std::fs::create_dir_all(dir)?;
+    Ok(true)
+}
+
+/// Renames the synced file `staged` to `target` and syncs the directories that changed: the target's directory,
+/// and its parent too when the directory was `created` for it (by [`make_dir_for`]).
+pub(crate) fn install(staged: &Path, target: &Path, created: bool) -> std::io::Result<()> {
+    let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path without a directory"))?;
     std::fs::rename(staged, target)?;
     std::fs::File::open(dir)?.sync_all()?;
     if created {

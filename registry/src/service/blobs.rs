@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use names::{Digest, RepositoryName};
 use storage_backends::meta::encode;
-use storage_backends::{keys, ByteStream, Txn};
+use storage_backends::{keys, ByteStream, MetadataStoreExt, Txn};
 
 use super::{Registry, RegistryError};
 
@@ -23,13 +23,13 @@ pub struct BlobRead {
 }
 
 impl Registry {
-    /// Size of `digest` if the repository holds it.
+    /// Size of `digest` if the repository holds it. The link records the size of the verified content (content is
+    /// deleted only after its links), so no storage round trip is needed.
     pub async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64, RegistryError> {
-        let link = self.meta.get(&keys::blob_link(repo, digest)).await?;
-        if link.is_none() {
-            return Err(RegistryError::BlobUnknown(digest.clone()));
+        match self.meta.get_json::<BlobLink>(&keys::blob_link(repo, digest)).await? {
+            Some((link, _)) => Ok(link.size),
+            None => Err(RegistryError::BlobUnknown(digest.clone())),
         }
-        self.blobs.stat(digest).await?.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
     }
 
     /// Streams a blob of the repository, whole or the given range (already validated against the size).
