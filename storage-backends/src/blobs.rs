@@ -208,6 +208,12 @@ impl BlobStore {
             let target = root.join(target.as_ref());
             let staged = target.with_file_name(format!("{}#{}", digest.hex(), crate::paths::new_part_name(0)));
             return tokio::task::spawn_blocking(move || {
+                // Content-addressed: bytes already there are these bytes (renamed there only once synced); only
+                // their directory entry may still be on its way to disk, so sync the directory and be done.
+                if std::fs::metadata(&target).is_ok_and(|m| m.len() == bytes.len() as u64) {
+                    let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path without a directory"))?;
+                    return std::fs::File::open(dir)?.sync_all();
+                }
                 let created = crate::staging::make_dir_for(&target)?;
                 let written = (|| {
                     let mut file = std::fs::File::create_new(&staged)?;
