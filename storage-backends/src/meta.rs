@@ -158,6 +158,9 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
+/// Memory redb may keep as its page cache (its default is 1 GiB, which lets the server's RSS grow with the number of
+/// tags and repositories). Pages beyond it are read again from the file, which the OS caches.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The embedded metadata store: one redb file in the data directory.
 ///
@@ -214,7 +217,10 @@ fn split(key: &str, raw: &[u8]) -> Result<Versioned, StoreError> {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
         {
             txn.open_table(KV).map_err(backend)?;
