@@ -26,7 +26,8 @@ struct Args {
     /// Small sizes and short runs: about a minute.
     #[arg(long)]
     quick: bool,
-    /// Only these workload groups (comma-separated): push, pull, pullthrough, manifest, tags, catalog, memory.
+    /// Only these workload groups (comma-separated): push, pull, pullthrough, manifest, tags, catalog, memory,
+    /// growth.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Pairs of alternated measurements (ours, peer) per workload [default: 3].
@@ -40,7 +41,7 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-const GROUPS: [&str; 7] = ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory"];
+const GROUPS: [&str; 8] = ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory", "growth"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -183,6 +184,12 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     }
     if wants("memory") && !timed(bench.memory(&mut report)).await? {
         header.push("note: /proc/PID/clear_refs refused; peak RSS figures are since server start".into());
+    }
+    if wants("growth") {
+        let note = timed(bench.growth(&mut report)).await?;
+        if !args.ours_only {
+            header.push(note);
+        }
     }
 
     // Targets are judged at the sizes only; --quick rows at smaller sizes do not count.

@@ -19,8 +19,10 @@ use crate::servers::{Kind, Server, Tools};
 
 pub const MIB: u64 = 1 << 20;
 /// Every namespace a workload pushes into.
-const NAMESPACES: [&str; 11] =
-    ["bench", "cat0", "cat1", "cat2", "cat3", "cat4", "cat5", "cat6", "cat7", "cat8", "cat9"];
+const NAMESPACES: [&str; 21] = [
+    "bench", "cat0", "cat1", "cat2", "cat3", "cat4", "cat5", "cat6", "cat7", "cat8", "cat9", "grow0", "grow1", "grow2",
+    "grow3", "grow4", "grow5", "grow6", "grow7", "grow8", "grow9",
+];
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// Sizes, counts and durations of a run.
@@ -38,6 +40,12 @@ pub struct Plan {
     pub mixed_secs: f64,
     pub mixed_blob: u64,
     pub big_push: u64,
+    /// Tag and repository counts of the growth group, in increasing order.
+    pub growth_sizes: Vec<usize>,
+    /// The peer is populated only up to this count (it takes minutes per 10,000 PUTs).
+    pub growth_peer_cap: usize,
+    /// Manifest GETs per latency sample in the growth group.
+    pub growth_requests: usize,
 }
 
 impl Plan {
@@ -56,6 +64,9 @@ impl Plan {
                 mixed_secs: 1.0,
                 mixed_blob: 16 * MIB,
                 big_push: 256 * MIB,
+                growth_sizes: vec![10, 100, 1_000],
+                growth_peer_cap: 1_000,
+                growth_requests: 200,
             }
         } else {
             Plan {
@@ -71,6 +82,9 @@ impl Plan {
                 mixed_secs: 4.0,
                 mixed_blob: 64 * MIB,
                 big_push: 1 << 30,
+                growth_sizes: vec![10, 100, 1_000, 10_000, 100_000],
+                growth_peer_cap: 10_000,
+                growth_requests: 1_000,
             }
         }
     }
@@ -228,6 +242,11 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     futures::stream::iter(range).map(op).buffer_unordered(concurrency).try_for_each(|()| async { Ok(()) }).await
+}
+
+/// The `i`-th repository of the growth group, spread over ten namespaces.
+fn growth_repo(i: usize) -> String {
+    format!("grow{}/r{i:06}", i % 10)
 }
 
 /// Flushes dirty pages so one server's writeback does not land in the other's measurement.
@@ -548,6 +567,106 @@ impl Bench {
             progress(report, &per_page);
         }
         Ok(())
+    }
+
+    /// Growth (issue 6, item 4): one stream grows to each of the plan's tag counts and the registry to as many
+    /// repositories, populated through the API at c=32 (a retag per tag; a mount of two blobs and a manifest PUT per
+    /// repository). At each size: manifest GET latency by tag in the big stream and in random repositories (c=1),
+    /// and the server's RSS. The peer stops at [`Plan::growth_peer_cap`]. Returns a note for the header.
+    pub async fn growth(&self, report: &mut Report) -> anyhow::Result<String> {
+        eprintln!("== growth");
+        let live = self.start_both().await?;
+        let mut images = Vec::new();
+        for l in &live {
+            let image = Image::seed(&l.client, "bench/app").await?;
+            image.mount(&l.client, "bench/growth", "bench/app").await?;
+            images.push(image);
+        }
+        let n = self.plan.growth_requests;
+        let mut have = 0;
+        for &size in &self.plan.growth_sizes {
+            for (l, image) in live.iter().zip(&images) {
+                if l.kind() == Kind::Peer && size > self.plan.growth_peer_cap {
+                    continue;
+                }
+                let manifest = image.manifest(None);
+                let start = Instant::now();
+                for_each(have..size, 32, |i| {
+                    let manifest = manifest.clone();
+                    async move { l.client.put_manifest("bench/growth", &format!("g{i:06}"), manifest).await }
+                })
+                .await?;
+                let tags_secs = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                for_each(have..size, 32, |i| async move {
+                    let repo = growth_repo(i);
+                    image.mount(&l.client, &repo, "bench/app").await?;
+                    l.client.put_manifest(&repo, "v1", image.manifest(None)).await
+                })
+                .await?;
+                eprintln!(
+                    "  populated {size} tags and {size} repositories on {} ({} new of each: {:.1} s and {:.1} s)",
+                    l.kind().name(),
+                    size - have,
+                    tags_secs,
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            have = size;
+            let by_tag = format!("growth: GET by tag, {size} tags");
+            let in_repo = format!("growth: GET in a repo, {size} repos");
+            let rss = format!("growth: RSS, {size} tags + {size} repos");
+            for _ in 0..self.plan.pairs {
+                for l in &live {
+                    if l.kind() == Kind::Peer && size > self.plan.growth_peer_cap {
+                        continue;
+                    }
+                    let base = self.next() as usize;
+                    for (label, in_repos) in [(&by_tag, false), (&in_repo, true)] {
+                        let (lat, _, cpu) = l
+                            .measure(async {
+                                let mut lat = Vec::with_capacity(n);
+                                for k in 0..n {
+                                    // Spread over the whole population (a stride coprime with the sizes).
+                                    let i = (base + k).wrapping_mul(7_919) % size;
+                                    let t = Instant::now();
+                                    if in_repos {
+                                        l.client.get_manifest(&growth_repo(i), "v1").await?;
+                                    } else {
+                                        l.client.get_manifest("bench/growth", &format!("g{i:06}")).await?;
+                                    }
+                                    lat.push(t.elapsed());
+                                }
+                                lat.sort_unstable();
+                                Ok(lat)
+                            })
+                            .await?;
+                        let work = n as f64 / 1000.0;
+                        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+                            let sample = Sample { value: quantile_ms(&lat, q), cpu_seconds: cpu, work };
+                            report.add(
+                                &format!("{label} {name}"),
+                                Unit::Millis,
+                                Cost::PerKiloRequest,
+                                l.kind(),
+                                sample,
+                            );
+                        }
+                    }
+                    let sample = Sample { value: Live::mib(l.server.rss()), cpu_seconds: 0.0, work: 0.0 };
+                    report.add(&rss, Unit::Mib, Cost::None, l.kind(), sample);
+                }
+            }
+            progress(report, &format!("{by_tag} p50"));
+            progress(report, &format!("{in_repo} p50"));
+            progress(report, &rss);
+        }
+        Ok(format!(
+            "growth: the peer is populated up to {} tags and repositories only (distribution 2.8 writes each manifest \
+             PUT as several small files; 100,000 take it tens of minutes); ours up to {}",
+            self.plan.growth_peer_cap,
+            self.plan.growth_sizes.last().copied().unwrap_or_default()
+        ))
     }
 
     /// Idle RSS of a fresh server, its peak during one big monolithic push, and its peak under a mixed load.

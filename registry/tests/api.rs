@@ -384,3 +384,36 @@ async fn everything_survives_a_restart() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), m.as_slice());
     assert_eq!(api.head_blob("ns/app", &Digest::sha256_of(b"r")).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_chunk_racing_one_in_flight_gets_416_and_changes_nothing() {
+    let api = Api::start();
+    let loc = api.start_upload("ns/app").await;
+    // The first PATCH sends half its body and waits.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let slow = api.http.patch(api.url(&loc)).header("Content-Range", "0-9").header("Content-Length", "10").body(body);
+    let slow = tokio::spawn(slow.send());
+    tx.send(Ok(b"01234".to_vec())).await.unwrap();
+    // Give the server time to take the upload's lock (it does so before reading the body), then race it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = api.send(Method::PATCH, &loc, &[("Content-Range", "0-9")], b"XXXXXXXXXX".to_vec()).await;
+    expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+    tx.send(Ok(b"56789".to_vec())).await.unwrap();
+    drop(tx);
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(r.headers()["range"], "0-9");
+    let d = Digest::sha256_of(b"0123456789!");
+    let r = api.send(Method::PUT, &format!("{loc}?digest={d}"), &[], b"!".to_vec()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = api.send(Method::GET, &format!("/v2/ns/app/blobs/{d}"), &[], vec![]).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"0123456789!", "only the first chunk's bytes were kept");
+}
+
+/// A stream over a channel's items.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

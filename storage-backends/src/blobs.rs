@@ -1,6 +1,7 @@
-//! Content-addressed blob storage over `object_store`: verified blobs under `blobs/`, upload parts staged under
-//! `uploads/` (see [`crate::paths`]). Bodies are streamed in and out; memory does not grow with blob size.
-//! The caller (the registry's upload service) hashes and verifies; this module only moves bytes.
+//! Content-addressed blob storage over `object_store`: verified blobs under `blobs/`, uploads staged under
+//! `uploads/` (see [`crate::paths`]; an upload's single staging object is in [`crate::staging`]). Bodies are streamed
+//! in and out; memory does not grow with blob size. The caller (the registry's upload service) hashes and
+//! verifies; this module only moves bytes.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ pub enum BlobError {
     TooLarge(u64),
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    #[error("the upload's staged bytes are gone: {found} of {expected} bytes left")]
+    StagingLost { expected: u64, found: u64 },
 }
 
 /// Objects up to this size (manifests, image configs) are kept in memory once read.
@@ -92,6 +95,8 @@ pub struct BlobStore {
     /// The local directory behind `store`, when there is one: committed blobs are fsynced there.
     durable_root: Option<PathBuf>,
     small: Arc<quick_cache::sync::Cache<Digest, Bytes, ByteWeight>>,
+    /// Uploads locked in this process, when there is no local directory to lock files in.
+    held: crate::staging::HeldUploads,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -103,11 +108,25 @@ impl std::fmt::Debug for BlobStore {
 impl BlobStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         let small = quick_cache::sync::Cache::with_weighter(4096, SMALL_OBJECT_CACHE_BYTES, ByteWeight);
-        BlobStore { store, durable_root: None, small: Arc::new(small) }
+        BlobStore { store, durable_root: None, small: Arc::new(small), held: Default::default() }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The local directory behind the store, when there is one (see [`BlobStore::durable_in`]).
+    pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
+        self.durable_root.as_deref()
+    }
+
+    pub(crate) fn held_uploads(&self) -> &crate::staging::HeldUploads {
+        &self.held
     }
 
     /// Makes every committed blob durable before it is acknowledged: `root` is the local directory behind the
-    /// store (the filesystem backend's root); file contents and the directory entries are fsynced there.
+    /// store (the filesystem backend's root); file contents and the directory entries are fsynced there, and
+    /// uploads are staged in files written there directly (and locked with `flock`, see [`crate::staging`]).
     pub fn durable_in(mut self, root: PathBuf) -> Self {
         self.durable_root = Some(root);
         self
@@ -184,8 +203,35 @@ impl BlobStore {
     /// Stores bytes whose digest the caller has just computed (manifests).
     pub async fn put_verified(&self, digest: &Digest, bytes: Bytes) -> Result<(), BlobError> {
         let target = paths::blob(digest);
+        if let Some(root) = &self.durable_root {
+            // One blocking task: write a staging file beside the target, sync it, rename it, sync the directory.
+            let target = root.join(target.as_ref());
+            let staged = target.with_file_name(format!("{}#{}", digest.hex(), crate::paths::new_part_name(0)));
+            return tokio::task::spawn_blocking(move || {
+                // Content-addressed: bytes already there are these bytes (renamed there only once synced); only
+                // their directory entry may still be on its way to disk, so sync the directory and be done.
+                if std::fs::metadata(&target).is_ok_and(|m| m.len() == bytes.len() as u64) {
+                    let dir = target.parent().ok_or_else(|| std::io::Error::other("blob path without a directory"))?;
+                    return std::fs::File::open(dir)?.sync_all();
+                }
+                let created = crate::staging::make_dir_for(&target)?;
+                let written = (|| {
+                    let mut file = std::fs::File::create_new(&staged)?;
+                    std::io::Write::write_all(&mut file, &bytes)?;
+                    file.sync_data()?;
+                    crate::staging::install(&staged, &target, created)
+                })();
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&staged);
+                }
+                written
+            })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+            .map_err(BlobError::Io);
+        }
         self.store.put(&target, PutPayload::from_bytes(bytes)).await?;
-        self.sync(&target, true).await
+        Ok(())
     }
 
     /// Streams `body` into the staged part `part` of upload `id`, feeding `hasher` on the way.
@@ -312,6 +358,11 @@ impl BlobStore {
 
     /// Removes whatever upload `id` staged. Best effort: leftovers are invisible and only cost space.
     pub async fn abort_upload(&self, id: UploadId) {
+        if let Some(root) = &self.durable_root {
+            let dir = root.join(paths::upload_dir(id).as_ref());
+            let _ = tokio::task::spawn_blocking(move || crate::staging::remove_dir(&dir)).await;
+            return;
+        }
         let dir = paths::upload_dir(id);
         let locations = self.store.list(Some(&dir)).map_ok(|m| m.location).boxed();
         let mut deleted = self.store.delete_stream(locations);

@@ -6,7 +6,9 @@ pub mod blobs;
 pub mod keys;
 pub mod meta;
 pub mod paths;
+pub mod staging;
 
 pub use blobs::BlobError;
 pub use blobs::{BlobBackend, BlobStore, ByteStream};
 pub use meta::{Expect, KvEvent, MetadataStore, MetadataStoreExt, RedbStore, StoreError, Txn, Versioned};
+pub use staging::UploadLock;

@@ -34,6 +34,10 @@ pub struct Txn {
     pub checks: Vec<(String, Expect)>,
     pub puts: Vec<(String, Vec<u8>)>,
     pub deletes: Vec<String>,
+    /// The store may acknowledge before the writes are durable: a crash may lose them (together with every later
+    /// lazy transaction, never out of order), and the next durable commit makes them durable too. For records
+    /// that describe data not yet durable either, such as upload sessions of staged bytes.
+    pub lazy: bool,
 }
 
 impl Txn {
@@ -50,6 +54,11 @@ impl Txn {
     }
     pub fn delete(mut self, key: impl Into<String>) -> Self {
         self.deletes.push(key.into());
+        self
+    }
+    /// Marks the transaction [`Txn::lazy`].
+    pub fn lazy(mut self) -> Self {
+        self.lazy = true;
         self
     }
     pub fn is_empty(&self) -> bool {
@@ -149,13 +158,17 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
+/// Memory redb may keep as its page cache (its default is 1 GiB, which lets the server's RSS grow with the number of
+/// tags and repositories). Pages beyond it are read again from the file, which the OS caches.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The embedded metadata store: one redb file in the data directory.
 ///
 /// Writes go through one committer thread that practises group commit: it takes every transaction waiting, applies
 /// them in order inside one redb write transaction (each checked against the state the earlier ones left; a
 /// transaction whose check fails writes nothing and gets [`StoreError::Conflict`]), and makes them durable with a
-/// single fsync before any caller hears back. A crash at any point leaves all or none of a batch's writes.
+/// single fsync before any caller hears back (none when every transaction of the batch is [`Txn::lazy`]). A crash
+/// at any point leaves all or none of a batch's writes.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
@@ -204,7 +217,10 @@ fn split(key: &str, raw: &[u8]) -> Result<Versioned, StoreError> {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
         {
             txn.open_table(KV).map_err(backend)?;
@@ -289,9 +305,12 @@ fn committer_loop(db: &Database, events: &broadcast::Sender<KvEvent>, queue: &st
 /// events of those that applied.
 fn apply_batch<'a>(
     db: &Database,
-    txns: impl Iterator<Item = &'a Txn>,
+    txns: impl Iterator<Item = &'a Txn> + Clone,
 ) -> Result<(Vec<CommitResult>, Vec<KvEvent>), StoreError> {
-    let w = db.begin_write().map_err(backend)?;
+    let mut w = db.begin_write().map_err(backend)?;
+    if txns.clone().all(|t| t.lazy) {
+        w.set_durability(redb::Durability::None).map_err(backend)?;
+    }
     let mut results = Vec::new();
     let mut events = Vec::new();
     {
@@ -488,5 +507,21 @@ mod tests {
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.get("k").await.unwrap().unwrap().value, b"v");
         assert_eq!(store.revision().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn lazy_commits_are_visible_at_once_checked_like_others_and_kept_on_a_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let v = store.commit(Txn::new().expect("s", Expect::Absent).put("s", b"1".to_vec()).lazy()).await.unwrap();
+            assert_eq!(store.get("s").await.unwrap().unwrap().value, b"1");
+            let stale = Txn::new().expect("s", Expect::Version(v - 1)).put("s", b"x".to_vec()).lazy();
+            assert!(matches!(store.commit(stale).await, Err(StoreError::Conflict { .. })));
+            store.commit(Txn::new().expect("s", Expect::Version(v)).put("s", b"2".to_vec()).lazy()).await.unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.get("s").await.unwrap().unwrap().value, b"2");
     }
 }

@@ -5,8 +5,11 @@
 //!   sha256/<hex[0..2]>/<hex>          content-addressed blob or manifest bytes (only verified content)
 //!   sha512/<hex[0..2]>/<hex>
 //! uploads/
-//!   <upload-id>/<offset:020>-<nonce>  one staged part per PATCH/PUT body: its start offset and a nonce, so two
-//!                                     racing writers of one offset never overwrite each other's bytes
+//!   <upload-id>/data                  a chunked or monolithic upload's bytes, each chunk written at its offset by
+//!                                     the one writer holding the upload's lock (see `BlobStore::lock_upload`)
+//!   <upload-id>/failed                marker: a background writeback of `data` failed, the upload cannot commit
+//!   <upload-id>/<offset:020>-<nonce>  a staged part (`BlobStore::write_part`): its start offset and a nonce, so
+//!                                     two racing writers of one offset never overwrite each other's bytes
 //! ```
 //! Nothing under `uploads/` is ever served; a blob appears under `blobs/` only after its digest was verified.
 
@@ -22,6 +25,16 @@ pub fn blob(digest: &Digest) -> Path {
 /// The folder holding an upload's staged parts.
 pub fn upload_dir(id: UploadId) -> Path {
     Path::from(format!("uploads/{id}"))
+}
+
+/// The single staging object of upload `id`, written chunk by chunk at increasing offsets.
+pub fn upload_data(id: UploadId) -> Path {
+    Path::from(format!("uploads/{id}/data"))
+}
+
+/// Left by a background writeback of upload `id`'s staged bytes that failed: the upload can no longer commit.
+pub fn upload_failed(id: UploadId) -> Path {
+    Path::from(format!("uploads/{id}/failed"))
 }
 
 /// A fresh part name for a body that starts at byte `offset`.
@@ -58,5 +71,7 @@ mod tests {
         assert_ne!(part, new_part_name(42));
         assert_eq!(upload_part(id, "p").as_ref(), "uploads/0b4a7e0e-1d2c-4e0f-9d3a-2f1e5c6b7a80/p");
         assert!(upload_part(id, &part).as_ref().starts_with(upload_dir(id).as_ref()));
+        assert_eq!(upload_data(id).as_ref(), "uploads/0b4a7e0e-1d2c-4e0f-9d3a-2f1e5c6b7a80/data");
+        assert_ne!(upload_data(id).as_ref(), upload_part(id, &part).as_ref(), "part names never collide with data");
     }
 }

@@ -46,14 +46,11 @@ impl Registry {
         }
     }
 
-    /// Size of `digest` if the repository holds it (stored, or linked to an upstream that has it).
+    /// Size of `digest` if the repository holds it (stored, or linked to an upstream that has it). The link
+    /// records the size of the verified content (content is deleted only after its links), so no storage round
+    /// trip is needed.
     pub async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64, RegistryError> {
-        let link = self.blob_link(repo, digest).await?;
-        match self.blobs.stat(digest).await? {
-            Some(size) => Ok(size),
-            None if link.upstream.is_some() => Ok(link.size),
-            None => Err(RegistryError::BlobUnknown(digest.clone())),
-        }
+        Ok(self.blob_link(repo, digest).await?.size)
     }
 
     /// Streams a blob of the repository, whole or the given range (already validated against the size). A blob

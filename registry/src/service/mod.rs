@@ -71,6 +71,7 @@ impl From<BlobError> for RegistryError {
     fn from(e: BlobError) -> Self {
         match e {
             BlobError::Body(m) => RegistryError::Body(m),
+            e @ BlobError::StagingLost { .. } => RegistryError::UploadInvalid(format!("{e}; start the upload again")),
             other => RegistryError::Internal(other.to_string()),
         }
     }

@@ -1,14 +1,14 @@
 //! Upload sessions: start, append chunks, report progress, finish with digest verification, cancel. A session is a
-//! metadata record (repository, bytes received, staged parts, saved hash state) written with compare-and-swap, so
-//! a chunked upload may continue on another process or replica; its bytes are staged objects that become a blob
-//! only after the digest matched.
+//! metadata record (repository, bytes received, saved hash state) written with compare-and-swap, so a chunked
+//! upload may continue on another process or replica; its bytes go, chunk after chunk, into one staging object
+//! (written only under the upload's lock) that becomes a blob by a rename, only after the digest matched.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use names::{Algorithm, Digest, DigestHasher, RepositoryName, UploadId};
 use storage_backends::meta::encode;
-use storage_backends::{keys, paths, Expect, MetadataStoreExt, StoreError, Txn};
+use storage_backends::{keys, Expect, MetadataStoreExt, StoreError, Txn, UploadLock};
 
 use super::blobs::BlobLink;
 use super::{Registry, RegistryError};
@@ -19,8 +19,6 @@ pub struct UploadSession {
     pub repository: RepositoryName,
     /// Bytes received so far.
     pub size: u64,
-    /// Staged part names, in order.
-    pub parts: Vec<String>,
     /// The hash state after `size` bytes (see [`DigestHasher::save`]), hex-encoded.
     pub hash_state: String,
     pub started: DateTime<Utc>,
@@ -53,12 +51,12 @@ impl Registry {
         let session = UploadSession {
             repository: repo.clone(),
             size: 0,
-            parts: Vec::new(),
             hash_state: hex::encode(DigestHasher::new(Algorithm::Sha256).save()),
             started: Utc::now(),
         };
         let key = keys::upload(id);
-        self.meta.commit(Txn::new().expect(key.clone(), Expect::Absent).put(key, encode(&session))).await?;
+        // Sessions are written lazily: they describe staged bytes that are not durable before the commit either.
+        self.meta.commit(Txn::new().expect(key.clone(), Expect::Absent).put(key, encode(&session)).lazy()).await?;
         Ok(id)
     }
 
@@ -71,6 +69,33 @@ impl Registry {
         match self.meta.get_json::<UploadSession>(&keys::upload(id)).await? {
             Some((s, v)) if &s.repository == repo => Ok((s, v)),
             _ => Err(RegistryError::UploadUnknown(id)),
+        }
+    }
+
+    /// Takes the lock on upload `id`'s staged bytes and reads the session under it. A chunk racing another one
+    /// for the same upload (in this process or another sharing the data directory) loses with 416.
+    async fn lock_session(
+        &self,
+        repo: &RepositoryName,
+        id: UploadId,
+        start: ChunkStart,
+    ) -> Result<(UploadLock, UploadSession, u64), RegistryError> {
+        // Check the session belongs to `repo` before touching its staging area.
+        let (session, _) = self.upload_session(repo, id).await?;
+        let Some(lock) = self.blobs.lock_upload(id).await? else {
+            return Err(RegistryError::RangeInvalid { have: session.size, start: start.unwrap_or(session.size) });
+        };
+        match self.upload_session(repo, id).await {
+            Ok((session, version)) => {
+                session.check_start(start)?;
+                Ok((lock, session, version))
+            }
+            Err(e) => {
+                // Finished or cancelled meanwhile: nothing will use the staging area again.
+                drop(lock);
+                self.blobs.abort_upload(id).await;
+                Err(e)
+            }
         }
     }
 
@@ -88,26 +113,23 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let (mut session, version) = self.upload_session(repo, id).await?;
-        session.check_start(start)?;
+        let (mut lock, mut session, version) = self.lock_session(repo, id, start).await?;
         let mut hasher = session.hasher()?;
-        let part = paths::new_part_name(session.size);
-        let written = self.blobs.write_part(id, &part, body, &mut hasher, None).await?;
+        let written = lock.write_at(session.size, body, &mut hasher, None).await?;
         if written == 0 {
             return Ok(session.size);
         }
+        lock.write_back();
         session.size += written;
-        session.parts.push(part.clone());
         session.hash_state = hex::encode(hasher.save());
         let key = keys::upload(id);
-        let txn = Txn::new().expect(key.clone(), Expect::Version(version)).put(key, encode(&session));
+        let txn = Txn::new().expect(key.clone(), Expect::Version(version)).put(key, encode(&session)).lazy();
         match self.meta.commit(txn).await {
             Ok(_) => Ok(session.size),
             Err(StoreError::Conflict { .. }) => {
-                // Another chunk for the same offset won the race; ours is not part of the upload.
-                self.blobs.delete_part(id, &part).await;
+                // The session changed under the lock: it was cancelled or finished elsewhere.
                 let have = self.upload_session(repo, id).await?.0.size;
-                Err(RegistryError::RangeInvalid { have, start: start.unwrap_or(have - written) })
+                Err(RegistryError::RangeInvalid { have, start: start.unwrap_or(have) })
             }
             Err(e) => Err(e.into()),
         }
@@ -128,37 +150,33 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let (mut session, version) = self.upload_session(repo, id).await?;
-        session.check_start(start)?;
+        let (mut lock, mut session, version) = self.lock_session(repo, id, start).await?;
         // Hash with the client's algorithm from the start when nothing was received yet.
         let mut hasher = if session.size == 0 { DigestHasher::new(digest.algorithm()) } else { session.hasher()? };
-        let part = paths::new_part_name(session.size);
-        let written = self.blobs.write_part(id, &part, body, &mut hasher, None).await?;
-        if written > 0 {
-            session.parts.push(part);
-            session.size += written;
-        }
+        session.size += lock.write_at(session.size, body, &mut hasher, None).await?;
         let actual = if hasher.algorithm() == digest.algorithm() {
             hasher.finish()
         } else {
-            self.blobs.hash_parts(id, &session.parts, digest.algorithm()).await?
+            lock.hash(session.size, digest.algorithm()).await?
         };
         let key = keys::upload(id);
         if &actual != digest {
+            drop(lock);
             self.close_session(id, Some(version)).await;
             return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
         }
         // Claim the session first so two finishers cannot both commit.
-        let claim = Txn::new().expect(key.clone(), Expect::Version(version)).delete(key);
+        let claim = Txn::new().expect(key.clone(), Expect::Version(version)).delete(key).lazy();
         match self.meta.commit(claim).await {
             Ok(_) => {}
             Err(StoreError::Conflict { .. }) => return Err(RegistryError::UploadUnknown(id)),
             Err(e) => return Err(e.into()),
         }
         if self.blobs.stat(digest).await?.is_some() {
+            drop(lock);
             self.blobs.abort_upload(id).await;
         } else {
-            self.blobs.commit_upload(id, &session.parts, digest).await?;
+            lock.commit(session.size, digest).await?;
         }
         let link =
             Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size: session.size, upstream: None }));
@@ -175,7 +193,7 @@ impl Registry {
 
     async fn close_session(&self, id: UploadId, version: Option<u64>) {
         let key = keys::upload(id);
-        let txn = Txn::new().expect(key.clone(), version.map_or(Expect::Present, Expect::Version)).delete(key);
+        let txn = Txn::new().expect(key.clone(), version.map_or(Expect::Present, Expect::Version)).delete(key).lazy();
         if let Err(e) = self.meta.commit(txn).await {
             tracing::debug!(upload = %id, error = %e, "upload session already gone");
         }
