@@ -5,6 +5,7 @@
 //! istags/<ns>/<stream>/<tag>                      one tag's history (NamedTagEventList), newest event first
 //! importconditions/<ns>/<stream>/<tag>           the conditions of a tag's last failed import (gone on success)
 //! images/<digest>                                 Image object (cluster-scoped, immutable)
+//! manifest-content/<digest>                       a manifest's bytes (content-addressed, shared by repositories)
 //! links/<ns>/<stream>/blobs/<digest>              a blob pushed or mounted into the repository
 //! links/<ns>/<stream>/manifests/<digest>          a manifest stored in the repository
 //! referrers/<ns>/<stream>/<subject>/<digest>      a manifest of the repository whose `subject` is <subject>
@@ -73,6 +74,12 @@ pub fn import_conditions_of(repo: &RepositoryName) -> String {
 pub fn import_conditions_of_key(key: &str) -> Option<(RepositoryName, TagName)> {
     let (repo, tag) = key.strip_prefix("importconditions/")?.rsplit_once('/')?;
     Some((repo.parse().ok()?, tag.parse().ok()?))
+}
+
+/// A manifest's bytes live in the metadata store, written in the same group-committed transaction as the
+/// mapping that records it (one file and two fsyncs per manifest cost more than the manifest itself).
+pub fn manifest_content(digest: &Digest) -> String {
+    format!("manifest-content/{digest}")
 }
 
 pub const IMAGES: &str = "images/";

@@ -62,6 +62,7 @@ impl ImportLocks {
 }
 
 /// An image fetched from an upstream, not yet stored: what to store and link, and the Image(s) to record.
+/// Manifests (named by a [`Link::Manifest`]) go to the metadata store with the record; configs to the blob store.
 struct Fetched {
     image: Image,
     /// With `PreserveOriginal`: the list's images and their pull specs.
@@ -216,17 +217,20 @@ impl Registry {
 
     /// Stores what was fetched and records it under `tag` of `repo`.
     async fn store(&self, repo: &RepositoryName, tag: &TagName, fetched: &Fetched) -> Result<(), UpstreamError> {
+        let manifests: Vec<&Digest> =
+            fetched.links.iter().filter_map(|l| if let Link::Manifest(d, _) = l { Some(d) } else { None }).collect();
+        let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
         for (digest, bytes) in &fetched.contents {
-            self.blobs.put_verified(digest, bytes.clone()).await.map_err(internal)?;
+            if manifests.contains(&digest) {
+                extra.push((keys::manifest_content(digest), bytes.to_vec()));
+            } else {
+                self.blobs.put_verified(digest, bytes.clone()).await.map_err(internal)?;
+            }
         }
-        let extra: Vec<(String, Vec<u8>)> = fetched
-            .links
-            .iter()
-            .map(|link| match link {
-                Link::Manifest(d, l) => (keys::manifest_link(repo, d), encode(l)),
-                Link::Blob(d, l) => (keys::blob_link(repo, d), encode(l)),
-            })
-            .collect();
+        extra.extend(fetched.links.iter().map(|link| match link {
+            Link::Manifest(d, l) => (keys::manifest_link(repo, d), encode(l)),
+            Link::Blob(d, l) => (keys::blob_link(repo, d), encode(l)),
+        }));
         let reference = fetched.image.docker_image_reference.clone();
         self.streams
             .record_import(repo, tag, &fetched.image, reference, &fetched.children, extra)

@@ -84,7 +84,6 @@ impl Registry {
             self.streams.image_reference(repo, &digest),
             Utc::now(),
         );
-        self.blobs.put_verified(&digest, bytes.clone()).await?;
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let link = ManifestLink {
             media_type: parsed.media_type.clone(),
@@ -92,7 +91,10 @@ impl Registry {
             subject: subject.clone(),
             upstream: None,
         };
-        let mut extra = vec![(keys::manifest_link(repo, &digest), encode(&link))];
+        let mut extra = vec![
+            (keys::manifest_content(&digest), bytes.to_vec()),
+            (keys::manifest_link(repo, &digest), encode(&link)),
+        ];
         if let Some(subject) = &subject {
             let descriptor = Descriptor {
                 media_type: parsed.media_type.clone(),
@@ -193,7 +195,7 @@ impl Registry {
             .get_json::<ManifestLink>(&keys::manifest_link(repo, digest))
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
-        let bytes = match (self.blobs.read_all(digest).await?, &link.upstream) {
+        let bytes = match (self.manifest_bytes(digest).await?, &link.upstream) {
             (Some(bytes), _) => bytes,
             (None, Some(upstream)) => {
                 let insecure = upstream.insecure;
@@ -202,6 +204,14 @@ impl Registry {
             (None, None) => return Err(RegistryError::ManifestUnknown),
         };
         Ok(StoredManifest { digest: digest.clone(), media_type: link.media_type, bytes })
+    }
+
+    /// A manifest's bytes: from the metadata store, or from the blob store where older versions kept them.
+    pub(crate) async fn manifest_bytes(&self, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
+        match self.meta.get(&keys::manifest_content(digest)).await? {
+            Some(v) => Ok(Some(Bytes::from(v.value))),
+            None => Ok(self.blobs.read_all(digest).await?),
+        }
     }
 
     /// A manifest the stream names (through a tag event pointing at an external pull spec, e.g. a
@@ -262,7 +272,7 @@ impl Registry {
             upstream: Some(upstream),
         };
         txn = txn.put(keys::manifest_link(repo, digest), encode(&link));
-        self.blobs.put_verified(digest, fetched.bytes.clone()).await?;
+        txn = txn.put(keys::manifest_content(digest), fetched.bytes.to_vec());
         self.meta.commit(txn).await?;
         Ok(StoredManifest { digest: digest.clone(), media_type: parsed.media_type, bytes: fetched.bytes })
     }
