@@ -663,7 +663,7 @@ impl Bench {
         }
         Ok(format!(
             "growth: the peer is populated up to {} tags and repositories only (distribution 2.8 writes each manifest \
-             PUT as several small files; 100,000 take it tens of minutes); ours up to {}",
+             PUT as several small files; 100,000 would take it about a quarter of an hour); ours up to {}",
             self.plan.growth_peer_cap,
             self.plan.growth_sizes.last().copied().unwrap_or_default()
         ))
