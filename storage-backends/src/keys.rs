@@ -82,6 +82,12 @@ pub fn manifest_content(digest: &Digest) -> String {
     format!("manifest-content/{digest}")
 }
 
+/// Keys the change feed does not carry: content nobody watches, which would only fill the feed's buffer
+/// (a manifest may be megabytes).
+pub fn is_unwatched(key: &str) -> bool {
+    key.starts_with("manifest-content/")
+}
+
 pub const IMAGES: &str = "images/";
 
 pub fn image(digest: &Digest) -> String {
@@ -180,6 +186,8 @@ mod tests {
     fn layout() {
         let repo: RepositoryName = "ns/app".parse().unwrap();
         let d = Digest::sha256_of(b"");
+        assert!(is_unwatched(&manifest_content(&d)));
+        assert!(!is_unwatched(&imagestream(&repo)) && !is_unwatched(&image(&d)));
         assert_eq!(imagestream(&repo), "imagestreams/ns/app");
         assert_eq!(repository_of_imagestream_key(&imagestream(&repo)), Some(repo.clone()));
         assert_eq!(istag(&repo, &"v1".parse().unwrap()), "istags/ns/app/v1");

@@ -17,6 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::keys;
+
 /// What a transaction requires of a key before it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -119,7 +121,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError>;
     /// The latest committed revision.
     async fn revision(&self) -> Result<u64, StoreError>;
-    /// A feed of changes committed from now on.
+    /// A feed of changes committed from now on (except keys [`keys::is_unwatched`] names).
     fn subscribe(&self) -> broadcast::Receiver<KvEvent>;
 }
 
@@ -336,14 +338,18 @@ fn apply_batch<'a>(
             revision += 1;
             for key in &txn.deletes {
                 kv.remove(key.as_str()).map_err(backend)?;
-                events.push(KvEvent { key: key.clone(), value: None, revision });
+                if !keys::is_unwatched(key) {
+                    events.push(KvEvent { key: key.clone(), value: None, revision });
+                }
             }
             for (key, value) in &txn.puts {
                 let mut raw = Vec::with_capacity(8 + value.len());
                 raw.extend_from_slice(&revision.to_be_bytes());
                 raw.extend_from_slice(value);
                 kv.insert(key.as_str(), raw.as_slice()).map_err(backend)?;
-                events.push(KvEvent { key: key.clone(), value: Some(value.clone()), revision });
+                if !keys::is_unwatched(key) {
+                    events.push(KvEvent { key: key.clone(), value: Some(value.clone()), revision });
+                }
             }
             results.push(Ok(revision));
         }
