@@ -161,8 +161,10 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 /// Memory redb may keep as its page cache (its default is 1 GiB, which lets the server's RSS grow with the number of
-/// tags and repositories). Pages beyond it are read again from the file, which the OS caches.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// tags and repositories). Pages beyond it are read again from the file, which the OS caches. 8 MiB holds a
+/// 10,000-tag listing (4 MiB did not: its p50 doubled); 16 MiB added 15 MiB of RSS at 100,000 tags for nothing
+/// the benchmark could see.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The embedded metadata store: one redb file in the data directory.
 ///
