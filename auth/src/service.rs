@@ -247,16 +247,8 @@ impl AuthService {
         self.inner.meta.as_ref()
     }
 
-    async fn list_all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.meta().list_json::<T>(prefix, after.as_deref(), 500).await?;
-            let Some((last, _, _)) = page.last() else { break };
-            after = Some(last.clone());
-            out.extend(page.into_iter().map(|(_, v, _)| v));
-        }
-        Ok(out)
+    async fn list_all<T: DeserializeOwned + Send>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        Ok(self.meta().list_all_json::<T>(prefix).await?.into_iter().map(|(v, _)| v).collect())
     }
 
     // ----------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use storage_backends::{BlobBackend, BlobStore, MetadataStore, RedbStore};
+use storage_backends::{BlobStore, MetadataStore, RedbStore};
 use streams::StreamService;
 
 use crate::config::Config;
@@ -20,8 +20,7 @@ use crate::service::Registry;
 pub fn open(config: &Config) -> anyhow::Result<Registry> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display()))?;
-    let blob_backend = BlobBackend::Filesystem { root: config.data_dir.join("blobs") };
-    let blobs = BlobStore::new(blob_backend.build()?).durable_in(config.data_dir.join("blobs"));
+    let blobs = BlobStore::filesystem(config.data_dir.join("blobs"))?;
     let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?);
     Ok(Registry {
         blobs,

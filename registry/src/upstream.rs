@@ -302,19 +302,17 @@ impl Upstreams {
         let auth = &auth;
         let (bytes, _) =
             self.run(source, |c| async move { c.pull_manifest_raw(reference, auth, &SUPPORTED).await }).await?;
-        let digest = Digest::sha256_of(&bytes);
-        if let Some(asked) = source.reference.digest() {
-            if asked != digest.to_string() {
-                let actual = asked
-                    .parse::<Digest>()
-                    .ok()
-                    .filter(|d| Digest::of(d.algorithm(), &bytes) == *d)
-                    .ok_or_else(|| {
-                        UpstreamError::Invalid(format!("{} answered a manifest that is not {asked}", source.reference))
-                    })?;
-                return Ok(FetchedManifest { bytes, digest: actual });
+        let mismatch = || UpstreamError::Invalid(format!("{} answered a manifest of another digest", source.reference));
+        let digest = match source.reference.digest() {
+            Some(asked) => {
+                let asked: Digest = asked.parse().map_err(|_| mismatch())?;
+                if Digest::of(asked.algorithm(), &bytes) != asked {
+                    return Err(mismatch());
+                }
+                asked
             }
-        }
+            None => Digest::sha256_of(&bytes),
+        };
         Ok(FetchedManifest { bytes, digest })
     }
 

@@ -124,6 +124,12 @@ impl BlobStore {
         &self.held
     }
 
+    /// The filesystem store under `root`, durable (see [`BlobStore::durable_in`]): what the registry runs on.
+    pub fn filesystem(root: PathBuf) -> Result<BlobStore, BlobError> {
+        let store = BlobBackend::Filesystem { root: root.clone() }.build()?;
+        Ok(BlobStore::new(store).durable_in(root))
+    }
+
     /// Makes every committed blob durable before it is acknowledged: `root` is the local directory behind the
     /// store (the filesystem backend's root); file contents and the directory entries are fsynced there, and
     /// uploads are staged in files written there directly (and locked with `flock`, see [`crate::staging`]).
@@ -430,7 +436,7 @@ mod tests {
     async fn filesystem_backend() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("blobs");
-        let store = BlobStore::new(BlobBackend::Filesystem { root: root.clone() }.build().unwrap()).durable_in(root);
+        let store = BlobStore::filesystem(root).unwrap();
         suite(store).await;
     }
 }

@@ -143,6 +143,18 @@ pub trait MetadataStoreExt: MetadataStore {
         let rows = self.list(prefix, start_after, limit).await?;
         rows.into_iter().map(|(k, v)| decode(&k, &v.value).map(|t| (k, t, v.version))).collect()
     }
+    /// Every value under `prefix` with its version, read a page at a time.
+    async fn list_all_json<T: DeserializeOwned + Send>(&self, prefix: &str) -> Result<Vec<(T, u64)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_json::<T>(prefix, after.as_deref(), 500).await?;
+            let Some((last, _, _)) = page.last() else { break };
+            after = Some(last.clone());
+            out.extend(page.into_iter().map(|(_, v, version)| (v, version)));
+        }
+        Ok(out)
+    }
 }
 
 impl<S: MetadataStore + ?Sized> MetadataStoreExt for S {}

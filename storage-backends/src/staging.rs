@@ -479,7 +479,7 @@ mod tests {
     async fn filesystem_backend() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("blobs");
-        let store = BlobStore::new(BlobBackend::Filesystem { root: root.clone() }.build().unwrap()).durable_in(root);
+        let store = BlobStore::filesystem(root).unwrap();
         suite(store.clone()).await;
         let uploads: Vec<_> = std::fs::read_dir(dir.path().join("blobs/uploads")).unwrap().collect();
         assert!(uploads.is_empty(), "staging directories are removed: {uploads:?}");
@@ -491,8 +491,7 @@ mod tests {
         // have) cannot take an upload that is being written.
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("blobs");
-        let open =
-            || BlobStore::new(BlobBackend::Filesystem { root: root.clone() }.build().unwrap()).durable_in(root.clone());
+        let open = || BlobStore::filesystem(root.clone()).unwrap();
         let (a, b) = (open(), open());
         let id = UploadId::random();
         let lock = a.lock_upload(id).await.unwrap().unwrap();

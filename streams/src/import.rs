@@ -278,33 +278,25 @@ impl StreamService {
         may_create: bool,
     ) -> Result<ImageStream, StreamError> {
         let repo = RepositoryName::new(ns.clone(), stream.clone());
-        let existing = self.get_stream(&repo).await?;
-        let mut wanted = match existing {
-            Some(s) => s,
-            None if may_create => self.new_stream(&repo),
-            None => {
-                return Err(StreamError::NotFound { kind: ObjectKind::ImageStream, name: stream.to_string() });
-            }
-        };
-        for t in tags {
-            match wanted.spec.tags.iter_mut().find(|s| s.name == t.name) {
-                Some(slot) => *slot = t,
-                None => wanted.spec.tags.push(t),
-            }
-        }
-        match self.get_stream(&repo).await? {
-            Some(_) => {
-                wanted.metadata.resource_version = String::new();
-                self.replace_stream(&repo, wanted).await
-            }
-            None => match self.create_stream(ns, wanted.clone()).await {
-                Err(StreamError::AlreadyExists { .. }) => {
-                    wanted.metadata.resource_version = String::new();
-                    self.replace_stream(&repo, wanted).await
+        // The spec edit is applied to the stream as read inside the write's compare-and-swap retries, so a
+        // concurrent spec change is never overwritten.
+        self.write_spec(&repo, false, |_, current| {
+            let mut wanted = match current {
+                Some(s) => s.clone(),
+                None if may_create => self.new_stream(&repo),
+                None => {
+                    return Err(StreamError::NotFound { kind: ObjectKind::ImageStream, name: stream.to_string() });
                 }
-                other => other,
-            },
-        }
+            };
+            for t in &tags {
+                match wanted.spec.tags.iter_mut().find(|s| s.name == t.name) {
+                    Some(slot) => *slot = t.clone(),
+                    None => wanted.spec.tags.push(t.clone()),
+                }
+            }
+            Ok(wanted)
+        })
+        .await
     }
 
     /// Records an imported image under `tag`: the Image (and, for a kept manifest list, its `children`) is

@@ -226,7 +226,7 @@ impl StreamService {
     /// The one way specs are written: `edit` gets the stream as read (`None` when missing) and returns the
     /// metadata and spec wanted; the rules turn that into generations and tag events; one transaction writes it
     /// all, expecting what was read (with `strict`, every key of the stream). Retried when another writer wins.
-    async fn write_spec(
+    pub(crate) async fn write_spec(
         &self,
         repo: &RepositoryName,
         strict: bool,

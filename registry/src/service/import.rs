@@ -129,37 +129,34 @@ impl Registry {
                     .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
                     .or_else(|| manifests.first())
                     .ok_or_else(|| UpstreamError::Invalid(format!("{}: an empty manifest list", source.reference)))?;
-                let child_source = Source { reference: source.reference.at_digest(&child.digest), ..source.clone() };
-                let fetched = self.upstreams.manifest(&child_source).await?;
-                let parsed = parse(&fetched, &child_source)?;
-                if !matches!(parsed.kind, ManifestKind::Image { .. }) {
-                    return Err(UpstreamError::Invalid(format!("{}: nested manifest lists", source.reference)));
-                }
-                self.fetch_image(source, fetched, parsed).await
+                self.fetch_child(source, &child.digest).await.map(|(f, _)| f)
             }
             ManifestKind::Index { manifests } => {
-                let mut out =
-                    Fetched { image: empty_image(), children: Vec::new(), contents: Vec::new(), links: Vec::new() };
+                let (mut children, mut contents, mut links) = (Vec::new(), Vec::new(), Vec::new());
                 for child in manifests {
-                    let child_source =
-                        Source { reference: source.reference.at_digest(&child.digest), ..source.clone() };
-                    let fetched = self.upstreams.manifest(&child_source).await?;
-                    let parsed = parse(&fetched, &child_source)?;
-                    if !matches!(parsed.kind, ManifestKind::Image { .. }) {
-                        return Err(UpstreamError::Invalid(format!("{}: nested manifest lists", source.reference)));
-                    }
-                    let f = self.fetch_image(source, fetched, parsed).await?;
-                    out.children.push((f.image.clone(), child_source.reference.to_string()));
-                    out.contents.extend(f.contents);
-                    out.links.extend(f.links);
+                    let (f, pull_spec) = self.fetch_child(source, &child.digest).await?;
+                    children.push((f.image, pull_spec));
+                    contents.extend(f.contents);
+                    links.extend(f.links);
                 }
                 let reference = source.reference.at_digest(&top.digest).to_string();
-                out.image = manifest::image_from(&top.digest, &parsed, None, reference, Utc::now());
-                out.links.push(manifest_link(&top, &parsed));
-                out.contents.push((top.digest.clone(), top.bytes));
-                Ok(out)
+                let image = manifest::image_from(&top.digest, &parsed, None, reference, Utc::now());
+                links.push(manifest_link(&top, &parsed));
+                contents.push((top.digest.clone(), top.bytes));
+                Ok(Fetched { image, children, contents, links })
             }
         }
+    }
+
+    /// Fetches image `digest` of a manifest list (lists inside lists are refused); also returns its pull spec.
+    async fn fetch_child(&self, source: &Source, digest: &Digest) -> Result<(Fetched, String), UpstreamError> {
+        let child = Source { reference: source.reference.at_digest(digest), ..source.clone() };
+        let fetched = self.upstreams.manifest(&child).await?;
+        let parsed = parse(&fetched, &child)?;
+        if !matches!(parsed.kind, ManifestKind::Image { .. }) {
+            return Err(UpstreamError::Invalid(format!("{}: nested manifest lists", source.reference)));
+        }
+        Ok((self.fetch_image(source, fetched, parsed).await?, child.reference.to_string()))
     }
 
     /// Fetches an image manifest's config; the layers are linked to the upstream, not fetched.
@@ -418,22 +415,6 @@ impl Registry {
         let _importing = self.import_locks.lock(repo).await;
         let _ = self.import_tag(repo, &t.tag, &t.from, t.insecure, t.mode).await;
     }
-}
-
-fn empty_image() -> Image {
-    manifest::image_from(
-        &Digest::sha256_of(b""),
-        &ParsedManifest {
-            media_type: manifest::OCI_INDEX.into(),
-            kind: ManifestKind::Index { manifests: Vec::new() },
-            subject: None,
-            artifact_type: None,
-            annotations: None,
-        },
-        None,
-        String::new(),
-        Utc::now(),
-    )
 }
 
 fn parse(fetched: &FetchedManifest, source: &Source) -> Result<ParsedManifest, UpstreamError> {

@@ -333,19 +333,11 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, RegistryError> {
-        let prefix = keys::referrers_of(repo, subject);
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.meta.list_json::<Descriptor>(&prefix, after.as_deref(), 1000).await?;
-            let Some((last, _, _)) = page.last() else { break };
-            after = Some(last.clone());
-            out.extend(
-                page.into_iter()
-                    .map(|(_, d, _)| d)
-                    .filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t))),
-            );
-        }
-        Ok(out)
+        let all = self.meta.list_all_json::<Descriptor>(&keys::referrers_of(repo, subject)).await?;
+        Ok(all
+            .into_iter()
+            .map(|(d, _)| d)
+            .filter(|d| artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)))
+            .collect())
     }
 }

@@ -194,16 +194,7 @@ impl Registry {
     }
 
     pub async fn list_secrets(&self, ns: &Namespace) -> Result<Vec<(PullSecret, u64)>, SecretError> {
-        let prefix = keys::secrets_in(ns);
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.meta.list_json::<PullSecret>(&prefix, after.as_deref(), 500).await?;
-            let Some((last, _, _)) = page.last() else { break };
-            after = Some(last.clone());
-            out.extend(page.into_iter().map(|(_, s, v)| (s, v)));
-        }
-        Ok(out)
+        Ok(self.meta.list_all_json::<PullSecret>(&keys::secrets_in(ns)).await?)
     }
 
     pub async fn delete_secret(&self, ns: &Namespace, name: &str) -> Result<(), SecretError> {
