@@ -35,69 +35,65 @@ fn error(e: &SecretError) -> HttpResponse {
     }
 }
 
-fn namespace(ns: &str) -> Result<Namespace, String> {
-    ns.parse().map_err(|e: names::NameError| e.to_string())
+/// A handler's outcome: the answer, or the `Status` refusing the request.
+type Answer = Result<HttpResponse, HttpResponse>;
+
+fn answer(a: Answer) -> HttpResponse {
+    a.unwrap_or_else(|refusal| refusal)
+}
+
+/// Runs `f` in the namespace the path names (a bad name is refused with 400).
+async fn in_namespace<F, Fut>(ns: &str, f: F) -> HttpResponse
+where
+    F: FnOnce(Namespace) -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    match ns.parse::<Namespace>() {
+        Ok(ns) => answer(f(ns).await),
+        Err(e) => status(400, "BadRequest", e.to_string()),
+    }
 }
 
 async fn list(path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
-    let ns = match namespace(&path) {
-        Ok(ns) => ns,
-        Err(m) => return status(400, "BadRequest", m),
-    };
-    match reg.list_secrets(&ns).await {
-        Ok(secrets) => {
-            let rv = secrets.iter().map(|(_, v)| *v).max().unwrap_or(0);
-            let items: Vec<Value> = secrets.iter().map(|(s, v)| s.to_kube(*v)).collect();
-            HttpResponse::Ok().json(json!({
-                "kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string()}, "items": items,
-            }))
-        }
-        Err(e) => error(&e),
-    }
+    in_namespace(&path, |ns| async move {
+        let secrets = reg.list_secrets(&ns).await.map_err(|e| error(&e))?;
+        let rv = secrets.iter().map(|(_, v)| *v).max().unwrap_or(0);
+        let items: Vec<Value> = secrets.iter().map(|(s, v)| s.to_kube(*v)).collect();
+        Ok(HttpResponse::Ok().json(json!({
+            "kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string()}, "items": items,
+        })))
+    })
+    .await
 }
 
 async fn create(path: web::Path<String>, body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
-    let ns = match namespace(&path) {
-        Ok(ns) => ns,
-        Err(m) => return status(400, "BadRequest", m),
-    };
-    let doc: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return status(400, "BadRequest", format!("the request body is not valid: {e}")),
-    };
-    let secret = match PullSecret::from_kube(&ns, &doc) {
-        Ok(s) => s,
-        Err(e) => return error(&e),
-    };
-    match reg.create_secret(secret.clone()).await {
-        Ok(rev) => HttpResponse::build(StatusCode::CREATED).json(secret.to_kube(rev)),
-        Err(e) => error(&e),
-    }
+    in_namespace(&path, |ns| async move {
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| status(400, "BadRequest", format!("the request body is not valid: {e}")))?;
+        let secret = PullSecret::from_kube(&ns, &doc).map_err(|e| error(&e))?;
+        let rev = reg.create_secret(secret.clone()).await.map_err(|e| error(&e))?;
+        Ok(HttpResponse::build(StatusCode::CREATED).json(secret.to_kube(rev)))
+    })
+    .await
 }
 
 async fn get(path: web::Path<(String, String)>, reg: web::Data<Registry>) -> HttpResponse {
     let (ns, name) = path.into_inner();
-    let ns = match namespace(&ns) {
-        Ok(ns) => ns,
-        Err(m) => return status(400, "BadRequest", m),
-    };
-    match reg.get_secret(&ns, &name).await {
-        Ok((s, v)) => HttpResponse::Ok().json(s.to_kube(v)),
-        Err(e) => error(&e),
-    }
+    in_namespace(&ns, |ns| async move {
+        let (s, v) = reg.get_secret(&ns, &name).await.map_err(|e| error(&e))?;
+        Ok(HttpResponse::Ok().json(s.to_kube(v)))
+    })
+    .await
 }
 
 async fn delete(path: web::Path<(String, String)>, reg: web::Data<Registry>) -> HttpResponse {
     let (ns, name) = path.into_inner();
-    let ns = match namespace(&ns) {
-        Ok(ns) => ns,
-        Err(m) => return status(400, "BadRequest", m),
-    };
-    match reg.delete_secret(&ns, &name).await {
-        Ok(()) => HttpResponse::Ok().json(json!({
+    in_namespace(&ns, |ns| async move {
+        reg.delete_secret(&ns, &name).await.map_err(|e| error(&e))?;
+        Ok(HttpResponse::Ok().json(json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
             "details": {"name": name, "kind": "secrets"}, "code": 200,
-        })),
-        Err(e) => error(&e),
-    }
+        })))
+    })
+    .await
 }
