@@ -42,6 +42,9 @@ build_image() {
     for applet in sh ls cat echo env true; do ln -sf busybox "$root/bin/$applet"; done
     printf '%s\n' "$msg" >"$root/etc/motd"
     printf 'tag=%s arch=%s os=%s\n' "$tag" "$arch" "$os" >"$root/srv/build-info"
+    # Fixed times: the same input gives the same layer on every machine, so the /bin layer (the busybox binary) is
+    # one blob shared by every image, here and in CI alike.
+    find "$root" -exec touch -h -d "$CREATED" {} +
 
     umoci new --image "$L:$tag"
     umoci insert "${ROOTLESS[@]}" --image "$L:$tag" --history.created "$CREATED" "$root/bin" /bin
