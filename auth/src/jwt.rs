@@ -6,7 +6,7 @@
 //! refused before any signature check), then checks the signature, issuer, audience, `nbf` and expiry.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -100,7 +100,15 @@ pub struct KeyRing {
     meta: Arc<dyn MetadataStore>,
     current: RwLock<Option<Arc<Loaded>>>,
     by_kid: RwLock<HashMap<String, Arc<Loaded>>>,
+    /// Tokens whose signature was verified, by their text: a client sends the same token with every request of a
+    /// pull, and checking an ES256 signature costs more than the rest of a manifest GET. Times are checked anew at
+    /// every use; signing keys are never withdrawn, so a verified signature stays verified.
+    verified: Mutex<HashMap<String, Arc<Claims>>>,
 }
+
+/// Verified tokens remembered at most (each lives [`LIFETIME_SECS`]); past it the expired ones are dropped, and
+/// all of them if that is not enough.
+const MAX_VERIFIED: usize = 4_096;
 
 fn poisoned<T>(e: std::sync::PoisonError<T>) -> StoreError {
     StoreError::Backend(format!("key cache lock poisoned: {e}"))
@@ -108,7 +116,12 @@ fn poisoned<T>(e: std::sync::PoisonError<T>) -> StoreError {
 
 impl KeyRing {
     pub fn new(meta: Arc<dyn MetadataStore>) -> KeyRing {
-        KeyRing { meta, current: RwLock::new(None), by_kid: RwLock::new(HashMap::new()) }
+        KeyRing {
+            meta,
+            current: RwLock::new(None),
+            by_kid: RwLock::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+        }
     }
 
     fn load(key: &str, rec: &SigningKeyRecord) -> Result<Arc<Loaded>, StoreError> {
@@ -183,6 +196,29 @@ impl KeyRing {
 
     /// Verifies a token for `audience` and returns its claims.
     pub async fn verify(&self, token: &str, audience: &str) -> Result<Claims, JwtError> {
+        let remembered = self.verified.lock().map_err(poisoned)?.get(token).cloned();
+        if let Some(claims) = remembered {
+            let now = Utc::now().timestamp();
+            let leeway = LEEWAY_SECS as i64;
+            if claims.aud == audience && claims.exp + leeway > now && claims.nbf - leeway <= now {
+                return Ok(Claims::clone(&claims));
+            }
+        }
+        let claims = self.verify_signed(token, audience).await?;
+        let mut verified = self.verified.lock().map_err(poisoned)?;
+        if verified.len() >= MAX_VERIFIED {
+            let now = Utc::now().timestamp();
+            verified.retain(|_, c| c.exp + LEEWAY_SECS as i64 > now);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_owned(), Arc::new(claims.clone()));
+        Ok(claims)
+    }
+
+    /// Checks `token`'s signature, issuer, audience and times.
+    async fn verify_signed(&self, token: &str, audience: &str) -> Result<Claims, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
         if header.alg != Algorithm::ES256 {
             return Err(JwtError::Rejected(format!("algorithm {:?} is not accepted", header.alg)));

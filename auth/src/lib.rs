@@ -4,6 +4,7 @@
 //! ([`scope`]). [`AuthService`] is the one entry point; the registry's HTTP edge asks it before every operation.
 //! This crate calls only `storage-backends` (keys in `storage_backends::keys`) and never the registry.
 
+mod cache;
 pub mod identity;
 pub mod ids;
 pub mod jwt;

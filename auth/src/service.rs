@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use storage_backends::meta::encode;
 use storage_backends::{keys, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn};
 
+use crate::cache::RecordCache;
 use crate::identity::{Identity, WhoAmI, ANONYMOUS};
 use crate::ids::{GroupName, ServiceAccountName, Subject, TokenId, UserName};
 use crate::jwt::{Claims, KeyRing, ISSUER, LIFETIME_SECS};
@@ -208,6 +209,8 @@ const CAS_RETRIES: usize = 8;
 
 struct Inner {
     meta: Arc<dyn MetadataStore>,
+    /// What the request path reads (tokens, identities, namespaces, bindings), kept by the change feed.
+    cache: RecordCache,
     mode: AuthMode,
     service: String,
     keys: KeyRing,
@@ -226,7 +229,8 @@ fn is_read(verb: Verb) -> bool {
 impl AuthService {
     pub fn new(meta: Arc<dyn MetadataStore>, mode: AuthMode) -> AuthService {
         let keys = KeyRing::new(meta.clone());
-        AuthService { inner: Arc::new(Inner { meta, mode, service: DEFAULT_SERVICE.to_owned(), keys }) }
+        let cache = RecordCache::new(meta.as_ref());
+        AuthService { inner: Arc::new(Inner { meta, cache, mode, service: DEFAULT_SERVICE.to_owned(), keys }) }
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -284,21 +288,22 @@ impl AuthService {
     async fn by_api_token(&self, secret: &str) -> Result<Caller, AuthError> {
         let record = self.token_by_secret(secret).await?.ok_or(AuthError::InvalidCredentials)?;
         let identity = self.identity_of(&record.info.owner).await?.ok_or(AuthError::InvalidCredentials)?;
-        Ok(Caller { identity, via: Via::ApiToken(record.info.id) })
+        Ok(Caller { identity, via: Via::ApiToken(record.info.id.clone()) })
     }
 
     /// The live, unexpired token whose secret is `secret`.
-    async fn token_by_secret(&self, secret: &str) -> Result<Option<TokenRecord>, StoreError> {
+    async fn token_by_secret(&self, secret: &str) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         if secret.is_empty() || secret.len() > 4096 {
             return Ok(None);
         }
         let hash = tokens::hash(secret);
-        let Some((id, _)) = self.meta().get_json::<TokenId>(&keys::token_hash(&hash)).await? else { return Ok(None) };
+        let cache = &self.inner.cache;
+        let Some(id) = cache.get::<TokenId>(self.meta(), &keys::token_hash(&hash)).await? else { return Ok(None) };
         Ok(self.live_token(&id).await?.filter(|r| tokens::same_hash(&r.sha256, &hash)))
     }
 
-    async fn live_token(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        let rec = self.meta().get_json::<TokenRecord>(&keys::token(id.as_str())).await?.map(|(r, _)| r);
+    async fn live_token(&self, id: &TokenId) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        let rec = self.inner.cache.get::<TokenRecord>(self.meta(), &keys::token(id.as_str())).await?;
         Ok(rec.filter(|r| !r.info.expired(Utc::now())))
     }
 
@@ -333,15 +338,16 @@ impl AuthService {
 
     /// The identity of a stored user or service account (whose namespace exists); `None` when gone.
     async fn identity_of(&self, subject: &Subject) -> Result<Option<Identity>, StoreError> {
+        let cache = &self.inner.cache;
         match subject {
             Subject::User { name } => {
-                let user = self.meta().get_json::<User>(&keys::user(name.as_str())).await?;
-                Ok(user.map(|(u, _)| Identity::User { name: u.name, groups: u.groups }))
+                let user = cache.get::<User>(self.meta(), &keys::user(name.as_str())).await?;
+                Ok(user.map(|u| Identity::User { name: u.name.clone(), groups: u.groups.clone() }))
             }
             Subject::ServiceAccount { namespace, name } => {
-                let sa = self.meta().get(&keys::service_account(namespace, name.as_str())).await?;
-                let ns = self.meta().get(&keys::namespace(namespace)).await?;
-                Ok((sa.is_some() && ns.is_some())
+                let key = keys::service_account(namespace, name.as_str());
+                let sa = cache.get::<serde::de::IgnoredAny>(self.meta(), &key).await?;
+                Ok((sa.is_some() && self.namespace_exists(namespace).await?)
                     .then(|| Identity::ServiceAccount { namespace: namespace.clone(), name: name.clone() }))
             }
             Subject::Group { .. } => Ok(None),
@@ -352,11 +358,12 @@ impl AuthService {
     // Authorization
 
     async fn namespace_exists(&self, ns: &Namespace) -> Result<bool, StoreError> {
-        Ok(self.meta().get(&keys::namespace(ns)).await?.is_some())
+        let cache = &self.inner.cache;
+        Ok(cache.get::<serde::de::IgnoredAny>(self.meta(), &keys::namespace(ns)).await?.is_some())
     }
 
     async fn cluster_allows(&self, identity: &Identity, verb: Verb, resource: Resource) -> Result<bool, StoreError> {
-        let bindings = self.list_all::<RoleBinding>("clusterrolebindings/").await?;
+        let bindings = self.inner.cache.list::<RoleBinding>(self.meta(), "clusterrolebindings/").await?;
         Ok(bindings.iter().any(|b| b.role.allows(verb, resource) && b.subjects.iter().any(|s| identity.matches(s))))
     }
 
@@ -385,7 +392,7 @@ impl AuthService {
         if cluster {
             return Ok(true);
         }
-        let bindings = self.list_all::<RoleBinding>(&keys::role_bindings_in(ns)).await?;
+        let bindings = self.inner.cache.list::<RoleBinding>(self.meta(), &keys::role_bindings_in(ns)).await?;
         Ok(bindings.iter().any(|b| b.role.allows(verb, resource) && b.subjects.iter().any(|s| identity.matches(s))))
     }
 

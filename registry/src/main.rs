@@ -66,11 +66,16 @@ struct ServeArgs {
     scheduled_import_interval: Option<u64>,
 }
 
+/// Log filter unless `TRIBUTARY_LOG` says otherwise. actix logs each unparsable request at ERROR, and a client told
+/// to reach the registry without TLS verification (skopeo, podman) sends a TLS hello first, then falls back to
+/// plain HTTP: that client gets its 400 and the log stays quiet.
+const DEFAULT_LOG: &str = "info,actix_http::h1::dispatcher=off";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

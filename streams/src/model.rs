@@ -167,6 +167,46 @@ pub struct TagEvent {
     pub generation: i64,
 }
 
+/// What a stored [`NamedTagEventList`] points at now (`items[0].image`), read without decoding the history behind
+/// it: resolving a tag is the first step of every pull.
+#[derive(Debug, Default, Deserialize)]
+pub struct TagHead {
+    #[serde(default)]
+    items: HeadOfItems,
+}
+
+impl TagHead {
+    pub fn image(self) -> Option<Digest> {
+        self.items.0
+    }
+}
+
+#[derive(Debug, Default)]
+struct HeadOfItems(Option<Digest>);
+
+impl<'de> Deserialize<'de> for HeadOfItems {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct First {
+            #[serde(default, with = "optional_digest")]
+            image: Option<Digest>,
+        }
+        struct Items;
+        impl<'de> serde::de::Visitor<'de> for Items {
+            type Value = HeadOfItems;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of tag events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HeadOfItems, A::Error> {
+                let first = seq.next_element::<First>()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(HeadOfItems(first.and_then(|f| f.image)))
+            }
+        }
+        d.deserialize_seq(Items)
+    }
+}
+
 /// `Option<Digest>` as a string that is empty for `None`.
 mod optional_digest {
     use names::Digest;
@@ -409,5 +449,33 @@ impl<T> ObjectList<T> {
             metadata: ListMeta { resource_version: revision.to_string() },
             items,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(image: Option<&str>) -> TagEvent {
+        TagEvent {
+            created: Utc::now(),
+            docker_image_reference: "example.com/a/b".into(),
+            image: image.map(|d| d.parse().unwrap()),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn tag_head_is_the_first_event_image() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let head = |items: Vec<TagEvent>| {
+            let list = NamedTagEventList { tag: "v1".into(), items, conditions: vec![] };
+            serde_json::from_slice::<TagHead>(&serde_json::to_vec(&list).unwrap()).unwrap().image()
+        };
+        assert_eq!(head(vec![event(Some(&a)), event(Some(&b))]), Some(a.parse().unwrap()));
+        assert_eq!(head(vec![event(None), event(Some(&b))]), None);
+        assert_eq!(head(vec![]), None);
+        assert_eq!(serde_json::from_str::<TagHead>(r#"{"tag":"v1"}"#).unwrap().image(), None);
     }
 }

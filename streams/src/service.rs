@@ -14,7 +14,7 @@ use names::{Digest, RepositoryName, TagName};
 use storage_backends::meta::{decode, encode};
 use storage_backends::{keys, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn};
 
-use crate::model::{Image, ImageStream, NamedTagEventList, ObjectMeta, TagEvent, TagEventCondition};
+use crate::model::{Image, ImageStream, NamedTagEventList, ObjectMeta, TagEvent, TagEventCondition, TagHead};
 use crate::rules::{self, StreamState};
 
 /// How often a write is retried after losing a compare-and-swap race before giving up.
@@ -448,8 +448,8 @@ impl StreamService {
     /// The digest a tag points at now (tracking tags move with what they track, in the same transaction, so
     /// this is always the top of the tag's own history).
     pub async fn resolve_tag(&self, repo: &RepositoryName, tag: &TagName) -> Result<Option<Digest>, StreamError> {
-        let history = self.store.get_json::<NamedTagEventList>(&keys::istag(repo, tag)).await?;
-        Ok(history.and_then(|(h, _)| h.items.into_iter().next()).and_then(|e| e.image))
+        let head = self.store.get_json::<TagHead>(&keys::istag(repo, tag)).await?;
+        Ok(head.and_then(|(h, _)| h.image()))
     }
 
     /// Tags that point at an image, in lexical order, after `last`, at most `n`.

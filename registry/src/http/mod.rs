@@ -40,13 +40,14 @@ async fn request_span(
 /// Registers every route on an actix app.
 pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
+        // Routes are tried in order: the token endpoint's `/v2/token` first, then everything else under `/v2` (the
+        // hot path, matched by a plain prefix rather than after every API route's pattern), then the APIs.
         cfg.app_data(web::Data::new(registry))
+            .configure(self::auth::configure)
+            .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(secrets::configure)
             .configure(streams_api::configure)
-            .configure(self::auth::configure)
-            .configure(admin_api::configure)
-            .route("/v2", web::to(oci::dispatch))
-            .route("/v2/{tail:.*}", web::to(oci::dispatch));
+            .configure(admin_api::configure);
     }
 }
 
