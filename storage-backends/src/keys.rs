@@ -88,6 +88,12 @@ pub fn is_unwatched(key: &str) -> bool {
     key.starts_with("manifest-content/")
 }
 
+/// Keys whose deletion the store remembers for a while, so that a watch from an older revision reports it (the
+/// stream objects and tag histories that `ADDED`/`MODIFIED`/`DELETED` events are made of).
+pub fn keeps_tombstone(key: &str) -> bool {
+    key.starts_with(IMAGESTREAMS) || key.starts_with("istags/")
+}
+
 pub const IMAGES: &str = "images/";
 
 pub fn image(digest: &Digest) -> String {

@@ -93,6 +93,9 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("metadata store: {0}")]
     Backend(String),
+    /// Deletions after the revision asked about are no longer all known (their tombstones were pruned).
+    #[error("too old resource version: {since} ({compacted})")]
+    Compacted { since: u64, compacted: u64 },
 }
 
 /// The metadata store contract. Implementations must make [`MetadataStore::commit`] atomic and durable when it
@@ -123,6 +126,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn revision(&self) -> Result<u64, StoreError>;
     /// A feed of changes committed from now on (except keys [`keys::is_unwatched`] names).
     fn subscribe(&self) -> broadcast::Receiver<KvEvent>;
+    /// Keys under `prefix` (of those [`keys::keeps_tombstone`] names) deleted after revision `since` and not
+    /// written since, each with its last value; the version is the revision that deleted it. A watch from an old
+    /// revision learns of deletions this way. [`StoreError::Compacted`] when such deletions are no longer all
+    /// known.
+    async fn deleted_since(&self, prefix: &str, since: u64) -> Result<Vec<(String, Versioned)>, StoreError>;
 }
 
 /// JSON conveniences over any [`MetadataStore`].
@@ -172,6 +180,13 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
+/// Deleted keys ([`keys::keeps_tombstone`]): revision of the deletion, its time (unix seconds), the last value.
+const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
+/// The newest revision whose tombstones were pruned: deletions after it are all known.
+const COMPACTED: &str = "compacted";
+/// How long a deletion is remembered. A watch from a revision older than the pruned deletions gets
+/// [`StoreError::Compacted`] (HTTP 410, and Kubernetes clients list again), as with etcd's compaction.
+pub const TOMBSTONE_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Memory redb may keep as its page cache (its default is 1 GiB, which lets the server's RSS grow with the number of
 /// tags and repositories). Pages beyond it are read again from the file, which the OS caches. 8 MiB holds a
 /// 10,000-tag listing (4 MiB did not: its p50 doubled); 16 MiB added 15 MiB of RSS at 100,000 tags for nothing
@@ -233,6 +248,11 @@ fn split(key: &str, raw: &[u8]) -> Result<Versioned, StoreError> {
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_retention(path, TOMBSTONE_RETENTION)
+    }
+
+    /// [`RedbStore::open`], remembering deletions for `retention` (tests shorten it).
+    pub fn open_with_retention(path: &Path, retention: std::time::Duration) -> Result<Self, StoreError> {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(path)
@@ -241,6 +261,7 @@ impl RedbStore {
         {
             txn.open_table(KV).map_err(backend)?;
             txn.open_table(META).map_err(backend)?;
+            txn.open_table(TOMBSTONES).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         let db = Arc::new(db);
@@ -249,7 +270,7 @@ impl RedbStore {
         let (thread_db, thread_events) = (db.clone(), events.clone());
         let thread = std::thread::Builder::new()
             .name("redb-committer".into())
-            .spawn(move || committer_loop(&thread_db, &thread_events, &queue))
+            .spawn(move || committer_loop(&thread_db, &thread_events, &queue, retention))
             .map_err(backend)?;
         let committer = Arc::new(Committer { queue: Some(committer), thread: Some(thread) });
         Ok(RedbStore { db, events, committer })
@@ -289,7 +310,15 @@ impl RedbStore {
 }
 
 /// Runs until every [`RedbStore`] handle is dropped.
-fn committer_loop(db: &Database, events: &broadcast::Sender<KvEvent>, queue: &std::sync::mpsc::Receiver<Pending>) {
+fn committer_loop(
+    db: &Database,
+    events: &broadcast::Sender<KvEvent>,
+    queue: &std::sync::mpsc::Receiver<Pending>,
+    retention: std::time::Duration,
+) {
+    // Tombstones are pruned inside a batch's write transaction, at most once a minute.
+    let prune_every = retention.min(std::time::Duration::from_secs(60));
+    let mut next_prune = std::time::Instant::now() + prune_every;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -298,7 +327,11 @@ fn committer_loop(db: &Database, events: &broadcast::Sender<KvEvent>, queue: &st
                 Err(_) => break,
             }
         }
-        match apply_batch(db, batch.iter().map(|p| &p.txn)) {
+        let prune = (std::time::Instant::now() >= next_prune).then(|| {
+            next_prune = std::time::Instant::now() + prune_every;
+            unix_now() - retention.as_secs() as i64
+        });
+        match apply_batch(db, batch.iter().map(|p| &p.txn), prune) {
             Ok((results, published)) => {
                 for e in published {
                     let _ = events.send(e);
@@ -317,21 +350,73 @@ fn committer_loop(db: &Database, events: &broadcast::Sender<KvEvent>, queue: &st
     }
 }
 
-/// Applies `txns` in order in one write transaction and commits it. Returns each transaction's result and the
-/// events of those that applied.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A tombstone's record: the deleting revision, the time, the last value.
+fn tombstone(revision: u64, value: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(16 + value.len());
+    raw.extend_from_slice(&revision.to_be_bytes());
+    raw.extend_from_slice(&unix_now().to_be_bytes());
+    raw.extend_from_slice(value);
+    raw
+}
+
+/// Reads a tombstone's record: (revision, unix seconds, last value).
+fn read_tombstone<'r>(key: &str, raw: &'r [u8]) -> Result<(u64, i64, &'r [u8]), StoreError> {
+    if raw.len() < 16 {
+        return Err(StoreError::Corrupt { key: key.to_owned(), reason: "short tombstone".into() });
+    }
+    let (head, value) = raw.split_at(16);
+    let revision = u64::from_be_bytes(head[..8].try_into().unwrap_or_default());
+    let at = i64::from_be_bytes(head[8..].try_into().unwrap_or_default());
+    Ok((revision, at, value))
+}
+
+/// Drops tombstones from before `cutoff` (unix seconds) and raises the compacted revision past them.
+fn prune_tombstones(w: &redb::WriteTransaction, cutoff: i64) -> Result<(), StoreError> {
+    let mut tombs = w.open_table(TOMBSTONES).map_err(backend)?;
+    let mut meta = w.open_table(META).map_err(backend)?;
+    let mut compacted = meta.get(COMPACTED).map_err(backend)?.map(|g| g.value()).unwrap_or(0);
+    let mut old = Vec::new();
+    for item in tombs.iter().map_err(backend)? {
+        let (k, v) = item.map_err(backend)?;
+        let (revision, at, _) = read_tombstone(k.value(), v.value())?;
+        if at < cutoff {
+            old.push(k.value().to_owned());
+            compacted = compacted.max(revision);
+        }
+    }
+    for key in &old {
+        tombs.remove(key.as_str()).map_err(backend)?;
+    }
+    if !old.is_empty() {
+        meta.insert(COMPACTED, compacted).map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Applies `txns` in order in one write transaction and commits it (pruning tombstones from before `prune`, if
+/// given). Returns each transaction's result and the events of those that applied.
 fn apply_batch<'a>(
     db: &Database,
     txns: impl Iterator<Item = &'a Txn> + Clone,
+    prune: Option<i64>,
 ) -> Result<(Vec<CommitResult>, Vec<KvEvent>), StoreError> {
     let mut w = db.begin_write().map_err(backend)?;
     if txns.clone().all(|t| t.lazy) {
         w.set_durability(redb::Durability::None).map_err(backend)?;
+    }
+    if let Some(cutoff) = prune {
+        prune_tombstones(&w, cutoff)?;
     }
     let mut results = Vec::new();
     let mut events = Vec::new();
     {
         let mut kv = w.open_table(KV).map_err(backend)?;
         let mut meta = w.open_table(META).map_err(backend)?;
+        let mut tombs = w.open_table(TOMBSTONES).map_err(backend)?;
         let mut revision = meta.get(REVISION).map_err(backend)?.map(|g| g.value()).unwrap_or(0);
         'txns: for txn in txns {
             for (key, expect) in &txn.checks {
@@ -351,7 +436,11 @@ fn apply_batch<'a>(
             }
             revision += 1;
             for key in &txn.deletes {
-                kv.remove(key.as_str()).map_err(backend)?;
+                let last = kv.remove(key.as_str()).map_err(backend)?;
+                if let Some(last) = last.filter(|_| keys::keeps_tombstone(key)) {
+                    let last = split(key, last.value())?;
+                    tombs.insert(key.as_str(), tombstone(revision, &last.value).as_slice()).map_err(backend)?;
+                }
                 if !keys::is_unwatched(key) {
                     events.push(KvEvent { key: key.clone(), value: None, revision });
                 }
@@ -361,6 +450,9 @@ fn apply_batch<'a>(
                 raw.extend_from_slice(&revision.to_be_bytes());
                 raw.extend_from_slice(value);
                 kv.insert(key.as_str(), raw.as_slice()).map_err(backend)?;
+                if keys::keeps_tombstone(key) {
+                    tombs.remove(key.as_str()).map_err(backend)?;
+                }
                 if !keys::is_unwatched(key) {
                     events.push(KvEvent { key: key.clone(), value: Some(value.clone()), revision });
                 }
@@ -418,6 +510,29 @@ impl MetadataStore for RedbStore {
     fn subscribe(&self) -> broadcast::Receiver<KvEvent> {
         self.events.subscribe()
     }
+
+    async fn deleted_since(&self, prefix: &str, since: u64) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let r = self.db.begin_read().map_err(backend)?;
+        let meta = r.open_table(META).map_err(backend)?;
+        let compacted = meta.get(COMPACTED).map_err(backend)?.map(|g| g.value()).unwrap_or(0);
+        if since < compacted {
+            return Err(StoreError::Compacted { since, compacted });
+        }
+        let tombs = r.open_table(TOMBSTONES).map_err(backend)?;
+        let mut out = Vec::new();
+        for item in tombs.range(prefix..).map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let (revision, _, last) = read_tombstone(key, v.value())?;
+            if revision > since {
+                out.push((key.to_owned(), Versioned { value: last.to_vec(), version: revision }));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The shared behaviour suite every [`MetadataStore`] implementation must pass.
@@ -463,6 +578,16 @@ pub mod suite {
         // The feed saw the first write first.
         let first = feed.recv().await.unwrap();
         assert_eq!((first.key.as_str(), first.revision), ("a/1", r1));
+        // Deletions of watched objects are remembered with their last value, until the key is written again.
+        let before = store.revision().await.unwrap();
+        let txn = Txn::new().put("imagestreams/ns/x", b"x1".to_vec()).put("imagestreams/ns/y", b"y1".to_vec());
+        store.commit(txn).await.unwrap();
+        let gone = store.commit(Txn::new().delete("imagestreams/ns/x").delete("imagestreams/ns/y")).await.unwrap();
+        store.commit(Txn::new().put("imagestreams/ns/y", b"y2".to_vec())).await.unwrap();
+        let deleted = store.deleted_since("imagestreams/ns/", before).await.unwrap();
+        assert_eq!(deleted, [("imagestreams/ns/x".to_owned(), Versioned { value: b"x1".to_vec(), version: gone })]);
+        assert!(store.deleted_since("imagestreams/ns/", gone).await.unwrap().is_empty());
+        assert!(store.deleted_since("imagestreams/other/", before).await.unwrap().is_empty());
     }
 }
 
@@ -514,6 +639,23 @@ mod tests {
         revisions.dedup();
         assert_eq!(revisions.len(), 65, "every applied transaction has its own revision");
         assert_eq!(store.list("own/", None, 1000).await.unwrap().len(), 64);
+    }
+
+    #[tokio::test]
+    async fn pruned_deletions_make_older_revisions_too_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with_retention(&dir.path().join("meta.redb"), std::time::Duration::ZERO).unwrap();
+        let created = store.commit(Txn::new().put("istags/ns/s/t", b"h".to_vec())).await.unwrap();
+        let gone = store.commit(Txn::new().delete("istags/ns/s/t")).await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // The next commit prunes (retention zero), forgetting the deletion at `gone`.
+        let later = store.commit(Txn::new().put("other", b"o".to_vec())).await.unwrap();
+        assert!(matches!(
+            store.deleted_since("istags/", created).await,
+            Err(StoreError::Compacted { since, compacted }) if since == created && compacted == gone
+        ));
+        assert!(store.deleted_since("istags/", later).await.unwrap().is_empty());
+        assert!(store.deleted_since("istags/", gone).await.unwrap().is_empty());
     }
 
     #[tokio::test]

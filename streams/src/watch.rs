@@ -3,20 +3,23 @@
 //! ([`storage_backends::MetadataStore::subscribe`]); a [`Watch`] subscribes before it reads the current state,
 //! so no change falls between the two.
 //!
-//! The store keeps no history of old revisions: a watch from an older `resourceVersion` first reports every
-//! object changed since then as `MODIFIED` (objects deleted meanwhile are not reported), then follows the feed.
-//! A watch that falls behind the feed compares the current state with what it reported and catches up.
+//! The store keeps no history of old revisions, only tombstones of deleted streams and tag histories
+//! ([`storage_backends::MetadataStore::deleted_since`]): a watch from an older `resourceVersion` first reports,
+//! in revision order, every object deleted since then as `DELETED` and every object changed since then as
+//! `MODIFIED`, then follows the feed. A `resourceVersion` older than the pruned tombstones is refused with
+//! [`StoreError::Compacted`] (410 `Expired`: list again), as Kubernetes does after etcd's compaction. A watch that
+//! falls behind the feed compares the current state with what it reported and catches up.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use names::{Namespace, RepositoryName, TagName};
 use serde::Serialize;
 use storage_backends::meta::decode;
-use storage_backends::{keys, KvEvent};
+use storage_backends::{keys, KvEvent, StoreError};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
-use crate::model::{ImageStream, ImageStreamTag, NamedTagEventList, ObjectMeta, TagEvent};
+use crate::model::{ImageStream, ImageStreamTag, NamedTagEventList, ObjectMeta, TagEvent, API_VERSION};
 use crate::service::{Loaded, StreamError, StreamService};
 
 /// What a watch reports.
@@ -222,17 +225,83 @@ impl Watch {
     }
 
     async fn initial(&mut self) -> Result<(), StreamError> {
-        for (key, rv, object) in self.snapshot().await? {
-            match self.since {
-                None => self.queue.push_back(WatchEvent { kind: EventType::Added, object: object.clone() }),
-                Some(since) if rv > since => {
-                    self.queue.push_back(WatchEvent { kind: EventType::Modified, object: object.clone() })
-                }
-                Some(_) => {}
+        let current = self.snapshot().await?;
+        let Some(since) = self.since else {
+            for (key, rv, object) in current {
+                self.known.insert(key, (rv, object.skeleton()));
+                self.queue.push_back(WatchEvent { kind: EventType::Added, object });
             }
+            return Ok(());
+        };
+        let present: BTreeSet<&ObjectKey> = current.iter().map(|(k, _, _)| k).collect();
+        let mut events: Vec<(u64, WatchEvent)> = self
+            .deleted_since(since)
+            .await?
+            .into_iter()
+            .filter(|(key, _)| !present.contains(key))
+            .map(|(_, (rv, object))| (rv, WatchEvent { kind: EventType::Deleted, object }))
+            .collect();
+        for (key, rv, object) in current {
             self.known.insert(key, (rv, object.skeleton()));
+            if rv > since {
+                events.push((rv, WatchEvent { kind: EventType::Modified, object }));
+            }
         }
+        events.sort_by_key(|(rv, _)| *rv);
+        self.queue.extend(events.into_iter().map(|(_, e)| e));
         Ok(())
+    }
+
+    /// The watched objects of the scope deleted after revision `since`, as `DELETED` events carry them (kind and
+    /// metadata, `resourceVersion` the deleting revision): streams by their tombstones; tags by their histories'
+    /// tombstones and by the spec tags of deleted streams.
+    async fn deleted_since(&self, since: u64) -> Result<BTreeMap<ObjectKey, (u64, WatchObject)>, StreamError> {
+        let store = &self.service.store;
+        let ns = self.scope.namespace.as_ref();
+        let mut out: BTreeMap<ObjectKey, (u64, WatchObject)> = BTreeMap::new();
+        let mut put = |key: ObjectKey, rv: u64, object: WatchObject| {
+            if self.scope.name.as_ref().is_none_or(|n| *n == object.metadata().name) {
+                let newer = out.get(&key).is_none_or(|(seen, _)| rv > *seen);
+                if newer {
+                    out.insert(key, (rv, object));
+                }
+            }
+        };
+        let streams = ns.map(keys::imagestreams_in).unwrap_or_else(|| keys::IMAGESTREAMS.to_owned());
+        for (key, last) in store.deleted_since(&streams, since).await? {
+            let Some(repo) = keys::repository_of_imagestream_key(&key) else { continue };
+            let stream = decode::<ImageStream>(&key, &last.value).unwrap_or_default();
+            match self.what {
+                Watched::ImageStreams => {
+                    let mut metadata = stream.metadata;
+                    metadata.name = repo.stream().to_string();
+                    metadata.namespace = Some(repo.namespace().to_string());
+                    metadata.resource_version = last.version.to_string();
+                    let skeleton = ImageStream {
+                        kind: ImageStream::kind(),
+                        api_version: API_VERSION.into(),
+                        metadata,
+                        ..Default::default()
+                    };
+                    put((repo, None), last.version, WatchObject::Stream(Box::new(skeleton)));
+                }
+                Watched::ImageStreamTags => {
+                    for tag in stream.spec.tags.iter().filter_map(|t| t.name.parse::<TagName>().ok()) {
+                        let skeleton = tag_skeleton(&repo, &tag, last.version);
+                        put((repo.clone(), Some(tag)), last.version, skeleton);
+                    }
+                }
+            }
+        }
+        if self.what == Watched::ImageStreamTags {
+            let histories = ns.map(keys::istags_in).unwrap_or_else(|| "istags/".to_owned());
+            for (key, last) in store.deleted_since(&histories, since).await? {
+                let Some((repo, tag)) = keys::istag_of_key(&key) else { continue };
+                let skeleton = tag_skeleton(&repo, &tag, last.version);
+                put((repo, Some(tag)), last.version, skeleton);
+            }
+        }
+        Ok(out)
     }
 
     /// Reports the difference between `current` (the objects of `among`, or of the whole scope) and what was
@@ -270,6 +339,26 @@ impl Watch {
         self.report(current, None);
         Ok(())
     }
+}
+
+/// What a `DELETED` event says of an image stream tag.
+fn tag_skeleton(repo: &RepositoryName, tag: &TagName, rv: u64) -> WatchObject {
+    WatchObject::Tag(Box::new(ImageStreamTag {
+        kind: ImageStreamTag::kind(),
+        api_version: API_VERSION.into(),
+        metadata: ObjectMeta {
+            name: format!("{}:{tag}", repo.stream()),
+            namespace: Some(repo.namespace().to_string()),
+            resource_version: rv.to_string(),
+            ..ObjectMeta::default()
+        },
+        ..ImageStreamTag::default()
+    }))
+}
+
+/// Whether a watch failed because its `resourceVersion` is older than the deletions the store remembers.
+pub fn is_expired(e: &StreamError) -> bool {
+    matches!(e, StreamError::Store(StoreError::Compacted { .. }))
 }
 
 /// A change of one tag's history, as webhooks report it.

@@ -355,10 +355,42 @@ async fn watches_report_every_change() {
     svc.delete_stream(&app).await.unwrap();
     assert_eq!(next(&mut w).await, (EventType::Deleted, "app".into()));
     assert_eq!(next(&mut late).await, (EventType::Deleted, "app".into()));
+    // A watch that starts after the deletions, from before them, learns of them (in revision order: app:v2 went
+    // with its tag, app:v1 with the stream).
+    let mut after = svc.watch(Watched::ImageStreams, scope.clone(), Some(since));
+    assert_eq!(next(&mut after).await, (EventType::Deleted, "app".into()));
+    let mut after = svc.watch(Watched::ImageStreamTags, scope.clone(), Some(since));
+    assert_eq!(next(&mut after).await, (EventType::Deleted, "app:v2".into()));
+    assert_eq!(next(&mut after).await, (EventType::Deleted, "app:v1".into()));
+    let now = svc.revision().await.unwrap();
+    let mut quiet = svc.watch(Watched::ImageStreamTags, scope.clone(), Some(now));
+    assert!(tokio::time::timeout(Duration::from_millis(200), quiet.next()).await.is_err(), "nothing happened since");
     // One name only.
     let one = WatchScope { namespace: Some(ns()), name: Some("b".into()) };
     let mut w = svc.watch(Watched::ImageStreams, one, None);
     push(&svc, &repo("ns/a"), "v1", &image("a")).await;
     push(&svc, &repo("ns/b"), "v1", &image("a")).await;
     assert_eq!(next(&mut w).await, (EventType::Added, "b".into()));
+}
+
+#[tokio::test]
+async fn a_watch_from_before_forgotten_deletions_is_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open_with_retention(&dir.path().join("m.redb"), Duration::ZERO).unwrap());
+    let svc = StreamService::new(store.clone(), "reg.example:5000");
+    let app = repo("ns/app");
+    push(&svc, &app, "v1", &image("a")).await;
+    let since = svc.revision().await.unwrap();
+    svc.delete_stream(&app).await.unwrap();
+    // A commit a second later prunes the tombstones (retention zero).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    push(&svc, &repo("ns/other"), "v1", &image("b")).await;
+    let scope = WatchScope { namespace: Some(ns()), name: None };
+    let mut w = svc.watch(Watched::ImageStreams, scope.clone(), Some(since));
+    let e = w.next().await.unwrap().unwrap_err();
+    assert!(streams::watch::is_expired(&e), "{e}");
+    // From now on is fine.
+    let now = svc.revision().await.unwrap();
+    let mut w = svc.watch(Watched::ImageStreams, scope, Some(now));
+    assert!(tokio::time::timeout(Duration::from_millis(200), w.next()).await.is_err());
 }

@@ -573,8 +573,9 @@ fn event_line(e: &WatchEvent, as_table: bool, version: ApiVersion) -> web::Bytes
     web::Bytes::from(line)
 }
 
-/// Streams a watch's events until the client leaves, the server stops, or `timeout` passes. A store failure
-/// ends the watch with an `ERROR` event carrying a `Status`, as Kubernetes does.
+/// Streams a watch's events until the client leaves, the server stops, or `timeout` passes. A `resourceVersion`
+/// older than the store remembers ends the watch with an `ERROR` event carrying a 410 `Expired` `Status`, a store
+/// failure with a 500 one, as Kubernetes does.
 pub fn watch_response(watch: Watch, as_table: bool, timeout: Option<Duration>, version: ApiVersion) -> HttpResponse {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let events = futures::stream::unfold(Some(watch), move |state| async move {
@@ -585,6 +586,15 @@ pub fn watch_response(watch: Watch, as_table: bool, timeout: Option<Duration>, v
         };
         match next? {
             Ok(e) => Some((Ok::<_, actix_web::Error>(event_line(&e, as_table, version)), Some(watch))),
+            Err(e) if streams::watch::is_expired(&e) => {
+                // The client's resourceVersion predates what the store remembers: it must list again.
+                let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                    "metadata": {}, "status": "Failure", "message": e.to_string(), "reason": "Expired",
+                    "code": 410}});
+                let mut line = serde_json::to_vec(&status).unwrap_or_default();
+                line.push(b'\n');
+                Some((Ok(web::Bytes::from(line)), None))
+            }
             Err(e) => {
                 tracing::error!(cause = %e, "watch failed");
                 let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
