@@ -114,7 +114,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let registry = registry::open(&config)?;
         cli::bootstrap(&registry, &config).await?;
-        registry::http::webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), Default::default());
+        let _webhooks =
+            registry::http::webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), Default::default());
         registry::service::import::spawn_controller(registry.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
         let server = match tls {

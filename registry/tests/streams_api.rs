@@ -595,7 +595,7 @@ async fn webhooks_are_told_of_tag_changes_and_retried() {
         max_backoff: Duration::from_millis(200),
         timeout: Duration::from_secs(5),
     };
-    registry::http::webhooks::spawn(api.reg.registry().meta.clone(), vec![url.parse().unwrap()], retry);
+    let _hooks = registry::http::webhooks::spawn(api.reg.registry().meta.clone(), vec![url.parse().unwrap()], retry);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a = api.push("ns/app", "v1", "a").await.to_string();
     api.tag("ns", "app", "latest", from_tag("app:v1")).await;
@@ -616,6 +616,55 @@ async fn webhooks_are_told_of_tag_changes_and_retried() {
     assert_eq!(got[0]["image"], a);
     assert_eq!((got[0]["namespace"].as_str(), got[0]["imageStream"].as_str()), (Some("ns"), Some("app")));
     assert!(got.iter().all(|b| b["image"] != early.to_string()), "tags that did not change are not reported");
+}
+
+/// Waits until `bodies` holds `n` events; returns (tag, type) of each.
+async fn received(bodies: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bodies.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = bodies.lock().unwrap().clone();
+    got.iter().map(|b| (b["tag"].as_str().unwrap().to_owned(), b["type"].as_str().unwrap().to_owned())).collect()
+}
+
+#[tokio::test]
+async fn webhooks_catch_up_after_a_restart() {
+    let api = Api::start();
+    let (url, bodies) = receiver(0).await;
+    let retry = registry::http::webhooks::Retry {
+        attempts: 3,
+        first_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(100),
+        timeout: Duration::from_secs(5),
+    };
+    let meta = api.reg.registry().meta.clone();
+    let hooks = registry::http::webhooks::spawn(meta.clone(), vec![url.parse().unwrap()], retry);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.push("ns/app", "v1", "a").await;
+    api.push("ns/app", "gone", "a").await;
+    assert_eq!(received(&bodies, 2).await, [("v1".into(), "MODIFIED".into()), ("gone".into(), "MODIFIED".into())]);
+    // Let the cursor be saved, then stop; tags change while nobody delivers.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    drop(hooks);
+    let b = api.push("ns/app", "v1", "b").await.to_string();
+    api.push("ns/app", "v1", "c").await; // two changes while stopped: the latest is reported
+    api.ok(Method::DELETE, &format!("{API}/namespaces/ns/imagestreamtags/app:gone"), None).await;
+    api.push("ns/app", "new", "d").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bodies.lock().unwrap().len(), 2, "nothing is delivered while stopped");
+    let _hooks = registry::http::webhooks::spawn(meta, vec![url.parse().unwrap()], retry);
+    let got = received(&bodies, 5).await;
+    assert_eq!(
+        got[2..],
+        [("v1".into(), "MODIFIED".into()), ("gone".into(), "DELETED".into()), ("new".into(), "MODIFIED".into())],
+        "{got:?}"
+    );
+    let all = bodies.lock().unwrap().clone();
+    assert_ne!(all[2]["image"], b, "the tag's state now, not the intermediate one");
+    // Nothing more: what was delivered before the stop is not repeated.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bodies.lock().unwrap().len(), 5);
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@
 //! rolebindings/<ns>/<role>                        the subjects bound to <role> in <ns>
 //! clusterrolebindings/<role>                      the subjects bound to <role> in every namespace
 //! signing-keys/<kid>                              a JWT signing key pair (PKCS#8), named by its `kid`
+//! webhooks/cursor                                 the revision up to which webhooks were told every tag change
 //! secrets/<ns>/<name>                             a pull secret (`.dockerconfigjson`) of a namespace
 //! ```
 //! Identity names (users, service accounts, roles, token ids, key ids) come from `auth`'s typed names, which only
@@ -85,8 +86,11 @@ pub fn manifest_content(digest: &Digest) -> String {
 /// Keys the change feed does not carry: content nobody watches, which would only fill the feed's buffer
 /// (a manifest may be megabytes).
 pub fn is_unwatched(key: &str) -> bool {
-    key.starts_with("manifest-content/")
+    key.starts_with("manifest-content/") || key == WEBHOOK_CURSOR
 }
+
+/// The revision up to which every tag change was handed to every webhook.
+pub const WEBHOOK_CURSOR: &str = "webhooks/cursor";
 
 /// Keys whose deletion the store remembers for a while, so that a watch from an older revision reports it (the
 /// stream objects and tag histories that `ADDED`/`MODIFIED`/`DELETED` events are made of).

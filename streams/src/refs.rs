@@ -133,6 +133,10 @@ impl TagSource {
                 if name.is_empty() || name.contains(char::is_whitespace) {
                     return Err(RefError(format!("{:?} is not a pull spec", from.name)));
                 }
+                // Docker's reference grammar, as the importer will read it.
+                if let Err(e) = name.parse::<oci_spec::distribution::Reference>() {
+                    return Err(RefError(format!("{name:?} is not a pull spec: {e}")));
+                }
                 Ok(TagSource::DockerImage(name.to_owned()))
             }
             KIND_IMAGE_STREAM_TAG => match from.name.split_once(':') {
@@ -277,6 +281,13 @@ mod tests {
         assert_eq!(other_ns.tracked_tag(&here), None);
         assert!(TagSource::parse(&r("ImageStreamImage", "ruby@3a335d7", None)).is_ok());
         assert!(TagSource::parse(&r("DockerImage", "", None)).is_err());
+        for bad in ["::::", "Upper/Case:1", "a/b:c:d", "a//b", "a/b@sha256:zz"] {
+            assert!(TagSource::parse(&r("DockerImage", bad, None)).is_err(), "{bad}");
+        }
+        let by_digest = format!("localhost:5000/a/b@sha256:{}", "0".repeat(64));
+        for good in ["python", "python:3.6", "docker.io/library/python:3.6", &by_digest] {
+            assert!(TagSource::parse(&r("DockerImage", good, None)).is_ok(), "{good}");
+        }
         assert!(TagSource::parse(&r("Pod", "x", None)).is_err());
         for (kind, name) in
             [("ImageStreamTag", "ruby:2.0"), ("ImageStreamImage", "ruby@3a335d7"), ("DockerImage", "a/b:c")]

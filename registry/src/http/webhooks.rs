@@ -1,21 +1,29 @@
 //! Webhooks: every configured URL is POSTed a JSON event whenever a stream tag changes (what it points at, or
 //! that it was deleted), which is how builds and deployments get told. Events come from the metadata store's
 //! change feed ([`streams::watch::tag_change`]); each URL gets them in order from its own queue, each retried
-//! with exponential backoff until the receiver answers 2xx or the attempts run out. Delivery is at least once
-//! while the process runs; a queue that overflows drops its oldest events, with a warning. Started by
-//! `tributary serve` (setting `webhooks`, `TRIBUTARY_WEBHOOKS`); tests start it with [`spawn`].
+//! with exponential backoff until the receiver answers 2xx or the attempts run out.
+//!
+//! Delivery survives restarts: the store keeps a cursor (`webhooks/cursor`), the revision up to which every change
+//! was handed to every URL (delivered or given up). At start, every tag changed after it is reported as it is now
+//! (`MODIFIED`), and every tag deleted after it (the store's tombstones) as `DELETED`, then the feed is followed:
+//! at least once, with a tag's changes while stopped reported as its latest state. A queue that overflows drops its
+//! oldest events, with a warning. Started by `tributary serve` (setting `webhooks`, `TRIBUTARY_WEBHOOKS`); tests
+//! start it with [`spawn`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use names::{RepositoryName, TagName};
 use serde::Serialize;
-use storage_backends::{keys, KvEvent, MetadataStore};
+use storage_backends::meta::encode;
+use storage_backends::{keys, KvEvent, MetadataStore, MetadataStoreExt, StoreError, Txn};
 use streams::watch::{tag_change, TagChange};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
 
 /// How deliveries are retried.
 #[derive(Debug, Clone, Copy)]
@@ -117,29 +125,48 @@ async fn scan(meta: &dyn MetadataStore) -> Vec<TagChange> {
     out
 }
 
-/// One URL's queue.
+/// One URL's queue, in revision order. The front stays until it was handled (delivered or given up), so that the
+/// cursor never passes an event still being retried.
 struct Queue {
-    events: Mutex<VecDeque<TagNotification>>,
+    events: Mutex<VecDeque<(u64, TagNotification)>>,
     ready: Notify,
 }
 
 impl Queue {
-    async fn push(&self, url: &url::Url, n: TagNotification) {
+    fn new() -> Queue {
+        Queue { events: Mutex::new(VecDeque::new()), ready: Notify::new() }
+    }
+
+    async fn push(&self, url: &url::Url, revision: u64, n: TagNotification) {
         let mut q = self.events.lock().await;
         if q.len() >= QUEUE_LIMIT {
             q.pop_front();
             tracing::warn!(%url, "webhook queue full: dropped the oldest event");
         }
-        q.push_back(n);
+        q.push_back((revision, n));
         self.ready.notify_one();
     }
 
-    async fn pop(&self) -> TagNotification {
+    async fn front(&self) -> TagNotification {
         loop {
-            if let Some(n) = self.events.lock().await.pop_front() {
-                return n;
+            if let Some((_, n)) = self.events.lock().await.front() {
+                return n.clone();
             }
             self.ready.notified().await;
+        }
+    }
+
+    async fn handled(&self) {
+        self.events.lock().await.pop_front();
+    }
+
+    /// The revision up to which this URL has handled everything, given that the dispatcher has queued everything
+    /// up to `observed`.
+    async fn progress(&self, observed: u64) -> u64 {
+        // The least pending revision (start-up catch-up and the feed may interleave out of order).
+        match self.events.lock().await.iter().map(|(r, _)| *r).min() {
+            Some(revision) => revision.saturating_sub(1),
+            None => observed,
         }
     }
 }
@@ -162,65 +189,150 @@ async fn deliver(http: &reqwest::Client, url: &url::Url, n: &TagNotification, re
     false
 }
 
-/// Starts notifying `urls` of tag changes in `meta`, on the current tokio runtime. Returns at once; the tasks
-/// run until the runtime stops.
-pub fn spawn(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry) {
+/// Running webhook deliveries; dropping this stops them (tests restart them this way).
+pub struct Webhooks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The changes to report after revision `cursor`, in revision order: tags written since (as they are now) and
+/// tags deleted since. Fills `seen` with where every tag points.
+async fn catch_up(meta: &dyn MetadataStore, cursor: Option<u64>, seen: &mut Seen) -> Vec<TagChange> {
+    let now = scan(meta).await;
+    let Some(cursor) = cursor else {
+        for change in now {
+            notification(seen, change);
+        }
+        return Vec::new();
+    };
+    let present: BTreeSet<(RepositoryName, TagName)> = now.iter().map(|c| (c.repo.clone(), c.tag.clone())).collect();
+    let (old, mut changed): (Vec<TagChange>, Vec<TagChange>) = now.into_iter().partition(|c| c.revision <= cursor);
+    for change in old {
+        notification(seen, change);
+    }
+    match meta.deleted_since(keys::ISTAGS, cursor).await {
+        Ok(deleted) => {
+            for (key, last) in deleted {
+                let Some((repo, tag)) = keys::istag_of_key(&key) else { continue };
+                if present.contains(&(repo.clone(), tag.clone())) {
+                    continue;
+                }
+                // It pointed somewhere before (whatever it was): its deletion is news.
+                seen.insert((repo.clone(), tag.clone()), (None, String::new()));
+                changed.push(TagChange { repo, tag, current: None, revision: last.version });
+            }
+        }
+        Err(StoreError::Compacted { .. }) => {
+            tracing::warn!(cursor, "webhooks were stopped too long: tags deleted meanwhile are not reported")
+        }
+        Err(e) => tracing::warn!(cause = %e, "webhooks: could not read the deleted tags"),
+    }
+    changed.sort_by_key(|c| c.revision);
+    changed
+}
+
+/// Starts notifying `urls` of tag changes in `meta`, on the current tokio runtime, from where the last run left
+/// off. Returns at once; the deliveries run until the returned handle is dropped or the runtime stops.
+pub fn spawn(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry) -> Webhooks {
+    let mut tasks = Vec::new();
     if urls.is_empty() {
-        return;
+        return Webhooks { tasks };
     }
     let mut feed = meta.subscribe();
-    let queues: Vec<(url::Url, Arc<Queue>)> = urls
-        .into_iter()
-        .map(|u| (u, Arc::new(Queue { events: Mutex::new(VecDeque::new()), ready: Notify::new() })))
-        .collect();
+    let queues: Vec<(url::Url, Arc<Queue>)> = urls.into_iter().map(|u| (u, Arc::new(Queue::new()))).collect();
     let http = reqwest::Client::new();
     for (url, queue) in &queues {
         let (url, queue, http) = (url.clone(), queue.clone(), http.clone());
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             loop {
-                let n = queue.pop().await;
+                let n = queue.front().await;
                 deliver(&http, &url, &n, retry).await;
+                queue.handled().await;
             }
-        });
+        }));
     }
-    tokio::spawn(async move {
-        // Learn where every tag points now; changes committed meanwhile are on the feed (subscribed first).
+    // Everything up to `observed` has been queued; 0 until the start-up catch-up is queued.
+    let observed = Arc::new(AtomicU64::new(0));
+    {
+        let (meta, queues, observed) = (meta.clone(), queues.clone(), observed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut saved = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let seen = observed.load(Ordering::Acquire);
+                if seen == 0 {
+                    continue;
+                }
+                let mut cursor = seen;
+                for (_, q) in &queues {
+                    cursor = cursor.min(q.progress(seen).await);
+                }
+                if cursor > saved {
+                    match meta.commit(Txn::new().put(keys::WEBHOOK_CURSOR, encode(&cursor)).lazy()).await {
+                        Ok(_) => saved = cursor,
+                        Err(e) => tracing::warn!(cause = %e, "webhooks: could not save the cursor"),
+                    }
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(async move {
+        // Where the last run left off; changes committed from now on are on the feed (subscribed first).
+        let cursor = match meta.get_json::<u64>(keys::WEBHOOK_CURSOR).await {
+            Ok(c) => c.map(|(c, _)| c),
+            Err(e) => {
+                tracing::warn!(cause = %e, "webhooks: could not read the cursor; starting from now");
+                None
+            }
+        };
+        let start = meta.revision().await.unwrap_or(0);
         let mut seen = Seen::new();
-        for change in scan(meta.as_ref()).await {
-            notification(&mut seen, change);
+        for change in catch_up(meta.as_ref(), cursor, &mut seen).await {
+            let revision = change.revision;
+            if let Some(n) = notification(&mut seen, change) {
+                for (url, queue) in &queues {
+                    queue.push(url, revision, n.clone()).await;
+                }
+            }
         }
+        observed.store(start.max(1), Ordering::Release);
         loop {
-            let changes = match feed.recv().await {
-                Ok(ev) => tag_change(&ev).into_iter().collect::<Vec<_>>(),
+            let (changes, revision) = match feed.recv().await {
+                Ok(ev) => (tag_change(&ev).into_iter().collect::<Vec<_>>(), ev.revision),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "webhooks fell behind the change feed; catching up from the store");
                     feed = feed.resubscribe();
+                    let revision = meta.revision().await.unwrap_or(0);
                     let now = scan(meta.as_ref()).await;
-                    let present: std::collections::BTreeSet<_> =
-                        now.iter().map(|c| (c.repo.clone(), c.tag.clone())).collect();
+                    let present: BTreeSet<_> = now.iter().map(|c| (c.repo.clone(), c.tag.clone())).collect();
                     let gone: Vec<TagChange> = seen
                         .keys()
                         .filter(|k| !present.contains(*k))
-                        .map(|(repo, tag)| TagChange {
-                            repo: repo.clone(),
-                            tag: tag.clone(),
-                            current: None,
-                            revision: 0,
-                        })
+                        .map(|(repo, tag)| TagChange { repo: repo.clone(), tag: tag.clone(), current: None, revision })
                         .collect();
-                    now.into_iter().chain(gone).collect()
+                    (now.into_iter().chain(gone).collect(), revision)
                 }
                 Err(RecvError::Closed) => return,
             };
             for change in changes {
+                let at = change.revision.max(1);
                 if let Some(n) = notification(&mut seen, change) {
                     for (url, queue) in &queues {
-                        queue.push(url, n.clone()).await;
+                        queue.push(url, at, n.clone()).await;
                     }
                 }
             }
+            observed.fetch_max(revision, Ordering::AcqRel);
         }
-    });
+    }));
+    Webhooks { tasks }
 }
 
 #[cfg(test)]
