@@ -43,6 +43,21 @@ impl Client {
         Ok(Client { name, http, base: base.to_owned(), token })
     }
 
+    /// The same client presenting a registry token (a JWT from Tributary's token endpoint, for `scope`) instead of
+    /// the API token: what docker, podman and skopeo send with every request after the token dance.
+    pub async fn with_registry_token(&self, scope: &str) -> anyhow::Result<Client> {
+        let api_token = self.token.as_deref().context("a registry token needs the API token")?;
+        let req = self
+            .http
+            .get(self.url("/openshift/token"))
+            .query(&[("service", "tributary"), ("scope", scope)])
+            .basic_auth("bench", Some(api_token));
+        let resp = self.send("token", req, StatusCode::OK).await?;
+        let body: serde_json::Value = resp.json().await?;
+        let jwt = body["token"].as_str().context("the token endpoint answered without a token")?;
+        Ok(Client { token: Some(jwt.to_owned()), ..self.clone() })
+    }
+
     /// An absolute URL for a path or a `Location` (absolute or relative).
     fn url(&self, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {

@@ -438,6 +438,26 @@ impl Bench {
                 progress(report, &format!("{label} p99"));
             }
         }
+        // Reads the way docker, podman and skopeo make them, with a registry JWT (ours only: the peer runs without
+        // access control, so it has no such path).
+        if let Some((l, _)) = live.iter().zip(&images).find(|(l, _)| l.kind() == Kind::Ours) {
+            let client = l.client.with_registry_token("repository:bench/app:pull").await?;
+            let label = "manifest GET c=16, registry JWT";
+            for _ in 0..self.plan.pairs {
+                let op = |_: u64| {
+                    let client = &client;
+                    async move { client.get_manifest("bench/app", "v1").await.map(|_| ()) }
+                };
+                closed_loop(16, warm, &self.seq, op).await?;
+                let ((lat, wall), _, cpu) = l.measure(closed_loop(16, dur, &self.seq, op)).await?;
+                let n = lat.len() as f64;
+                let s = |value| Sample { value, cpu_seconds: cpu, work: n / 1000.0 };
+                report.add(label, Unit::OpsPerSec, Cost::PerKiloRequest, Kind::Ours, s(n / wall));
+                report.add(&format!("{label} p99"), Unit::Millis, Cost::None, Kind::Ours, s(quantile_ms(&lat, 0.99)));
+            }
+            progress(report, label);
+            progress(report, &format!("{label} p99"));
+        }
         Ok(())
     }
 
