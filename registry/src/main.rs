@@ -71,6 +71,24 @@ struct ServeArgs {
 /// plain HTTP: that client gets its 400 and the log stays quiet.
 const DEFAULT_LOG: &str = "info,actix_http::h1::dispatcher=off";
 
+/// `oc -n ns tag …` works, and so does `tributary -n ns tag …`: a leading `-n NS` / `--namespace NS` (or
+/// `-nNS`, `--namespace=NS`) moves after the verb, where each verb's own `-n` takes it (before a `--`, if any).
+fn namespace_after_verb(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut moved = Vec::new();
+    while args.len() > 1 {
+        let first = args[1].to_string_lossy().into_owned();
+        let takes = match first.as_str() {
+            "-n" | "--namespace" if args.len() > 2 => 2,
+            f if (f.starts_with("-n") && f.len() > 2) || f.starts_with("--namespace=") => 1,
+            _ => break,
+        };
+        moved.extend(args.drain(1..1 + takes));
+    }
+    let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    args.splice(at..at, moved);
+    args
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -79,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match Cli::parse_from(namespace_after_verb(std::env::args_os().collect())).command {
         Command::Serve(args) => serve(args),
         Command::Client(c) => cli::run(c),
     }
@@ -127,4 +145,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_after_verb;
+
+    fn moved(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        namespace_after_verb(args).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_leading_namespace_moves_after_the_verb() {
+        assert_eq!(moved(&["t", "-n", "ns", "tag", "a:1", "a:2"]), ["t", "tag", "a:1", "a:2", "-n", "ns"]);
+        assert_eq!(moved(&["t", "--namespace=ns", "get", "is"]), ["t", "get", "is", "--namespace=ns"]);
+        assert_eq!(moved(&["t", "-nns", "describe", "is/a"]), ["t", "describe", "is/a", "-nns"]);
+        assert_eq!(moved(&["t", "-n", "ns", "x", "--", "-y"]), ["t", "x", "-n", "ns", "--", "-y"]);
+        assert_eq!(moved(&["t", "tag", "-n", "ns", "a:1", "a:2"]), ["t", "tag", "-n", "ns", "a:1", "a:2"]);
+        assert_eq!(moved(&["t", "-n"]), ["t", "-n"]);
+    }
 }

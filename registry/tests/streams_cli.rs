@@ -102,7 +102,8 @@ async fn image_stream_verbs() {
     assert!(run(&["tag", "docker.io/library/python:3.6.0", "python:3.6", "--scheduled"]).contains("periodically"));
     let pinned = format!("quay.io/x/y@{a}");
     run(&["tag", "--reference", "--reference-policy", "local", &pinned, "python:ext"]);
-    let is = json_of(&reg, &["get", "is", "python", "-o", "json", "-n", "team"]);
+    // `-n` before the verb, as `oc -n team get is` allows.
+    let is = json_of(&reg, &["-n", "team", "get", "is", "python", "-o", "json"]);
     let spec = |name: &str| is["spec"]["tags"].as_array().unwrap().iter().find(|t| t["name"] == name).cloned().unwrap();
     assert_eq!(spec("3.6")["importPolicy"]["scheduled"], true);
     assert_eq!(
