@@ -2,6 +2,7 @@
 //! ([`tokens`], stored only as SHA-256 hashes), roles and namespace bindings ([`roles`], [`model`]), the
 //! authorization decision (verb + resource + namespace), registry JWTs ([`jwt`]) and Docker token scopes
 //! ([`scope`]). [`AuthService`] is the one entry point; the registry's HTTP edge asks it before every operation.
+//! The records every request reads are cached (`cache`), kept true by the metadata store's change feed.
 //! This crate calls only `storage-backends` (keys in `storage_backends::keys`) and never the registry.
 
 mod cache;

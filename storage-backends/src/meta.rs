@@ -1,6 +1,7 @@
 //! The metadata store: a small key-value contract with compare-and-swap on per-key versions, atomic multi-key
-//! transactions, ordered prefix listing and a change feed. [`MetadataStore`] is the required trait (implemented by
-//! the embedded [`RedbStore`] and, for scale-out, an etcd store); JSON conveniences live in
+//! transactions, ordered prefix listing, a change feed, and tombstones of deleted watched keys (so a watch from an
+//! older revision learns of deletions). [`MetadataStore`] is the required trait, implemented by the embedded
+//! [`RedbStore`] (an etcd implementation for scale-out is designed for, not built yet); JSON conveniences live in
 //! [`MetadataStoreExt`]. Keys are `/`-separated strings built by the calling crate; values are opaque bytes.
 //!
 //! Versions are store-wide revisions (as in etcd): every committed transaction gets the next revision and every
