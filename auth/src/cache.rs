@@ -21,8 +21,8 @@ use tokio::sync::broadcast::{self, error::TryRecvError};
 const CACHED: &[&str] =
     &["tokens/", "token-hashes/", "users/", "serviceaccounts/", "namespaces/", "rolebindings/", "clusterrolebindings/"];
 
-/// Entries kept at most (records and lists together); past it the cache starts over. Bounds what callers
-/// presenting many different (e.g. made-up) tokens can make it hold.
+/// Entries kept at most; past it the cache starts over. Bounds what callers presenting many different (e.g.
+/// made-up) tokens can make it hold.
 const MAX_ENTRIES: usize = 16_384;
 
 type Shared = Arc<dyn Any + Send + Sync>;
@@ -36,14 +36,13 @@ struct State {
     feed: Option<broadcast::Receiver<KvEvent>>,
     /// Counts changes to cached prefixes; a read that saw it move while it ran is not kept.
     epoch: u64,
-    /// Decoded records by key; `None` records that the key is absent.
-    records: HashMap<String, Option<Shared>>,
-    /// Decoded `Vec<T>` of every record under a prefix (ending in `/`), by prefix.
-    lists: HashMap<String, Shared>,
+    /// What was read, decoded, by key: a record under its key (`None`: absent), or the `Vec` of every record under
+    /// a prefix under that prefix. A prefix ends in `/` and a record key never does, so the two cannot collide.
+    entries: HashMap<String, Option<Shared>>,
 }
 
 impl State {
-    /// Applies every change the feed holds.
+    /// Applies every change the feed holds: a changed key drops its record and every listing it belongs to.
     fn catch_up(&mut self) {
         let Some(mut feed) = self.feed.take() else { return };
         loop {
@@ -53,9 +52,9 @@ impl State {
                         continue;
                     }
                     self.epoch += 1;
-                    self.records.remove(&event.key);
+                    self.entries.remove(&event.key);
                     for (i, _) in event.key.match_indices('/') {
-                        self.lists.remove(&event.key[..=i]);
+                        self.entries.remove(&event.key[..=i]);
                     }
                 }
                 Err(TryRecvError::Empty) => break,
@@ -71,27 +70,13 @@ impl State {
 
     fn forget(&mut self) {
         self.epoch += 1;
-        self.records.clear();
-        self.lists.clear();
-    }
-
-    /// Whether a read that started at `epoch` may be kept; makes room for it.
-    fn may_keep(&mut self, epoch: u64) -> bool {
-        self.catch_up();
-        if self.feed.is_none() || self.epoch != epoch {
-            return false;
-        }
-        if self.records.len() + self.lists.len() >= MAX_ENTRIES {
-            self.records.clear();
-            self.lists.clear();
-        }
-        true
+        self.entries.clear();
     }
 }
 
 impl RecordCache {
     pub(crate) fn new(meta: &dyn MetadataStore) -> RecordCache {
-        let state = State { feed: Some(meta.subscribe()), epoch: 0, records: HashMap::new(), lists: HashMap::new() };
+        let state = State { feed: Some(meta.subscribe()), epoch: 0, entries: HashMap::new() };
         RecordCache { state: Mutex::new(state) }
     }
 
@@ -100,17 +85,18 @@ impl RecordCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The record under `key`, decoded as `T`.
-    pub(crate) async fn get<T: DeserializeOwned + Send + Sync + 'static>(
+    /// The entry under `key` as a `T`, else `read` it and keep it, unless a change to a cached record raced the
+    /// read.
+    async fn read_through<T: Send + Sync + 'static>(
         &self,
-        meta: &dyn MetadataStore,
         key: &str,
+        read: impl std::future::Future<Output = Result<Option<T>, StoreError>>,
     ) -> Result<Option<Arc<T>>, StoreError> {
         debug_assert!(CACHED.iter().any(|p| key.starts_with(p)), "{key} is not under a cached prefix");
         let epoch = {
             let mut s = self.lock();
             s.catch_up();
-            match s.records.get(key) {
+            match s.entries.get(key) {
                 Some(None) => return Ok(None),
                 Some(Some(hit)) => {
                     if let Ok(hit) = hit.clone().downcast::<T>() {
@@ -121,12 +107,25 @@ impl RecordCache {
             }
             s.epoch
         };
-        let read = meta.get_json::<T>(key).await?.map(|(v, _)| Arc::new(v));
+        let read = read.await?.map(Arc::new);
         let mut s = self.lock();
-        if s.may_keep(epoch) {
-            s.records.insert(key.to_owned(), read.clone().map(|v| v as Shared));
+        s.catch_up();
+        if s.feed.is_some() && s.epoch == epoch {
+            if s.entries.len() >= MAX_ENTRIES {
+                s.entries.clear();
+            }
+            s.entries.insert(key.to_owned(), read.clone().map(|v| v as Shared));
         }
         Ok(read)
+    }
+
+    /// The record under `key`, decoded as `T`.
+    pub(crate) async fn get<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        meta: &dyn MetadataStore,
+        key: &str,
+    ) -> Result<Option<Arc<T>>, StoreError> {
+        self.read_through(key, async { Ok(meta.get_json::<T>(key).await?.map(|(v, _)| v)) }).await
     }
 
     /// Every record under `prefix` (which ends in `/`), decoded as `T`, in key order.
@@ -135,23 +134,9 @@ impl RecordCache {
         meta: &dyn MetadataStore,
         prefix: &str,
     ) -> Result<Arc<Vec<T>>, StoreError> {
-        debug_assert!(prefix.ends_with('/') && CACHED.iter().any(|p| prefix.starts_with(p)), "{prefix}");
-        let epoch = {
-            let mut s = self.lock();
-            s.catch_up();
-            if let Some(hit) = s.lists.get(prefix) {
-                if let Ok(hit) = hit.clone().downcast::<Vec<T>>() {
-                    return Ok(hit);
-                }
-            }
-            s.epoch
-        };
-        let read: Arc<Vec<T>> = Arc::new(meta.list_all_json::<T>(prefix).await?.into_iter().map(|(v, _)| v).collect());
-        let mut s = self.lock();
-        if s.may_keep(epoch) {
-            s.lists.insert(prefix.to_owned(), read.clone());
-        }
-        Ok(read)
+        debug_assert!(prefix.ends_with('/'), "{prefix}");
+        let read = async { Ok(Some(meta.list_all_json::<T>(prefix).await?.into_iter().map(|(v, _)| v).collect())) };
+        Ok(self.read_through::<Vec<T>>(prefix, read).await?.unwrap_or_default())
     }
 }
 

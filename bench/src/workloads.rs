@@ -204,6 +204,13 @@ impl Image {
     }
 }
 
+/// Prints the ops/s, p50 and p99 rows of `label` as measured so far.
+fn progress_ops(report: &Report, label: &str) {
+    progress(report, label);
+    progress(report, &format!("{label} p50"));
+    progress(report, &format!("{label} p99"));
+}
+
 /// Runs `op(seq)` from `concurrency` workers until `duration` has passed. Returns sorted latencies and the wall time.
 async fn closed_loop<F, Fut>(
     concurrency: usize,
@@ -402,8 +409,6 @@ impl Bench {
             image.mount(&l.client, "bench/put", "bench/app").await?;
             images.push(image);
         }
-        let dur = Duration::from_secs_f64(self.plan.manifest_secs);
-        let warm = Duration::from_secs_f64((self.plan.manifest_secs / 4.0).min(0.3));
         for put in [false, true] {
             let op_name = if put { "PUT" } else { "GET" };
             for &c in &self.plan.concurrencies {
@@ -422,25 +427,15 @@ impl Bench {
                                 }
                             }
                         };
-                        closed_loop(c, warm, &self.seq, op).await?;
-                        let ((lat, wall), _, cpu) = l.measure(closed_loop(c, dur, &self.seq, op)).await?;
-                        let n = lat.len() as f64;
-                        let kind = l.kind();
-                        let s = |value| Sample { value, cpu_seconds: cpu, work: n / 1000.0 };
-                        report.add(&label, Unit::OpsPerSec, Cost::PerKiloRequest, kind, s(n / wall));
-                        let (p50, p99) = (quantile_ms(&lat, 0.5), quantile_ms(&lat, 0.99));
-                        report.add(&format!("{label} p50"), Unit::Millis, Cost::None, kind, s(p50));
-                        report.add(&format!("{label} p99"), Unit::Millis, Cost::None, kind, s(p99));
+                        self.ops_sample(report, l, &label, c, op).await?;
                     }
                 }
-                progress(report, &label);
-                progress(report, &format!("{label} p50"));
-                progress(report, &format!("{label} p99"));
+                progress_ops(report, &label);
             }
         }
         // Reads the way docker, podman and skopeo make them, with a registry JWT (ours only: the peer runs without
         // access control, so it has no such path).
-        if let Some((l, _)) = live.iter().zip(&images).find(|(l, _)| l.kind() == Kind::Ours) {
+        if let Some(l) = live.iter().find(|l| l.kind() == Kind::Ours) {
             let client = l.client.with_registry_token("repository:bench/app:pull").await?;
             let label = "manifest GET c=16, registry JWT";
             for _ in 0..self.plan.pairs {
@@ -448,16 +443,37 @@ impl Bench {
                     let client = &client;
                     async move { client.get_manifest("bench/app", "v1").await.map(|_| ()) }
                 };
-                closed_loop(16, warm, &self.seq, op).await?;
-                let ((lat, wall), _, cpu) = l.measure(closed_loop(16, dur, &self.seq, op)).await?;
-                let n = lat.len() as f64;
-                let s = |value| Sample { value, cpu_seconds: cpu, work: n / 1000.0 };
-                report.add(label, Unit::OpsPerSec, Cost::PerKiloRequest, Kind::Ours, s(n / wall));
-                report.add(&format!("{label} p99"), Unit::Millis, Cost::None, Kind::Ours, s(quantile_ms(&lat, 0.99)));
+                self.ops_sample(report, l, label, 16, op).await?;
             }
-            progress(report, label);
-            progress(report, &format!("{label} p99"));
+            progress_ops(report, label);
         }
+        Ok(())
+    }
+
+    /// Drives `op` closed-loop at concurrency `c` on `l` (a short warm-up, then `manifest_secs` measured) and adds
+    /// the run's ops/s with its CPU cost, p50 and p99 under `label`.
+    async fn ops_sample<F, Fut>(
+        &self,
+        report: &mut Report,
+        l: &Live,
+        label: &str,
+        c: usize,
+        op: F,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn(u64) -> Fut + Copy,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let dur = Duration::from_secs_f64(self.plan.manifest_secs);
+        let warm = Duration::from_secs_f64((self.plan.manifest_secs / 4.0).min(0.3));
+        closed_loop(c, warm, &self.seq, op).await?;
+        let ((lat, wall), _, cpu) = l.measure(closed_loop(c, dur, &self.seq, op)).await?;
+        let n = lat.len() as f64;
+        let kind = l.kind();
+        let s = |value| Sample { value, cpu_seconds: cpu, work: n / 1000.0 };
+        report.add(label, Unit::OpsPerSec, Cost::PerKiloRequest, kind, s(n / wall));
+        report.add(&format!("{label} p50"), Unit::Millis, Cost::None, kind, s(quantile_ms(&lat, 0.5)));
+        report.add(&format!("{label} p99"), Unit::Millis, Cost::None, kind, s(quantile_ms(&lat, 0.99)));
         Ok(())
     }
 

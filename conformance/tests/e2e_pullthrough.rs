@@ -35,6 +35,15 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What every test here starts with: the tools it needs (else it is skipped), its turn, a scratch directory, skopeo.
+fn begin(prefix: &str) -> Option<(MutexGuard<'static, ()>, tempfile::TempDir, Skopeo)> {
+    if !tools_present(TOOLS) {
+        return None;
+    }
+    let turn = serial();
+    Some((turn, tempdir(prefix), Skopeo::new()))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
@@ -344,13 +353,8 @@ fn docker_pull(engine: &DockerEngine, image: &str) -> String {
 /// one upstream GET per layer, then pull again with the upstream gone; a manifest list kept whole.
 #[test]
 fn pull_through_docker_registry_with_every_client() {
-    if !tools_present(TOOLS) {
-        return;
-    }
-    let _turn = serial();
+    let Some((_turn, tmp, skopeo)) = begin("e2e-pullthrough-") else { return };
     let images = TestImages::get();
-    let tmp = tempdir("e2e-pullthrough-");
-    let skopeo = Skopeo::new();
     let mut up = Upstream::start(None);
     seed(&skopeo, &up, &images.oci("app"), "lib/app:1", &[]);
     seed(&skopeo, &up, &images.oci("multi"), "lib/multi:1", &["--all"]);
@@ -448,14 +452,9 @@ fn pull_through_docker_registry_with_every_client() {
 /// A ~100 MiB layer: 8 concurrent pulls cause one upstream GET; miss and hit times of a second such image.
 #[test]
 fn pull_through_one_upstream_fetch_under_concurrent_pulls() {
-    if !tools_present(TOOLS) {
-        return;
-    }
-    let _turn = serial();
     const SIZE: u64 = 100 << 20;
     const CLIENTS: usize = 8;
-    let tmp = tempdir("e2e-pullthrough-big-");
-    let skopeo = Skopeo::new();
+    let Some((_turn, tmp, skopeo)) = begin("e2e-pullthrough-big-") else { return };
     let up = Upstream::start(None);
     let (big1, layer1) = push_big_image(&up, tmp.path(), "lib/big1", SIZE);
     let (big2, layer2) = push_big_image(&up, tmp.path(), "lib/big2", SIZE);
@@ -549,13 +548,8 @@ fn pull_through_one_upstream_fetch_under_concurrent_pulls() {
 /// An htpasswd-protected docker-registry: import fails as Unauthorized without a pull secret, works with one.
 #[test]
 fn pull_through_htpasswd_upstream_with_pull_secret() {
-    if !tools_present(TOOLS) {
-        return;
-    }
-    let _turn = serial();
+    let Some((_turn, tmp, skopeo)) = begin("e2e-pullthrough-auth-") else { return };
     let images = TestImages::get();
-    let tmp = tempdir("e2e-pullthrough-auth-");
-    let skopeo = Skopeo::new();
     let (user, password) = ("puller", "s3cret-upstream");
     let hash = bcrypt::hash_with_result(password, 5).expect("bcrypt").format_for_version(bcrypt::Version::TwoY);
     let htpasswd = tmp.path().join("htpasswd");
@@ -635,13 +629,8 @@ fn pull_through_htpasswd_upstream_with_pull_secret() {
 /// A second Tributary as the upstream, through a pull secret holding its token.
 #[test]
 fn pull_through_from_another_tributary() {
-    if !tools_present(TOOLS) {
-        return;
-    }
-    let _turn = serial();
+    let Some((_turn, tmp, skopeo)) = begin("e2e-pullthrough-trib-") else { return };
     let images = TestImages::get();
-    let tmp = tempdir("e2e-pullthrough-trib-");
-    let skopeo = Skopeo::new();
     let upstream = Registry::start(&tmp.path().join("upstream-data"));
     let pushed = skopeo.push(&upstream, &images.oci("app"), "ns/app:v1", &[]);
     let app = images.digest("app");

@@ -589,12 +589,7 @@ async fn webhooks_are_told_of_tag_changes_and_retried() {
     let api = Api::start();
     let early = api.push("ns/app", "v0", "early").await;
     let (url, bodies) = receiver(1).await;
-    let retry = registry::http::webhooks::Retry {
-        attempts: 5,
-        first_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(200),
-        timeout: Duration::from_secs(5),
-    };
+    let retry = quick_retry(5, 200);
     let _hooks = registry::http::webhooks::spawn(api.reg.registry().meta.clone(), vec![url.parse().unwrap()], retry);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a = api.push("ns/app", "v1", "a").await.to_string();
@@ -613,6 +608,16 @@ async fn webhooks_are_told_of_tag_changes_and_retried() {
     assert!(got.iter().all(|b| b["image"] != early.to_string()), "tags that did not change are not reported");
 }
 
+/// Webhook retries fast enough for a test: `attempts`, from 50 ms up to `max_backoff_ms`.
+fn quick_retry(attempts: u32, max_backoff_ms: u64) -> registry::http::webhooks::Retry {
+    registry::http::webhooks::Retry {
+        attempts,
+        first_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(max_backoff_ms),
+        timeout: Duration::from_secs(5),
+    }
+}
+
 /// Waits until `bodies` holds `n` events; returns (tag, type) of each.
 async fn received(bodies: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<(String, String)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -627,12 +632,7 @@ async fn received(bodies: &std::sync::Mutex<Vec<Value>>, n: usize) -> Vec<(Strin
 async fn webhooks_catch_up_after_a_restart() {
     let api = Api::start();
     let (url, bodies) = receiver(0).await;
-    let retry = registry::http::webhooks::Retry {
-        attempts: 3,
-        first_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(100),
-        timeout: Duration::from_secs(5),
-    };
+    let retry = quick_retry(3, 100);
     let meta = api.reg.registry().meta.clone();
     let hooks = registry::http::webhooks::spawn(meta.clone(), vec![url.parse().unwrap()], retry);
     tokio::time::sleep(Duration::from_millis(200)).await;

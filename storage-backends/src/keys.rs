@@ -95,7 +95,7 @@ pub const WEBHOOK_CURSOR: &str = "webhooks/cursor";
 /// Keys whose deletion the store remembers for a while, so that a watch from an older revision reports it (the
 /// stream objects and tag histories that `ADDED`/`MODIFIED`/`DELETED` events are made of).
 pub fn keeps_tombstone(key: &str) -> bool {
-    key.starts_with(IMAGESTREAMS) || key.starts_with("istags/")
+    key.starts_with(IMAGESTREAMS) || key.starts_with(ISTAGS)
 }
 
 pub const IMAGES: &str = "images/";

@@ -355,6 +355,11 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// A counter of the `meta` table ([`REVISION`], [`COMPACTED`]); 0 until first written.
+fn counter(meta: &impl redb::ReadableTable<&'static str, u64>, name: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(name).map_err(backend)?.map(|g| g.value()).unwrap_or(0))
+}
+
 /// A tombstone's record: the deleting revision, the time, the last value.
 fn tombstone(revision: u64, value: &[u8]) -> Vec<u8> {
     let mut raw = Vec::with_capacity(16 + value.len());
@@ -379,7 +384,7 @@ fn read_tombstone<'r>(key: &str, raw: &'r [u8]) -> Result<(u64, i64, &'r [u8]), 
 fn prune_tombstones(w: &redb::WriteTransaction, cutoff: i64) -> Result<(), StoreError> {
     let mut tombs = w.open_table(TOMBSTONES).map_err(backend)?;
     let mut meta = w.open_table(META).map_err(backend)?;
-    let mut compacted = meta.get(COMPACTED).map_err(backend)?.map(|g| g.value()).unwrap_or(0);
+    let mut compacted = counter(&meta, COMPACTED)?;
     let mut old = Vec::new();
     for item in tombs.iter().map_err(backend)? {
         let (k, v) = item.map_err(backend)?;
@@ -418,7 +423,7 @@ fn apply_batch<'a>(
         let mut kv = w.open_table(KV).map_err(backend)?;
         let mut meta = w.open_table(META).map_err(backend)?;
         let mut tombs = w.open_table(TOMBSTONES).map_err(backend)?;
-        let mut revision = meta.get(REVISION).map_err(backend)?.map(|g| g.value()).unwrap_or(0);
+        let mut revision = counter(&meta, REVISION)?;
         'txns: for txn in txns {
             for (key, expect) in &txn.checks {
                 let current = match kv.get(key.as_str()).map_err(backend)? {
@@ -505,7 +510,7 @@ impl MetadataStore for RedbStore {
     async fn revision(&self) -> Result<u64, StoreError> {
         let r = self.db.begin_read().map_err(backend)?;
         let meta = r.open_table(META).map_err(backend)?;
-        Ok(meta.get(REVISION).map_err(backend)?.map(|g| g.value()).unwrap_or(0))
+        counter(&meta, REVISION)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<KvEvent> {
@@ -515,7 +520,7 @@ impl MetadataStore for RedbStore {
     async fn deleted_since(&self, prefix: &str, since: u64) -> Result<Vec<(String, Versioned)>, StoreError> {
         let r = self.db.begin_read().map_err(backend)?;
         let meta = r.open_table(META).map_err(backend)?;
-        let compacted = meta.get(COMPACTED).map_err(backend)?.map(|g| g.value()).unwrap_or(0);
+        let compacted = counter(&meta, COMPACTED)?;
         if since < compacted {
             return Err(StoreError::Compacted { since, compacted });
         }

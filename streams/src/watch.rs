@@ -294,7 +294,7 @@ impl Watch {
             }
         }
         if self.what == Watched::ImageStreamTags {
-            let histories = ns.map(keys::istags_in).unwrap_or_else(|| "istags/".to_owned());
+            let histories = ns.map(keys::istags_in).unwrap_or_else(|| keys::ISTAGS.to_owned());
             for (key, last) in store.deleted_since(&histories, since).await? {
                 let Some((repo, tag)) = keys::istag_of_key(&key) else { continue };
                 let skeleton = tag_skeleton(&repo, &tag, last.version);

@@ -203,7 +203,8 @@ impl Drop for Webhooks {
 }
 
 /// The changes to report after revision `cursor`, in revision order: tags written since (as they are now) and
-/// tags deleted since. Fills `seen` with where every tag points.
+/// tags deleted since. Fills `seen` with where every other tag points. Used at start (from the stored cursor) and
+/// when the feed was missed (from the last revision queued).
 async fn catch_up(meta: &dyn MetadataStore, cursor: Option<u64>, seen: &mut Seen) -> Vec<TagChange> {
     let now = scan(meta).await;
     let Some(cursor) = cursor else {
@@ -236,6 +237,18 @@ async fn catch_up(meta: &dyn MetadataStore, cursor: Option<u64>, seen: &mut Seen
     }
     changed.sort_by_key(|c| c.revision);
     changed
+}
+
+/// Queues the notification of each change that is news (see [`notification`]) for every URL.
+async fn fan_out(queues: &[(url::Url, Arc<Queue>)], seen: &mut Seen, changes: Vec<TagChange>) {
+    for change in changes {
+        let revision = change.revision.max(1);
+        if let Some(n) = notification(seen, change) {
+            for (url, queue) in queues {
+                queue.push(url, revision, n.clone()).await;
+            }
+        }
+    }
 }
 
 /// Starts notifying `urls` of tag changes in `meta`, on the current tokio runtime, from where the last run left
@@ -294,41 +307,24 @@ pub fn spawn(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry) ->
         };
         let start = meta.revision().await.unwrap_or(0);
         let mut seen = Seen::new();
-        for change in catch_up(meta.as_ref(), cursor, &mut seen).await {
-            let revision = change.revision;
-            if let Some(n) = notification(&mut seen, change) {
-                for (url, queue) in &queues {
-                    queue.push(url, revision, n.clone()).await;
-                }
-            }
-        }
+        let missed = catch_up(meta.as_ref(), cursor, &mut seen).await;
+        fan_out(&queues, &mut seen, missed).await;
         observed.store(start.max(1), Ordering::Release);
         loop {
             let (changes, revision) = match feed.recv().await {
                 Ok(ev) => (tag_change(&ev).into_iter().collect::<Vec<_>>(), ev.revision),
                 Err(RecvError::Lagged(missed)) => {
+                    // As after a restart: from the last revision fully queued.
                     tracing::warn!(missed, "webhooks fell behind the change feed; catching up from the store");
                     feed = feed.resubscribe();
                     let revision = meta.revision().await.unwrap_or(0);
-                    let now = scan(meta.as_ref()).await;
-                    let present: BTreeSet<_> = now.iter().map(|c| (c.repo.clone(), c.tag.clone())).collect();
-                    let gone: Vec<TagChange> = seen
-                        .keys()
-                        .filter(|k| !present.contains(*k))
-                        .map(|(repo, tag)| TagChange { repo: repo.clone(), tag: tag.clone(), current: None, revision })
-                        .collect();
-                    (now.into_iter().chain(gone).collect(), revision)
+                    let from = observed.load(Ordering::Acquire);
+                    let changes = catch_up(meta.as_ref(), Some(from), &mut seen).await;
+                    (changes, revision)
                 }
                 Err(RecvError::Closed) => return,
             };
-            for change in changes {
-                let at = change.revision.max(1);
-                if let Some(n) = notification(&mut seen, change) {
-                    for (url, queue) in &queues {
-                        queue.push(url, at, n.clone()).await;
-                    }
-                }
-            }
+            fan_out(&queues, &mut seen, changes).await;
             observed.fetch_max(revision, Ordering::AcqRel);
         }
     }));

@@ -31,6 +31,13 @@ pub struct UpstreamLink {
     pub insecure: bool,
 }
 
+impl UpstreamLink {
+    /// The linked repository, as written when the link was made.
+    pub fn repository(&self) -> Result<ExternalRef, RegistryError> {
+        self.repository.parse().map_err(|e: UpstreamError| RegistryError::Internal(e.to_string()))
+    }
+}
+
 /// A blob read: the stream, the byte range served, the total size.
 pub struct BlobRead {
     pub body: ByteStream,
@@ -53,6 +60,20 @@ impl Registry {
         Ok(self.blob_link(repo, digest).await?.size)
     }
 
+    /// Where `digest` of the external repository `from` is fetched from for `repo`: with the credentials of
+    /// `repo`'s namespace's pull secrets.
+    pub(crate) async fn upstream_source(
+        &self,
+        repo: &RepositoryName,
+        from: &ExternalRef,
+        digest: &Digest,
+        insecure: bool,
+    ) -> Result<Source, RegistryError> {
+        let reference = from.at_digest(digest);
+        let credentials = self.credentials_for(repo.namespace(), reference.registry()).await?;
+        Ok(Source { reference, credentials, insecure })
+    }
+
     /// Streams a blob of the repository, whole or the given range (already validated against the size). A blob
     /// linked to an upstream and not stored yet is pulled through.
     pub async fn read_blob(
@@ -66,14 +87,7 @@ impl Registry {
             return Ok(BlobRead { body, range, total });
         }
         let Some(upstream) = &link.upstream else { return Err(RegistryError::BlobUnknown(digest.clone())) };
-        let reference: ExternalRef =
-            upstream.repository.parse().map_err(|e: UpstreamError| RegistryError::Internal(e.to_string()))?;
-        let reference = reference.at_digest(digest);
-        let source = Source {
-            credentials: self.credentials_for(repo.namespace(), reference.registry()).await?,
-            reference,
-            insecure: upstream.insecure,
-        };
+        let source = self.upstream_source(repo, &upstream.repository()?, digest, upstream.insecure).await?;
         let joined = self
             .pullthrough
             .fetch(&self.upstreams, &self.blobs, source, digest, link.size, range.is_none())

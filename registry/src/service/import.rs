@@ -423,13 +423,7 @@ fn parse(fetched: &FetchedManifest, source: &Source) -> Result<ParsedManifest, U
 
 /// The manifest link for a fetched manifest.
 fn manifest_link(fetched: &FetchedManifest, parsed: &ParsedManifest) -> Link {
-    let link = ManifestLink {
-        media_type: parsed.media_type.clone(),
-        size: fetched.bytes.len() as u64,
-        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-        upstream: None,
-    };
-    Link::Manifest(fetched.digest.clone(), link)
+    Link::Manifest(fetched.digest.clone(), ManifestLink::of(parsed, fetched.bytes.len() as u64, None))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use streams::manifest::{self, Descriptor, ManifestError, ManifestKind, ParsedMan
 
 use super::blobs::{BlobLink, UpstreamLink};
 use super::{Registry, RegistryError};
-use crate::upstream::{ExternalRef, Source, UpstreamError};
+use crate::upstream::{ExternalRef, UpstreamError};
 
 /// A repository's record of a manifest it holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -24,6 +24,18 @@ pub struct ManifestLink {
     /// pulled through).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamLink>,
+}
+
+impl ManifestLink {
+    /// The link of `parsed`, `size` bytes long, whose bytes come from `upstream` when they are not stored.
+    pub fn of(parsed: &ParsedManifest, size: u64, upstream: Option<UpstreamLink>) -> ManifestLink {
+        ManifestLink {
+            media_type: parsed.media_type.clone(),
+            size,
+            subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+            upstream,
+        }
+    }
 }
 
 /// A manifest as served.
@@ -84,13 +96,8 @@ impl Registry {
             self.streams.image_reference(repo, &digest),
             Utc::now(),
         );
-        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let link = ManifestLink {
-            media_type: parsed.media_type.clone(),
-            size: bytes.len() as u64,
-            subject: subject.clone(),
-            upstream: None,
-        };
+        let link = ManifestLink::of(&parsed, bytes.len() as u64, None);
+        let subject = link.subject.clone();
         let mut extra = vec![
             (keys::manifest_content(&digest), bytes.to_vec()),
             (keys::manifest_link(repo, &digest), encode(&link)),
@@ -198,8 +205,7 @@ impl Registry {
         let bytes = match (self.manifest_bytes(digest).await?, &link.upstream) {
             (Some(bytes), _) => bytes,
             (None, Some(upstream)) => {
-                let insecure = upstream.insecure;
-                return self.fetch_manifest(repo, &upstream.repository.clone(), digest, insecure).await;
+                return self.fetch_manifest(repo, &upstream.repository()?, digest, upstream.insecure).await;
             }
             (None, None) => return Err(RegistryError::ManifestUnknown),
         };
@@ -224,26 +230,20 @@ impl Registry {
     ) -> Result<StoredManifest, RegistryError> {
         let (pull_spec, insecure) =
             self.streams.pull_source(repo, tag, digest).await?.ok_or(RegistryError::ManifestUnknown)?;
-        let reference: ExternalRef = pull_spec.parse().map_err(|_| RegistryError::ManifestUnknown)?;
-        self.fetch_manifest(repo, &reference.repository_ref(), digest, insecure).await
+        let from: ExternalRef = pull_spec.parse().map_err(|_| RegistryError::ManifestUnknown)?;
+        self.fetch_manifest(repo, &from, digest, insecure).await
     }
 
-    /// Fetches manifest `digest` from the external repository `from`, stores it, and links it into `repo` with
+    /// Fetches manifest `digest` from the external repository of `from`, stores it, and links it into `repo` with
     /// what it references (blobs and child manifests, to be pulled through in turn).
     async fn fetch_manifest(
         &self,
         repo: &RepositoryName,
-        from: &str,
+        from: &ExternalRef,
         digest: &Digest,
         insecure: bool,
     ) -> Result<StoredManifest, RegistryError> {
-        let reference: ExternalRef = from.parse().map_err(|_| RegistryError::ManifestUnknown)?;
-        let reference = reference.at_digest(digest);
-        let source = Source {
-            credentials: self.credentials_for(repo.namespace(), reference.registry()).await?,
-            reference,
-            insecure,
-        };
+        let source = self.upstream_source(repo, from, digest, insecure).await?;
         let fetched = self.upstreams.manifest(&source).await.map_err(|e| match e {
             UpstreamError::NotFound(_) => RegistryError::ManifestUnknown,
             other => RegistryError::Upstream(other),
@@ -265,12 +265,7 @@ impl Registry {
             };
             txn = txn.put(keys::manifest_link(repo, &child.digest), encode(&link));
         }
-        let link = ManifestLink {
-            media_type: parsed.media_type.clone(),
-            size: fetched.bytes.len() as u64,
-            subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-            upstream: Some(upstream),
-        };
+        let link = ManifestLink::of(&parsed, fetched.bytes.len() as u64, Some(upstream));
         txn = txn.put(keys::manifest_link(repo, digest), encode(&link));
         txn = txn.put(keys::manifest_content(digest), fetched.bytes.to_vec());
         self.meta.commit(txn).await?;
