@@ -30,7 +30,7 @@ struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:5000].
     #[arg(long, env = "TRIBUTARY_LISTEN")]
     listen: Option<String>,
-    /// Directory for blobs and metadata [default: ./data].
+    /// Directory for blobs and metadata when they are kept locally [default: ./data].
     #[arg(long, env = "TRIBUTARY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// TOML configuration file.
@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Seconds between imports of tags with importPolicy.scheduled (at least 5) [default: 900].
     #[arg(long, env = "TRIBUTARY_SCHEDULED_IMPORT_INTERVAL")]
     scheduled_import_interval: Option<u64>,
+    /// Blob and metadata stores (`[storage]` in the configuration file).
+    #[command(flatten)]
+    storage: registry::config::storage::StorageSettings,
 }
 
 /// Log filter unless `TRIBUTARY_LOG` says otherwise. actix logs each unparsable request at ERROR, and a client told
@@ -135,6 +138,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhooks: args.webhooks,
         allowed_registries: args.allowed_registries,
         scheduled_import_interval: args.scheduled_import_interval,
+        storage: args.storage,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
     let tls = match &config.tls {
@@ -169,6 +173,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::namespace_after_verb;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 
     fn moved(args: &[&str]) -> Vec<String> {
         let args = args.iter().map(std::ffi::OsString::from).collect();

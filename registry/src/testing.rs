@@ -115,6 +115,7 @@ impl TestRegistry {
             webhooks: Vec::new(),
             allowed_registries: builder_allowed,
             scheduled_import_interval: builder_interval,
+            storage: Default::default(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {

@@ -1,5 +1,8 @@
 //! Configuration: defaults, then a TOML file, then `TRIBUTARY_*` environment variables, then command-line flags.
-//! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data.
+//! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data; [`storage`] chooses
+//! other blob and metadata stores.
+
+pub mod storage;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,9 @@ pub struct FileConfig {
     pub allowed_registries_for_import: Option<Vec<String>>,
     /// Seconds between imports of a tag with `importPolicy.scheduled` (default 900, at least 5).
     pub scheduled_import_interval: Option<u64>,
+    /// `[storage]`: the blob and metadata backends and their settings.
+    #[serde(default)]
+    pub storage: storage::StorageSettings,
 }
 
 /// The effective configuration.
@@ -51,6 +57,8 @@ pub struct Config {
     pub allowed_registries: Vec<String>,
     /// How often scheduled tags are imported again (`TRIBUTARY_SCHEDULED_IMPORT_INTERVAL`, seconds).
     pub scheduled_import_interval: std::time::Duration,
+    /// The blob and metadata stores.
+    pub storage: storage::Storage,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -71,6 +79,7 @@ pub struct Overrides {
     pub webhooks: Option<Vec<url::Url>>,
     pub allowed_registries: Option<Vec<String>>,
     pub scheduled_import_interval: Option<u64>,
+    pub storage: storage::StorageSettings,
 }
 
 impl Config {
@@ -124,6 +133,7 @@ impl Config {
                 }
                 std::time::Duration::from_secs(secs)
             },
+            storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
         })
     }
 }
