@@ -368,6 +368,32 @@ async fn referrers_and_index() {
 }
 
 #[tokio::test]
+async fn large_manifests_are_served_byte_for_byte_across_a_restart() {
+    // Manifests past the metadata store's share (16 KiB) keep their bytes in the blob store.
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large);
+    {
+        let api = Api { reg: TestRegistry::start_in(dir.path()), http: Client::new() };
+        small = api.image("ns/app", "s").await;
+        let mut doc: Value = serde_json::from_slice(&api.image("ns/app", "l").await).unwrap();
+        doc["annotations"] = json!({"org.example.padding": "x".repeat(3 * 1024 * 1024)});
+        large = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(api.put_manifest("ns/app", "small", &small).await.status(), StatusCode::CREATED);
+        assert_eq!(api.put_manifest("ns/app", "large", &large).await.status(), StatusCode::CREATED);
+    }
+    let api = Api { reg: TestRegistry::start_in(dir.path()), http: Client::new() };
+    for (tag, bytes) in [("small", &small), ("large", &large)] {
+        let r = api.send(Method::GET, &format!("/v2/ns/app/manifests/{tag}"), &[], vec![]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let digest = r.headers()["docker-content-digest"].to_str().unwrap().to_owned();
+        assert_eq!(digest, Digest::sha256_of(bytes).to_string());
+        assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice(), "{tag}");
+        let by_digest = api.send(Method::GET, &format!("/v2/ns/app/manifests/{digest}"), &[], vec![]).await;
+        assert_eq!(by_digest.bytes().await.unwrap().as_ref(), bytes.as_slice(), "{tag} by digest");
+    }
+}
+
+#[tokio::test]
 async fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let m;

@@ -219,15 +219,21 @@ impl Registry {
         let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
         for (digest, bytes) in &fetched.contents {
             if manifests.contains(&digest) {
-                extra.push((keys::manifest_content(digest), bytes.to_vec()));
+                extra.extend(self.keep_manifest(digest, bytes).await.map_err(internal)?);
             } else {
                 self.blobs.put_verified(digest, bytes.clone()).await.map_err(internal)?;
             }
         }
-        extra.extend(fetched.links.iter().map(|link| match link {
-            Link::Manifest(d, l) => (keys::manifest_link(repo, d), encode(l)),
-            Link::Blob(d, l) => (keys::blob_link(repo, d), encode(l)),
-        }));
+        // Blob links first, a bounded number per transaction (a many-platform index links hundreds of layers);
+        // the manifests' links go with the image and the tag, so an imported manifest appears all at once.
+        let mut blob_links = Vec::new();
+        for link in &fetched.links {
+            match link {
+                Link::Manifest(d, l) => extra.push((keys::manifest_link(repo, d), encode(l))),
+                Link::Blob(d, l) => blob_links.push((keys::blob_link(repo, d), encode(l))),
+            }
+        }
+        self.commit_links(blob_links).await.map_err(internal)?;
         let reference = fetched.image.docker_image_reference.clone();
         self.streams
             .record_import(repo, tag, &fetched.image, reference, &fetched.children, extra)

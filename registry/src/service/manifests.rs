@@ -5,7 +5,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use names::{Digest, Reference, RepositoryName, TagName};
 use storage_backends::meta::encode;
-use storage_backends::{keys, MetadataStoreExt};
+use storage_backends::{keys, MetadataStoreExt, Txn};
 use streams::manifest::{self, Descriptor, ManifestError, ManifestKind, ParsedManifest, DOCKER_LIST, OCI_INDEX};
 
 use super::blobs::{BlobLink, UpstreamLink};
@@ -54,7 +54,40 @@ pub struct PutManifest {
 /// Largest image config read to fill an Image's metadata.
 const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Manifests up to this size keep their bytes in the metadata store, in the transaction that records them (one
+/// write instead of two); larger ones go to the blob store first. The metadata store takes small values only
+/// (etcd: 1.5 MiB a request), and an import records an index and all its children in one transaction.
+pub const MANIFEST_IN_METADATA: usize = 16 * 1024;
+
+/// Most writes put in one transaction by [`Registry::commit_links`] (etcd takes 128 operations a transaction).
+const LINKS_PER_TXN: usize = 100;
+
 impl Registry {
+    /// Where a verified manifest's bytes go: a small one becomes a write for the caller's transaction (returned);
+    /// a large one is stored in the blob store now, before anything refers to it.
+    pub(crate) async fn keep_manifest(
+        &self,
+        digest: &Digest,
+        bytes: &Bytes,
+    ) -> Result<Option<(String, Vec<u8>)>, RegistryError> {
+        if bytes.len() <= MANIFEST_IN_METADATA {
+            return Ok(Some((keys::manifest_content(digest), bytes.to_vec())));
+        }
+        self.blobs.put_verified(digest, bytes.clone()).await?;
+        Ok(None)
+    }
+
+    /// Writes repository links (of blobs and manifests) a bounded number per transaction. Links may be written
+    /// ahead of the manifest or image that needs them: a link alone only lets the repository serve content.
+    pub(crate) async fn commit_links(&self, links: Vec<(String, Vec<u8>)>) -> Result<(), RegistryError> {
+        let mut links = links.into_iter().peekable();
+        while links.peek().is_some() {
+            let txn = links.by_ref().take(LINKS_PER_TXN).fold(Txn::new(), |t, (k, v)| t.put(k, v));
+            self.meta.commit(txn).await?;
+        }
+        Ok(())
+    }
+
     /// Stores a manifest under a tag or its digest, after validating it and everything it references.
     #[tracing::instrument(skip(self, bytes))]
     pub async fn put_manifest(
@@ -98,10 +131,8 @@ impl Registry {
         );
         let link = ManifestLink::of(&parsed, bytes.len() as u64, None);
         let subject = link.subject.clone();
-        let mut extra = vec![
-            (keys::manifest_content(&digest), bytes.to_vec()),
-            (keys::manifest_link(repo, &digest), encode(&link)),
-        ];
+        let mut extra = vec![(keys::manifest_link(repo, &digest), encode(&link))];
+        extra.extend(self.keep_manifest(&digest, &bytes).await?);
         if let Some(subject) = &subject {
             let descriptor = Descriptor {
                 media_type: parsed.media_type.clone(),
@@ -251,10 +282,10 @@ impl Registry {
         let parsed = manifest::parse(&fetched.bytes, None)
             .map_err(|e| RegistryError::Upstream(UpstreamError::Invalid(format!("{}: {e}", source.reference))))?;
         let upstream = UpstreamLink { repository: source.reference.repository_ref(), insecure };
-        let mut txn = storage_backends::Txn::new();
+        let mut links = Vec::new();
         for b in parsed.blobs() {
             let link = BlobLink { size: b.size, upstream: Some(upstream.clone()) };
-            txn = txn.put(keys::blob_link(repo, &b.digest), encode(&link));
+            links.push((keys::blob_link(repo, &b.digest), encode(&link)));
         }
         for child in parsed.children() {
             let link = ManifestLink {
@@ -263,11 +294,15 @@ impl Registry {
                 subject: None,
                 upstream: Some(upstream.clone()),
             };
-            txn = txn.put(keys::manifest_link(repo, &child.digest), encode(&link));
+            links.push((keys::manifest_link(repo, &child.digest), encode(&link)));
         }
+        self.commit_links(links).await?;
+        // The manifest's own link last, with (or after) its bytes: once it is linked, it can be served.
         let link = ManifestLink::of(&parsed, fetched.bytes.len() as u64, Some(upstream));
-        txn = txn.put(keys::manifest_link(repo, digest), encode(&link));
-        txn = txn.put(keys::manifest_content(digest), fetched.bytes.to_vec());
+        let mut txn = Txn::new().put(keys::manifest_link(repo, digest), encode(&link));
+        if let Some((key, value)) = self.keep_manifest(digest, &fetched.bytes).await? {
+            txn = txn.put(key, value);
+        }
         self.meta.commit(txn).await?;
         Ok(StoredManifest { digest: digest.clone(), media_type: parsed.media_type, bytes: fetched.bytes })
     }
