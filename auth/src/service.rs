@@ -198,8 +198,9 @@ pub enum Bootstrap {
     Configured,
     /// The administrator's token was made earlier and is kept.
     Existing,
-    /// A token was generated (shown once) and written to `path` (mode 0600).
-    Generated { token: String, path: PathBuf },
+    /// A token was generated (shown once) and written to `path` (mode 0600), when there is one: with remote
+    /// stores there is no data directory, and the token is only shown.
+    Generated { token: String, path: Option<PathBuf> },
 }
 
 /// The name of the file the generated administrator token is written to, in the data directory.
@@ -891,8 +892,9 @@ impl AuthService {
 
     /// Run at every start: makes the signing key, the cluster administrator `admin` and its token. With
     /// `admin_token` given, that secret becomes `admin`'s bootstrap token (replacing an earlier one); without it,
-    /// the first start generates one and writes it to `<data_dir>/admin.token` (mode 0600).
-    pub async fn bootstrap(&self, admin_token: Option<&str>, data_dir: &Path) -> Result<Bootstrap, AuthError> {
+    /// the first start (of the first replica, when several share the store) generates one and writes it to
+    /// `<save_in>/admin.token` (mode 0600) when a directory is given.
+    pub async fn bootstrap(&self, admin_token: Option<&str>, save_in: Option<&Path>) -> Result<Bootstrap, AuthError> {
         self.inner.keys.ensure().await?;
         if self.inner.mode == AuthMode::None {
             return Ok(Bootstrap::Disabled);
@@ -939,14 +941,23 @@ impl AuthService {
             (None, Some(_)) => Ok(Bootstrap::Existing),
             (None, None) => {
                 let secret = tokens::new_secret();
-                let path = data_dir.join(ADMIN_TOKEN_FILE);
-                write_secret_file(&path, &secret)
-                    .map_err(|e| StoreError::Backend(format!("writing {}: {e}", path.display())))?;
                 match self.store_token(&info(Utc::now()), &secret, None).await {
-                    Ok(()) => Ok(Bootstrap::Generated { token: secret, path }),
-                    Err(StoreError::Conflict { .. }) => Ok(Bootstrap::Existing),
-                    Err(e) => Err(e.into()),
+                    Ok(()) => {}
+                    // Another replica made it first.
+                    Err(StoreError::Conflict { .. }) => return Ok(Bootstrap::Existing),
+                    Err(e) => return Err(e.into()),
                 }
+                // The token is stored: whatever happens to the file, it is shown (once) to whoever started us.
+                let path = save_in.map(|dir| dir.join(ADMIN_TOKEN_FILE)).and_then(|path| {
+                    match write_secret_file(&path, &secret) {
+                        Ok(()) => Some(path),
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "could not save the administrator token");
+                            None
+                        }
+                    }
+                });
+                Ok(Bootstrap::Generated { token: secret, path })
             }
         }
     }

@@ -27,7 +27,7 @@ async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
     let auth = AuthService::new(meta, AuthMode::Token);
-    let b = auth.bootstrap(Some("root-secret"), dir.path()).await.unwrap();
+    let b = auth.bootstrap(Some("root-secret"), Some(dir.path())).await.unwrap();
     assert_eq!(b, Bootstrap::Configured);
     let admin = auth.authenticate(&Credentials::Bearer("root-secret".into())).await.unwrap();
     World { auth, admin, dir }
@@ -61,8 +61,8 @@ async fn bootstrap_generates_once_and_env_replaces() {
     let dir = tempfile::tempdir().unwrap();
     let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
     let auth = AuthService::new(meta, AuthMode::Token);
-    let Bootstrap::Generated { token, path } = auth.bootstrap(None, dir.path()).await.unwrap() else {
-        panic!("first start generates a token")
+    let Bootstrap::Generated { token, path: Some(path) } = auth.bootstrap(None, Some(dir.path())).await.unwrap() else {
+        panic!("first start generates a token and saves it")
     };
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
     #[cfg(unix)]
@@ -70,19 +70,34 @@ async fn bootstrap_generates_once_and_env_replaces() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
-    assert_eq!(auth.bootstrap(None, dir.path()).await.unwrap(), Bootstrap::Existing);
+    assert_eq!(auth.bootstrap(None, Some(dir.path())).await.unwrap(), Bootstrap::Existing);
+    // Another replica on the same store, without a directory of its own: the token exists, nothing is made.
+    assert_eq!(auth.bootstrap(None, None).await.unwrap(), Bootstrap::Existing);
     let admin = auth.authenticate(&Credentials::Bearer(token.clone())).await.unwrap();
     assert_eq!(admin.identity.name(), "admin");
     // A configured token replaces the generated one, which stops working.
-    assert_eq!(auth.bootstrap(Some("configured"), dir.path()).await.unwrap(), Bootstrap::Configured);
+    assert_eq!(auth.bootstrap(Some("configured"), Some(dir.path())).await.unwrap(), Bootstrap::Configured);
     assert!(matches!(auth.authenticate(&Credentials::Bearer(token)).await, Err(AuthError::InvalidCredentials)));
     let configured = auth.authenticate(&Credentials::Basic { password: "configured".into() }).await.unwrap();
     // Rotating the configured token ends the JWTs obtained with the old one.
     let jwt = auth.issue(&configured, &[]).await.unwrap().token;
     assert!(auth.authenticate(&Credentials::Bearer(jwt.clone())).await.is_ok());
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(auth.bootstrap(Some("rotated"), dir.path()).await.unwrap(), Bootstrap::Configured);
+    assert_eq!(auth.bootstrap(Some("rotated"), Some(dir.path())).await.unwrap(), Bootstrap::Configured);
     assert!(matches!(auth.authenticate(&Credentials::Bearer(jwt)).await, Err(AuthError::InvalidCredentials)));
+}
+
+#[tokio::test]
+async fn without_a_directory_the_generated_token_is_only_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
+    let auth = AuthService::new(meta, AuthMode::Token);
+    let Bootstrap::Generated { token, path: None } = auth.bootstrap(None, None).await.unwrap() else {
+        panic!("a token is generated and not saved")
+    };
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the store's own file");
+    let admin = auth.authenticate(&Credentials::Bearer(token)).await.unwrap();
+    assert_eq!(admin.identity.name(), "admin");
 }
 
 #[tokio::test]
@@ -260,7 +275,7 @@ async fn open_mode_allows_everything() {
     let dir = tempfile::tempdir().unwrap();
     let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
     let auth = AuthService::new(meta, AuthMode::None);
-    assert_eq!(auth.bootstrap(None, dir.path()).await.unwrap(), Bootstrap::Disabled);
+    assert_eq!(auth.bootstrap(None, Some(dir.path())).await.unwrap(), Bootstrap::Disabled);
     assert!(!dir.path().join(ADMIN_TOKEN_FILE).exists());
     let caller = auth.authenticate(&Credentials::None).await.unwrap();
     assert_eq!(auth.check(&caller, &Need::Push(repo("nowhere/app"))).await.unwrap(), Verdict::Allow);

@@ -135,7 +135,7 @@ impl TestRegistry {
                     }
                 };
                 let token = config.admin_token.as_ref().map(Secret::expose);
-                registry.auth.bootstrap(token, &config.data_dir).await.expect("bootstrap access control");
+                registry.auth.bootstrap(token, Some(&config.data_dir)).await.expect("bootstrap access control");
                 crate::service::import::spawn_controller(registry.clone());
                 let server = crate::http::serve(registry.clone(), listener).expect("serve");
                 tx.send((server.handle(), registry)).expect("hand back the server handle");

@@ -386,25 +386,55 @@ pub struct Registry {
     work: tempfile::TempDir,
     log: PathBuf,
     starts: u32,
+    /// `TRIBUTARY_*` settings given to the process (storage backends of a replica).
+    env: Vec<(String, String)>,
 }
 
 impl Registry {
     /// Starts a registry on a free loopback port, storing its data in `data_dir`, with the
     /// namespace [`NAMESPACE`] ready to push into.
     pub fn start(data_dir: &Path) -> Registry {
-        let work = tempdir("tributary-e2e-server-");
-        let log = work.path().join("server.log");
         let target = Target::from_env();
         let auth = target == Target::Tributary && std::env::var("TRIBUTARY_E2E_AUTH").as_deref() != Ok("none");
-        let mut r = Registry {
-            target,
-            data_dir: data_dir.to_path_buf(),
-            host: String::new(),
-            token: auth.then(new_token),
+        Registry::start_with(target, data_dir, auth.then(new_token), &[])
+    }
+
+    /// Starts one Tributary replica: `token` is the administrator token every replica shares, `env` the
+    /// `TRIBUTARY_*` settings of its stores.
+    pub fn start_replica(data_dir: &Path, token: &str, env: &[(String, String)]) -> Registry {
+        Registry::start_with(Target::Tributary, data_dir, Some(token.to_owned()), env)
+    }
+
+    /// A handle on a registry someone else runs at `host` (a load balancer in front of replicas), with `token`.
+    pub fn attach(host: &str, token: &str) -> Registry {
+        let work = tempdir("tributary-e2e-attached-");
+        let log = work.path().join("server.log");
+        Registry {
+            target: Target::Tributary,
+            data_dir: work.path().to_path_buf(),
+            host: host.to_owned(),
+            token: Some(token.to_owned()),
             child: None,
             work,
             log,
             starts: 0,
+            env: Vec::new(),
+        }
+    }
+
+    fn start_with(target: Target, data_dir: &Path, token: Option<String>, env: &[(String, String)]) -> Registry {
+        let work = tempdir("tributary-e2e-server-");
+        let log = work.path().join("server.log");
+        let mut r = Registry {
+            target,
+            data_dir: data_dir.to_path_buf(),
+            host: String::new(),
+            token,
+            child: None,
+            work,
+            log,
+            starts: 0,
+            env: env.to_vec(),
         };
         r.spawn();
         r.create_namespace(NAMESPACE);
@@ -452,6 +482,7 @@ impl Registry {
                         cmd.env_remove(key.as_ref());
                     }
                 }
+                cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
                 (cmd, None)
             }
             Target::Distribution => {
@@ -721,7 +752,7 @@ impl Drop for Registry {
 pub const NAMESPACE: &str = "ns";
 
 /// A fresh random API token (`trb_` and 64 hex digits).
-fn new_token() -> String {
+pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("read /dev/urandom");
     format!("trb_{}", hex::encode(bytes))
@@ -749,7 +780,7 @@ pub fn stream_tags(is: &Value) -> Vec<String> {
         .collect()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -7,9 +7,14 @@ use registry::service::Registry;
 
 pub async fn bootstrap(registry: &Registry, config: &Config) -> anyhow::Result<()> {
     let token = config.admin_token.as_ref().map(|s| s.expose());
-    match registry.auth.bootstrap(token, &config.data_dir).await? {
-        Bootstrap::Generated { token, path } => {
+    let save_in = config.storage.uses_data_dir().then_some(config.data_dir.as_path());
+    match registry.auth.bootstrap(token, save_in).await? {
+        Bootstrap::Generated { token, path: Some(path) } => {
             println!("generated the cluster administrator token (user admin), saved in {}:", path.display());
+            println!("{token}");
+        }
+        Bootstrap::Generated { token, path: None } => {
+            println!("generated the cluster administrator token (user admin); it is shown only now:");
             println!("{token}");
         }
         Bootstrap::Disabled => tracing::warn!("access control is off (auth = none): everyone may do everything"),
