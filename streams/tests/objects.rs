@@ -394,3 +394,40 @@ async fn a_watch_from_before_forgotten_deletions_is_expired() {
     let mut w = svc.watch(Watched::ImageStreams, scope, Some(now));
     assert!(tokio::time::timeout(Duration::from_millis(200), w.next()).await.is_err());
 }
+
+/// A stream with 1,000 tags is taggable, updatable (conditionally on its whole resourceVersion) and deletable:
+/// no operation needs a transaction whose size grows with the tag count (the store refuses transactions of more
+/// than 128 operations, as etcd does).
+#[tokio::test]
+async fn a_stream_with_a_thousand_tags_stays_manageable() {
+    let Env { svc, store, .. } = env();
+    let big = repo("ns/big");
+    let img = image("big");
+    for i in 0..1000 {
+        push(&svc, &big, &format!("t{i:04}"), &img).await;
+    }
+    // A permanent tag and an alias.
+    svc.create_istag(&ns(), istag("big:copy", spec_tag("ImageStreamTag", "big:t0007"))).await.unwrap();
+    let mut alias = spec_tag("ImageStreamTag", "big:t0008");
+    alias.reference = false;
+    svc.create_istag(&ns(), istag("big:latest", alias)).await.unwrap();
+    assert_eq!(svc.resolve_tag(&big, &tag("copy")).await.unwrap(), Some(digest(&img)));
+    let s = svc.get_stream(&big).await.unwrap().unwrap();
+    assert_eq!(s.status.tags.len(), 1002);
+    // An update conditional on the whole object's resourceVersion, then one that is stale.
+    let mut labelled = s.clone();
+    labelled.metadata.labels.insert("size".into(), "big".into());
+    let updated = svc.replace_stream(&big, labelled).await.unwrap();
+    assert_eq!(updated.metadata.labels["size"], "big");
+    push(&svc, &big, "t0500", &image("newer")).await;
+    let mut stale = updated.clone();
+    stale.metadata.labels.insert("size".into(), "stale".into());
+    assert!(matches!(svc.replace_stream(&big, stale).await, Err(StreamError::Conflict { .. })));
+    // Deleting the stream takes every tag with it.
+    let revision = store.revision().await.unwrap();
+    svc.delete_stream(&big).await.unwrap();
+    assert!(svc.get_stream(&big).await.unwrap().is_none());
+    assert!(store.list_keys(&keys::istags_of(&big), None, 10).await.unwrap().is_empty());
+    let deleted = store.deleted_since(&keys::istags_of(&big), revision).await.unwrap();
+    assert_eq!(deleted.len(), 1002, "a watch from before the deletion learns of every tag");
+}
