@@ -668,4 +668,42 @@ mod tests {
         assert!(moved >= Duration::from_secs(1), "moved after {moved:?}, before the TTL could expire");
         eprintln!("etcd lease moved {moved:?} after its holder stopped (TTL 2 s)");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_feed_and_the_cache_recover_when_etcd_restarts() {
+        let Some(mut etcd) = etcd() else { return };
+        let (a, b) = (etcd.connect("/reg/").await, etcd.connect("/reg/").await);
+        a.commit(Txn::new().put("istags/ns/s/t", b"1".to_vec())).await.unwrap();
+        assert_eq!(b.get("istags/ns/s/t").await.unwrap().unwrap().value, b"1");
+        let mut feed = b.subscribe();
+        tokio::task::block_in_place(|| etcd.stop());
+        let started = std::time::Instant::now();
+        let down = a.commit(Txn::new().put("istags/ns/s/t", b"lost".to_vec())).await;
+        assert!(matches!(down, Err(StoreError::Backend(_))), "{down:?}");
+        assert!(started.elapsed() < Duration::from_secs(15), "a commit to a dead etcd took {:?}", started.elapsed());
+        tokio::task::block_in_place(|| etcd.start_again());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let r = loop {
+            match a.commit(Txn::new().put("istags/ns/s/t", b"2".to_vec())).await {
+                Ok(r) => break r,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("etcd not back yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("etcd did not come back: {e}"),
+            }
+        };
+        let event = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let event = feed.recv().await.unwrap();
+                if event.revision >= r {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("the other replica's feed resumed");
+        assert_eq!((event.key.as_str(), event.value.as_deref(), event.revision), ("istags/ns/s/t", Some(&b"2"[..]), r));
+        assert_eq!(b.get("istags/ns/s/t").await.unwrap().unwrap().value, b"2");
+    }
 }

@@ -14,7 +14,9 @@ use crate::meta::{EtcdConfig, EtcdStore, StoreError};
 pub struct EtcdServer {
     child: Child,
     endpoint: String,
-    _dir: tempfile::TempDir,
+    client_port: u16,
+    command: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 /// How long etcd may take to answer after starting.
@@ -31,11 +33,11 @@ impl EtcdServer {
         for _ in 0..3 {
             match Self::try_start(&binary) {
                 Ok(server) => return Some(server),
-                Err(Missing) if !required => {
+                Err(Missing(_)) if !required => {
                     eprintln!("etcd not found ({binary}): skipping this test (TRIBUTARY_E2E_REQUIRED=1 makes it fail)");
                     return None;
                 }
-                Err(Missing) => panic!("TRIBUTARY_E2E_REQUIRED=1 but there is no etcd binary ({binary})"),
+                Err(Missing(_)) => panic!("TRIBUTARY_E2E_REQUIRED=1 but there is no etcd binary ({binary})"),
                 Err(Failed(e)) => last_error = e,
             }
         }
@@ -47,39 +49,62 @@ impl EtcdServer {
         let (client_port, peer_port) = (free_port()?, free_port()?);
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).map_err(|e| Failed(e.to_string()))?;
-        let spawned = Command::new(binary)
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
-            .arg("--logger=zap")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Missing),
-            Err(e) => return Err(Failed(format!("spawning {binary}: {e}"))),
-        };
-        let mut server = EtcdServer { child, endpoint, _dir: dir };
+        let command = vec![
+            binary.to_owned(),
+            "--name=test".to_owned(),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--listen-client-urls={endpoint}"),
+            format!("--advertise-client-urls={endpoint}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=test={peer}"),
+            "--logger=zap".to_owned(),
+            "--log-level=warn".to_owned(),
+        ];
+        let child = spawn(&command, &dir)?;
+        let mut server = EtcdServer { child, endpoint, client_port, command, dir };
+        server.wait_healthy()?;
+        Ok(server)
+    }
+
+    /// Waits until etcd answers, or fails when it exits or [`START_TIMEOUT`] passes.
+    fn wait_healthy(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                let log = std::fs::read_to_string(server._dir.path().join("etcd.log")).unwrap_or_default();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
                 return Err(Failed(format!("etcd exited with {status}: {}", log.lines().last().unwrap_or(""))));
             }
-            if healthy(client_port) {
-                return Ok(server);
+            if healthy(self.client_port) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(Failed(format!("etcd at {} did not answer within {START_TIMEOUT:?}", server.endpoint)))
+        Err(Failed(format!("etcd at {} did not answer within {START_TIMEOUT:?}", self.endpoint)))
+    }
+
+    /// Stops etcd (as a crash would: SIGKILL) and starts it again on the same ports and data; clients see their
+    /// connections break meanwhile.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills etcd, keeping its data; [`EtcdServer::start_again`] brings it back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a [`EtcdServer::stop`]ped etcd again on the same ports and data.
+    pub fn start_again(&mut self) {
+        let restarted = spawn(&self.command, &self.dir).and_then(|child| {
+            self.child = child;
+            self.wait_healthy()
+        });
+        if let Err(Failed(e) | Missing(e)) = restarted {
+            panic!("etcd did not start again: {e}");
+        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -100,8 +125,7 @@ impl EtcdServer {
 
 impl Drop for EtcdServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -115,8 +139,22 @@ pub async fn compact(store: &EtcdStore, revision: u64) -> Result<(), StoreError>
 }
 
 enum StartError {
-    Missing,
+    Missing(String),
     Failed(String),
+}
+
+/// Runs `command` (the binary, then its arguments) with its log in `dir`.
+fn spawn(command: &[String], dir: &tempfile::TempDir) -> Result<Child, StartError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("etcd.log"))
+        .map_err(|e| Failed(e.to_string()))?;
+    match Command::new(&command[0]).args(&command[1..]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn() {
+        Ok(child) => Ok(child),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Missing(e.to_string())),
+        Err(e) => Err(Failed(format!("spawning {}: {e}", command[0]))),
+    }
 }
 use StartError::{Failed, Missing};
 
