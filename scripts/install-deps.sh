@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tributary's tests need, skipping whatever is already there:
-#   - Debian packages: the real clients and tools the end-to-end tests drive
+#   - Debian packages: the real clients and tools the end-to-end tests drive, and protoc (etcd-client's build
+#     compiles etcd's protobuf definitions)
 #   - rustup components rustfmt and clippy
 # Run it directly (`scripts/install-deps.sh`) or source it and call install_test_deps.
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 TRIBUTARY_APT_PACKAGES=(
     skopeo podman buildah umoci busybox-static
     docker.io docker-registry etcd-server
-    jq curl ca-certificates
+    jq curl ca-certificates protobuf-compiler
 )
 
 _tributary_sudo() {
