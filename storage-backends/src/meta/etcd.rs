@@ -343,6 +343,13 @@ impl MetadataStore for EtcdStore {
                     _ => None,
                 })
                 .collect();
+            // A read from this replica's cache may have been behind: the retry reads from etcd.
+            {
+                let _state = self.shared.lock();
+                for (key, _) in &txn.checks {
+                    self.shared.cache.remove(key);
+                }
+            }
             return Err(StoreError::Conflict { key: Self::failed_check(&txn.checks, &current) });
         }
         if has_writes {
