@@ -139,8 +139,13 @@ impl EtcdStore {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            options = options.with_user(user.clone(), password.clone());
+        match (&config.username, &config.password) {
+            (Some(user), Some(password)) => options = options.with_user(user.clone(), password.clone()),
+            (None, None) => {}
+            _ => return Err(fail("username and password go together".into())),
+        }
+        if config.ca_file.is_none() && config.endpoints.iter().any(|e| e.starts_with("https://")) {
+            return Err(fail("https endpoints need ca-file (the CA that signed etcd's certificate)".into()));
         }
         if let Some(ca) = &config.ca_file {
             let pem = std::fs::read(ca).map_err(|e| fail(format!("reading the CA file {}: {e}", ca.display())))?;
