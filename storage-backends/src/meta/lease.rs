@@ -182,8 +182,9 @@ async fn etcd_hold_once(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if renewed.elapsed() >= Duration::from_secs(ttl as u64) {
-                    tracing::warn!(key, "etcd lease not renewed within its TTL; leadership lost");
+                // Give up before etcd could expire the lease, so two holders never overlap.
+                if renewed.elapsed() >= period * 2 {
+                    tracing::warn!(key, "etcd lease not renewed in time; leadership lost");
                     return Ok(());
                 }
                 keeper.keep_alive().await?;

@@ -166,3 +166,18 @@ async fn a_leader_whose_key_disappears_reports_the_loss_and_campaigns_again() {
     let holder = kv.get(store.full_key(&keys::lease("gc")), None).await.unwrap();
     assert_ne!(holder.kvs()[0].lease(), 0, "the key is attached to an etcd lease");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_steps_down_within_the_ttl_and_comes_back() {
+    let Some(mut etcd) = etcd() else { return };
+    let store = etcd.connect("/reg/").await;
+    let mut leader = store.elect("webhooks");
+    tokio::time::timeout(Duration::from_secs(10), leader.acquired()).await.unwrap();
+    tokio::task::block_in_place(|| etcd.stop());
+    let started = std::time::Instant::now();
+    // TTL 2 s ([`EtcdServer::config`]): the leader gives up before etcd could expire its lease.
+    tokio::time::timeout(Duration::from_secs(2), leader.lost()).await.expect("stepped down within the TTL");
+    eprintln!("etcd leader stepped down {:?} after etcd went away", started.elapsed());
+    tokio::task::block_in_place(|| etcd.start_again());
+    tokio::time::timeout(Duration::from_secs(20), leader.acquired()).await.expect("leader again once etcd is back");
+}
