@@ -181,3 +181,32 @@ async fn a_leader_cut_off_from_etcd_steps_down_within_the_ttl_and_comes_back() {
     tokio::task::block_in_place(|| etcd.start_again());
     tokio::time::timeout(Duration::from_secs(20), leader.acquired()).await.expect("leader again once etcd is back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_writes_never_leave_a_stale_cache_entry() {
+    let Some(etcd) = etcd() else { return };
+    let (a, b) = (etcd.connect("/reg/").await, etcd.connect("/reg/").await);
+    let writer = tokio::spawn(async move {
+        let mut last = 0;
+        for i in 0..200u32 {
+            last = a.commit(Txn::new().put("istags/ns/s/hot", i.to_be_bytes().to_vec())).await.unwrap();
+        }
+        last
+    });
+    let reader = b.clone();
+    let reads = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < 199 {
+            if let Some(v) = reader.get("istags/ns/s/hot").await.unwrap() {
+                let now = u32::from_be_bytes(v.value.try_into().unwrap());
+                assert!(now >= seen, "a read went back in time: {now} after {seen}");
+                seen = now;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let last = writer.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), reads).await.expect("the reader saw the last write").unwrap();
+    let got = b.get("istags/ns/s/hot").await.unwrap().unwrap();
+    assert_eq!((got.version, got.value), (last, 199u32.to_be_bytes().to_vec()));
+}
