@@ -6,8 +6,9 @@
 //! in-process [`MemoryStore`] for tests ([`memory`]); every one passes the same [`suite`]. JSON conveniences live in
 //! [`MetadataStoreExt`]. Keys are `/`-separated strings built by [`crate::keys`]; values are opaque bytes.
 //!
-//! Versions are store-wide revisions (as in etcd): every committed transaction gets the next revision and every
-//! key it writes carries that revision as its version. A writer reads a value with its version, then commits with
+//! Versions are store-wide revisions (as in etcd): every committed transaction gets a higher revision than any
+//! before it (the next one, except on etcd, whose revisions other prefixes share) and every key it writes carries
+//! that revision as its version. A writer reads a value with its version, then commits with
 //! `Expect::Version(v)`; if anyone wrote the key in between the commit fails with [`StoreError::Conflict`] and the
 //! writer retries on fresh data. No write is ever lost silently.
 //!
@@ -160,7 +161,9 @@ impl Txn {
 /// (a cache kept true by the feed then never serves a value older than the caller's own write).
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
-    /// Reads one key.
+    /// Reads one key. A handle sees its own commits at once; with replicas sharing a store (etcd), another
+    /// replica's commit once this handle's feed has carried it (milliseconds; a conflicting commit also refreshes
+    /// the keys it checked, so a compare-and-swap retry reads fresh data).
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
     /// Keys starting with `prefix`, in byte order, strictly after `start_after` when given, at most `limit`.
     async fn list(
