@@ -53,7 +53,7 @@ fn replica_env(etcd: &EtcdServer, s3: &S3Server) -> Vec<(String, String)> {
     let s3_config = s3.config("tributary", None);
     [
         ("TRIBUTARY_METADATA_BACKEND", "etcd".to_owned()),
-        ("TRIBUTARY_ETCD_ENDPOINTS", etcd.endpoint()),
+        ("TRIBUTARY_ETCD_ENDPOINTS", etcd.endpoint().to_string()),
         ("TRIBUTARY_ETCD_PREFIX", format!("/e2e-{}/", unique())),
         ("TRIBUTARY_BLOB_BACKEND", "s3".to_owned()),
         ("TRIBUTARY_S3_ENDPOINT", s3.endpoint()),

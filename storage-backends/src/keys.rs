@@ -20,6 +20,7 @@
 //! signing-keys/<kid>                              a JWT signing key pair (PKCS#8), named by its `kid`
 //! webhooks/cursor                                 the revision up to which webhooks were told every tag change
 //! secrets/<ns>/<name>                             a pull secret (`.dockerconfigjson`) of a namespace
+//! leases/<name>                                   the holder of a lease (etcd only; attached to an etcd lease)
 //! ```
 //! Identity names (users, service accounts, roles, token ids, key ids) come from `auth`'s typed names, which only
 //! admit characters that cannot break out of a key segment.
@@ -86,7 +87,14 @@ pub fn manifest_content(digest: &Digest) -> String {
 /// Keys the change feed does not carry: content nobody watches, which would only fill the feed's buffer
 /// (a manifest may be megabytes).
 pub fn is_unwatched(key: &str) -> bool {
-    key.starts_with("manifest-content/") || key == WEBHOOK_CURSOR
+    key.starts_with("manifest-content/") || key == WEBHOOK_CURSOR || key.starts_with(LEASES)
+}
+
+pub const LEASES: &str = "leases/";
+
+/// Who holds the lease `name` ([`crate::meta::MetadataStore::elect`]); written by the etcd store only.
+pub fn lease(name: &str) -> String {
+    format!("leases/{name}")
 }
 
 /// The revision up to which every tag change was handed to every webhook.
@@ -197,6 +205,7 @@ mod tests {
         let repo: RepositoryName = "ns/app".parse().unwrap();
         let d = Digest::sha256_of(b"");
         assert!(is_unwatched(&manifest_content(&d)));
+        assert!(is_unwatched(&lease("imports")) && !keeps_tombstone(&lease("imports")));
         assert!(!is_unwatched(&imagestream(&repo)) && !is_unwatched(&image(&d)));
         assert_eq!(imagestream(&repo), "imagestreams/ns/app");
         assert_eq!(repository_of_imagestream_key(&imagestream(&repo)), Some(repo.clone()));

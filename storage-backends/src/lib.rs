@@ -1,5 +1,5 @@
 //! Storage for Tributary: content-addressed blobs over `object_store` ([`blobs`]) and the metadata store
-//! ([`meta`]: a compare-and-swap key-value trait with an embedded redb implementation). Knows nothing about
+//! ([`meta`]: a compare-and-swap key-value trait with embedded redb, etcd and in-memory implementations). Knows nothing about
 //! HTTP, streams or auth; `streams`, `auth` and `registry` call it, it calls no Tributary crate but `names`.
 
 pub mod blobs;
@@ -7,8 +7,12 @@ pub mod keys;
 pub mod meta;
 pub mod paths;
 pub mod staging;
+pub mod testing;
 
 pub use blobs::BlobError;
 pub use blobs::{BlobBackend, BlobStore, ByteStream};
-pub use meta::{Expect, KvEvent, MetadataStore, MetadataStoreExt, RedbStore, StoreError, Txn, Versioned};
+pub use meta::{
+    EtcdConfig, EtcdStore, Expect, KvEvent, Leadership, MemoryStore, MetadataStore, MetadataStoreExt, RedbStore,
+    StoreError, Txn, Versioned,
+};
 pub use staging::UploadLock;

@@ -1,182 +1,17 @@
-//! The metadata store: a small key-value contract with compare-and-swap on per-key versions, atomic multi-key
-//! transactions, ordered prefix listing, a change feed, and tombstones of deleted watched keys (so a watch from an
-//! older revision learns of deletions). [`MetadataStore`] is the required trait, implemented by the embedded
-//! [`RedbStore`] (an etcd implementation for scale-out is designed for, not built yet); JSON conveniences live in
-//! [`MetadataStoreExt`]. Keys are `/`-separated strings built by the calling crate; values are opaque bytes.
-//!
-//! Versions are store-wide revisions (as in etcd): every committed transaction gets the next revision and every
-//! key it writes carries that revision as its version. A writer reads a value with its version, then commits with
-//! `Expect::Version(v)`; if anyone wrote the key in between the commit fails with [`StoreError::Conflict`] and the
-//! writer retries on fresh data. No write is ever lost silently.
+//! The embedded metadata store: [`RedbStore`], one redb file in the data directory, written by one group-committing
+//! thread, with in-process leases. Built by the registry's startup (and tests); everything else sees it as a
+//! [`MetadataStore`].
 
 use std::path::Path;
 use std::sync::Arc;
 
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::broadcast;
 
+use super::lease::{Leadership, LocalLeases};
+use super::{Expect, KvEvent, MetadataStore, StoreError, Txn, Versioned};
 use crate::keys;
-
-/// What a transaction requires of a key before it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// The key must not exist.
-    Absent,
-    /// The key must exist.
-    Present,
-    /// The key must exist with exactly this version.
-    Version(u64),
-}
-
-/// An atomic set of checks and writes.
-#[derive(Debug, Default, Clone)]
-pub struct Txn {
-    pub checks: Vec<(String, Expect)>,
-    pub puts: Vec<(String, Vec<u8>)>,
-    pub deletes: Vec<String>,
-    /// The store may acknowledge before the writes are durable: a crash may lose them (together with every later
-    /// lazy transaction, never out of order), and the next durable commit makes them durable too. For records
-    /// that describe data not yet durable either, such as upload sessions of staged bytes.
-    pub lazy: bool,
-}
-
-impl Txn {
-    pub fn new() -> Self {
-        Txn::default()
-    }
-    pub fn expect(mut self, key: impl Into<String>, expect: Expect) -> Self {
-        self.checks.push((key.into(), expect));
-        self
-    }
-    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
-        self.puts.push((key.into(), value));
-        self
-    }
-    pub fn delete(mut self, key: impl Into<String>) -> Self {
-        self.deletes.push(key.into());
-        self
-    }
-    /// Marks the transaction [`Txn::lazy`].
-    pub fn lazy(mut self) -> Self {
-        self.lazy = true;
-        self
-    }
-    pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty()
-    }
-}
-
-/// A value with the version it was read at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned {
-    pub value: Vec<u8>,
-    pub version: u64,
-}
-
-/// One change, as published on the change feed after its transaction committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KvEvent {
-    pub key: String,
-    /// The new value, or `None` when the key was deleted.
-    pub value: Option<Vec<u8>>,
-    pub revision: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A transaction's check failed: someone else changed `key` first. Retry on fresh data.
-    #[error("conflicting update of {key}")]
-    Conflict { key: String },
-    #[error("stored value under {key} is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
-    #[error("metadata store: {0}")]
-    Backend(String),
-    /// Deletions after the revision asked about are no longer all known (their tombstones were pruned).
-    #[error("too old resource version: {since} ({compacted})")]
-    Compacted { since: u64, compacted: u64 },
-}
-
-/// The metadata store contract. Implementations must make [`MetadataStore::commit`] atomic and durable when it
-/// returns `Ok`, and must publish each committed change on [`MetadataStore::subscribe`] in revision order.
-#[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
-    /// Reads one key.
-    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
-    /// Keys starting with `prefix`, in byte order, strictly after `start_after` when given, at most `limit`.
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, Versioned)>, StoreError>;
-    /// Only the keys of [`MetadataStore::list`]; implementations override it to skip copying values.
-    async fn list_keys(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(self.list(prefix, start_after, limit).await?.into_iter().map(|(k, _)| k).collect())
-    }
-    /// Applies a transaction atomically; returns the new revision.
-    async fn commit(&self, txn: Txn) -> Result<u64, StoreError>;
-    /// The latest committed revision.
-    async fn revision(&self) -> Result<u64, StoreError>;
-    /// A feed of changes committed from now on (except keys [`keys::is_unwatched`] names).
-    fn subscribe(&self) -> broadcast::Receiver<KvEvent>;
-    /// Keys under `prefix` (of those [`keys::keeps_tombstone`] names) deleted after revision `since` and not
-    /// written since, each with its last value; the version is the revision that deleted it. A watch from an old
-    /// revision learns of deletions this way. [`StoreError::Compacted`] when such deletions are no longer all
-    /// known.
-    async fn deleted_since(&self, prefix: &str, since: u64) -> Result<Vec<(String, Versioned)>, StoreError>;
-}
-
-/// JSON conveniences over any [`MetadataStore`].
-#[async_trait]
-pub trait MetadataStoreExt: MetadataStore {
-    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, StoreError> {
-        match self.get(key).await? {
-            None => Ok(None),
-            Some(v) => Ok(Some((decode(key, &v.value)?, v.version))),
-        }
-    }
-    async fn list_json<T: DeserializeOwned>(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, T, u64)>, StoreError> {
-        let rows = self.list(prefix, start_after, limit).await?;
-        rows.into_iter().map(|(k, v)| decode(&k, &v.value).map(|t| (k, t, v.version))).collect()
-    }
-    /// Every value under `prefix` with its version, read a page at a time.
-    async fn list_all_json<T: DeserializeOwned + Send>(&self, prefix: &str) -> Result<Vec<(T, u64)>, StoreError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.list_json::<T>(prefix, after.as_deref(), 500).await?;
-            let Some((last, _, _)) = page.last() else { break };
-            after = Some(last.clone());
-            out.extend(page.into_iter().map(|(_, v, version)| (v, version)));
-        }
-        Ok(out)
-    }
-}
-
-impl<S: MetadataStore + ?Sized> MetadataStoreExt for S {}
-
-/// Decodes a JSON value read from `key`.
-pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.to_owned(), reason: e.to_string() })
-}
-
-/// Encodes a value for storage.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_else(|e| unreachable!("metadata values always serialize: {e}"))
-}
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -206,6 +41,7 @@ pub struct RedbStore {
     db: Arc<Database>,
     events: broadcast::Sender<KvEvent>,
     committer: Arc<Committer>,
+    leases: Arc<LocalLeases>,
 }
 
 /// The committer thread's queue; dropping the last handle stops the thread and waits for it, so the database file
@@ -274,7 +110,7 @@ impl RedbStore {
             .spawn(move || committer_loop(&thread_db, &thread_events, &queue, retention))
             .map_err(backend)?;
         let committer = Arc::new(Committer { queue: Some(committer), thread: Some(thread) });
-        Ok(RedbStore { db, events, committer })
+        Ok(RedbStore { db, events, committer, leases: Arc::default() })
     }
 }
 
@@ -356,7 +192,7 @@ fn unix_now() -> i64 {
 }
 
 /// A counter of the `meta` table ([`REVISION`], [`COMPACTED`]); 0 until first written.
-fn counter(meta: &impl redb::ReadableTable<&'static str, u64>, name: &str) -> Result<u64, StoreError> {
+fn counter(meta: &impl ::redb::ReadableTable<&'static str, u64>, name: &str) -> Result<u64, StoreError> {
     Ok(meta.get(name).map_err(backend)?.map(|g| g.value()).unwrap_or(0))
 }
 
@@ -381,7 +217,7 @@ fn read_tombstone<'r>(key: &str, raw: &'r [u8]) -> Result<(u64, i64, &'r [u8]), 
 }
 
 /// Drops tombstones from before `cutoff` (unix seconds) and raises the compacted revision past them.
-fn prune_tombstones(w: &redb::WriteTransaction, cutoff: i64) -> Result<(), StoreError> {
+fn prune_tombstones(w: &::redb::WriteTransaction, cutoff: i64) -> Result<(), StoreError> {
     let mut tombs = w.open_table(TOMBSTONES).map_err(backend)?;
     let mut meta = w.open_table(META).map_err(backend)?;
     let mut compacted = counter(&meta, COMPACTED)?;
@@ -412,7 +248,7 @@ fn apply_batch<'a>(
 ) -> Result<(Vec<CommitResult>, Vec<KvEvent>), StoreError> {
     let mut w = db.begin_write().map_err(backend)?;
     if txns.clone().all(|t| t.lazy) {
-        w.set_durability(redb::Durability::None).map_err(backend)?;
+        w.set_durability(::redb::Durability::None).map_err(backend)?;
     }
     if let Some(cutoff) = prune {
         prune_tombstones(&w, cutoff)?;
@@ -501,6 +337,7 @@ impl MetadataStore for RedbStore {
     }
 
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
+        txn.check_limits()?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let queue = self.committer.queue.as_ref().ok_or_else(|| backend("the committer thread stopped"))?;
         queue.send(Pending { txn, reply }).map_err(|_| backend("the committer thread stopped"))?;
@@ -539,73 +376,22 @@ impl MetadataStore for RedbStore {
         }
         Ok(out)
     }
-}
 
-/// The shared behaviour suite every [`MetadataStore`] implementation must pass.
-pub mod suite {
-    use super::*;
-
-    pub async fn run(store: &dyn MetadataStore) {
-        let mut feed = store.subscribe();
-        assert!(store.get("a/1").await.unwrap().is_none());
-        let r1 = store.commit(Txn::new().expect("a/1", Expect::Absent).put("a/1", b"one".to_vec())).await.unwrap();
-        let got = store.get("a/1").await.unwrap().unwrap();
-        assert_eq!((got.value.as_slice(), got.version), (&b"one"[..], r1));
-        // A second create of the same key conflicts and changes nothing.
-        let err = store.commit(Txn::new().expect("a/1", Expect::Absent).put("a/1", b"x".to_vec())).await;
-        assert!(matches!(err, Err(StoreError::Conflict { .. })));
-        // CAS on the right version wins, on a stale one loses.
-        let r2 = store.commit(Txn::new().expect("a/1", Expect::Version(r1)).put("a/1", b"two".to_vec())).await.unwrap();
-        assert!(r2 > r1);
-        let stale = store.commit(Txn::new().expect("a/1", Expect::Version(r1)).put("a/1", b"bad".to_vec())).await;
-        assert!(matches!(stale, Err(StoreError::Conflict { .. })));
-        assert_eq!(store.get("a/1").await.unwrap().unwrap().value, b"two");
-        // Multi-key atomicity: a failing check writes nothing.
-        let failed =
-            store.commit(Txn::new().expect("a/9", Expect::Present).put("a/2", b"no".to_vec()).delete("a/1")).await;
-        assert!(failed.is_err());
-        assert!(store.get("a/2").await.unwrap().is_none());
-        assert!(store.get("a/1").await.unwrap().is_some());
-        // Listing: ordered, prefix-bounded, paginated.
-        let mut txn = Txn::new();
-        for k in ["a/3", "a/2", "b/1", "a0"] {
-            txn = txn.put(k, k.as_bytes().to_vec());
-        }
-        store.commit(txn).await.unwrap();
-        let keys = |rows: Vec<(String, Versioned)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(keys(store.list("a/", None, 10).await.unwrap()), ["a/1", "a/2", "a/3"]);
-        assert_eq!(store.list_keys("a/", Some("a/1"), 10).await.unwrap(), ["a/2", "a/3"]);
-        assert_eq!(keys(store.list("a/", Some("a/1"), 1).await.unwrap()), ["a/2"]);
-        assert_eq!(keys(store.list("a/", Some("a/3"), 10).await.unwrap()), Vec::<String>::new());
-        // Deletes.
-        store.commit(Txn::new().expect("a/1", Expect::Present).delete("a/1")).await.unwrap();
-        assert!(store.get("a/1").await.unwrap().is_none());
-        assert!(store.revision().await.unwrap() >= r2);
-        // The feed saw the first write first.
-        let first = feed.recv().await.unwrap();
-        assert_eq!((first.key.as_str(), first.revision), ("a/1", r1));
-        // Deletions of watched objects are remembered with their last value, until the key is written again.
-        let before = store.revision().await.unwrap();
-        let txn = Txn::new().put("imagestreams/ns/x", b"x1".to_vec()).put("imagestreams/ns/y", b"y1".to_vec());
-        store.commit(txn).await.unwrap();
-        let gone = store.commit(Txn::new().delete("imagestreams/ns/x").delete("imagestreams/ns/y")).await.unwrap();
-        store.commit(Txn::new().put("imagestreams/ns/y", b"y2".to_vec())).await.unwrap();
-        let deleted = store.deleted_since("imagestreams/ns/", before).await.unwrap();
-        assert_eq!(deleted, [("imagestreams/ns/x".to_owned(), Versioned { value: b"x1".to_vec(), version: gone })]);
-        assert!(store.deleted_since("imagestreams/ns/", gone).await.unwrap().is_empty());
-        assert!(store.deleted_since("imagestreams/other/", before).await.unwrap().is_empty());
+    fn elect(&self, name: &str) -> Leadership {
+        self.leases.elect(name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::suite;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn redb_passes_the_suite() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("meta.redb")).unwrap();
-        suite::run(&store).await;
+        suite::run_all(Arc::new(store.clone()), Arc::new(store)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,0 +1,566 @@
+//! [`EtcdStore`]: the [`MetadataStore`] contract over etcd for scale-out (every replica connects to one etcd
+//! cluster; etcd's revisions are the store's). Built by the registry's startup from [`EtcdConfig`]; everything else
+//! sees a [`MetadataStore`]. It owns one background watch over its key prefix that feeds
+//! [`MetadataStore::subscribe`] and keeps a read cache of [`MetadataStore::get`] true.
+//!
+//! - versions are etcd `mod_revision`s; [`Expect::Absent`] compares `version == 0`, [`Expect::Present`]
+//!   `version > 0`, [`Expect::Version`] `mod_revision == v`; `commit` returns the transaction's header revision.
+//! - the feed is published before `commit` returns: a commit waits (at most [`PUBLISH_WAIT`]) until the watch has
+//!   passed its revision, asking etcd for a progress notification when no event of ours marks it.
+//! - a `get` is answered from a cache when the watch is live; an entry enters the cache only when no event newer
+//!   than the read was applied already, and each watch event updates its key's entry.
+//! - `deleted_since` reads etcd's history (a watch from `since + 1` with previous values); [`StoreError::Compacted`]
+//!   when etcd compacted it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, TxnOp, TxnOpResponse, WatchOptions,
+    WatchResponse,
+};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::lease::Leadership;
+use super::{Expect, KvEvent, MetadataStore, StoreError, Txn, Versioned};
+use crate::keys;
+
+/// How to reach etcd (`[metadata.etcd]` in the configuration file).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// `http://host:2379` or `https://…`, one per member.
+    pub endpoints: Vec<String>,
+    /// Every key lives under it (several registries may share one etcd).
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM file of the CA that signed etcd's certificate (for `https://` endpoints).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds a lease ([`MetadataStore::elect`]) outlives its holder's last keep-alive.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+}
+
+fn default_prefix() -> String {
+    "/tributary/".to_owned()
+}
+
+fn default_lease_ttl() -> u64 {
+    5
+}
+
+impl EtcdConfig {
+    /// The defaults for these endpoints.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdConfig {
+            endpoints,
+            prefix: default_prefix(),
+            username: None,
+            password: None,
+            ca_file: None,
+            lease_ttl_secs: default_lease_ttl(),
+        }
+    }
+}
+
+/// Longest wait to connect, or for one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a commit waits for the watch to publish it; then it warns and returns anyway.
+pub const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+/// Entries of the read cache.
+const CACHE_ENTRIES: usize = 16 * 1024;
+
+/// The etcd metadata store; clones share one connection, one watch and one cache (a second [`EtcdStore::connect`]
+/// is another replica).
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    shared: Arc<Shared>,
+    /// The revision up to which the watch has published everything.
+    published: watch::Receiver<u64>,
+    /// Asks the watch for a progress notification (a commit waiting with no event of ours to mark its revision).
+    progress: mpsc::Sender<()>,
+    _watch: Arc<AbortOnDrop>,
+}
+
+/// What the watch task and the handles share.
+struct Shared {
+    prefix: String,
+    endpoints: String,
+    lease_ttl: i64,
+    events: broadcast::Sender<KvEvent>,
+    /// Key (without the prefix) → its value (or absence) as read at a revision.
+    cache: quick_cache::sync::Cache<String, Cached>,
+    /// Changes of the cache and of the watch state happen under this lock, so a read never caches a value older
+    /// than an event already applied.
+    state: Mutex<WatchState>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    value: Option<Versioned>,
+    /// The revision the value is known true at.
+    at: u64,
+}
+
+struct WatchState {
+    /// Every event up to this revision has been applied to the cache (and published on the feed right after).
+    applied: u64,
+    /// The watch is running: while it is not, nothing keeps the cache true and reads bypass it.
+    live: bool,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl EtcdStore {
+    /// Connects (bounded by a few seconds), checks that the cluster answers, and starts the watch from the current
+    /// revision. [`StoreError::Backend`] naming the endpoints when etcd cannot be reached.
+    pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore, StoreError> {
+        let endpoints = config.endpoints.join(",");
+        let fail = |reason: String| StoreError::Backend(format!("etcd at {endpoints}: {reason}"));
+        if config.endpoints.is_empty() {
+            return Err(fail("no endpoints configured".into()));
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        match (&config.username, &config.password) {
+            (Some(user), Some(password)) => options = options.with_user(user.clone(), password.clone()),
+            (None, None) => {}
+            _ => return Err(fail("username and password go together".into())),
+        }
+        if config.ca_file.is_none() && config.endpoints.iter().any(|e| e.starts_with("https://")) {
+            return Err(fail("https endpoints need ca-file (the CA that signed etcd's certificate)".into()));
+        }
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| fail(format!("reading the CA file {}: {e}", ca.display())))?;
+            let tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem));
+            options = options.with_tls(tls);
+        }
+        let client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&config.endpoints, Some(options)))
+            .await
+            .map_err(|_| fail("timed out connecting".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            prefix: config.prefix.clone(),
+            endpoints: endpoints.clone(),
+            lease_ttl: config.lease_ttl_secs.max(1) as i64,
+            events: broadcast::channel(4096).0,
+            cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+            state: Mutex::new(WatchState { applied: 0, live: false }),
+        });
+        // The cluster answers (or the error says why not), and the feed starts after the current revision.
+        let mut kv = client.kv_client();
+        let probe = kv.get(config.prefix.clone(), Some(GetOptions::new().with_count_only()));
+        let current = tokio::time::timeout(REQUEST_TIMEOUT, probe)
+            .await
+            .map_err(|_| fail("timed out waiting for an answer".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let current = header_revision(current.header());
+        shared.lock().applied = current;
+        let (published_tx, published) = watch::channel(current);
+        let (progress, progress_rx) = mpsc::channel(1);
+        let task = tokio::spawn(watch_loop(client.clone(), shared.clone(), published_tx, progress_rx));
+        Ok(EtcdStore { client, shared, published, progress, _watch: Arc::new(AbortOnDrop(task)) })
+    }
+
+    /// The etcd client, for what the contract does not cover (tests compact the history with it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The full etcd key of a store key.
+    pub fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.shared.prefix)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Backend(format!("etcd at {}: {e}", self.shared.endpoints))
+    }
+
+    /// Runs one etcd request, bounded by [`REQUEST_TIMEOUT`].
+    async fn call<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| self.err(e)),
+            Err(_) => Err(self.err("timed out")),
+        }
+    }
+
+    /// Waits until the watch has published everything up to `revision`, at most [`PUBLISH_WAIT`].
+    async fn wait_published(&self, revision: u64) {
+        let mut published = self.published.clone();
+        let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+        let mut poll = Duration::from_millis(20);
+        while *published.borrow_and_update() < revision {
+            match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + poll), published.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(revision, "etcd watch has not published a commit in time");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                // No event of ours marks this revision yet: ask etcd where the watch stands.
+                Err(_) => {
+                    let _ = self.progress.try_send(());
+                    poll = Duration::from_millis(100);
+                }
+            }
+        }
+    }
+
+    /// Among `checks`, a key whose check fails against `current` (the versions read in the failed transaction).
+    fn failed_check(checks: &[(String, Expect)], current: &[Option<u64>]) -> String {
+        let failed = checks.iter().zip(current).find(|((_, expect), have)| !expect.holds(**have));
+        failed.map(|((key, _), _)| key).or(checks.first().map(|(key, _)| key)).cloned().unwrap_or_default()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn strip<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        std::str::from_utf8(key).ok()?.strip_prefix(self.prefix.as_str())
+    }
+}
+
+/// The end of the etcd range of keys starting with `prefix`.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
+    Versioned { value: kv.value().to_vec(), version: kv.mod_revision() as u64 }
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> u64 {
+    header.map(|h| h.revision()).unwrap_or(0).max(0) as u64
+}
+
+#[async_trait]
+impl MetadataStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        if self.shared.lock().live {
+            if let Some(hit) = self.shared.cache.get(key) {
+                return Ok(hit.value);
+            }
+        }
+        let mut kv = self.client.kv_client();
+        let response = self.call(kv.get(self.full_key(key), None)).await?;
+        let read_at = header_revision(response.header());
+        let value = response.kvs().first().map(versioned);
+        let state = self.shared.lock();
+        // An event newer than the read may have been applied already: then the value is returned, not cached.
+        if state.live && state.applied <= read_at {
+            self.shared.cache.insert(key.to_owned(), Cached { value: value.clone(), at: read_at });
+        }
+        Ok(value)
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let rows = self.range(prefix, start_after, limit, false).await?;
+        Ok(rows.iter().filter_map(|kv| Some((self.shared.strip(kv.key())?.to_owned(), versioned(kv)))).collect())
+    }
+
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self.range(prefix, start_after, limit, true).await?;
+        Ok(rows.iter().filter_map(|kv| Some(self.shared.strip(kv.key())?.to_owned())).collect())
+    }
+
+    async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
+        txn.check_limits()?;
+        let compares: Vec<Compare> = txn
+            .checks
+            .iter()
+            .map(|(key, expect)| {
+                let key = self.full_key(key);
+                match expect {
+                    Expect::Absent => Compare::version(key, CompareOp::Equal, 0),
+                    Expect::Present => Compare::version(key, CompareOp::Greater, 0),
+                    Expect::Version(v) => Compare::mod_revision(key, CompareOp::Equal, *v as i64),
+                }
+            })
+            .collect();
+        // etcd refuses a key twice among a transaction's writes: a delete then a put of one key is the put.
+        let mut writes: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+        for key in &txn.deletes {
+            writes.insert(key, None);
+        }
+        for (key, value) in &txn.puts {
+            writes.insert(key, Some(value));
+        }
+        let ops: Vec<TxnOp> = writes
+            .iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(self.full_key(key), value.to_vec(), None),
+                None => TxnOp::delete(self.full_key(key), None),
+            })
+            .collect();
+        let has_writes = !ops.is_empty();
+        // On failure, read the checked keys in the same transaction to name one whose check failed.
+        let reads: Vec<TxnOp> = txn.checks.iter().map(|(key, _)| TxnOp::get(self.full_key(key), None)).collect();
+        let request = etcd_client::Txn::new().when(compares).and_then(ops).or_else(reads);
+        let mut kv = self.client.kv_client();
+        let response = self.call(kv.txn(request)).await?;
+        let revision = header_revision(response.header());
+        if !response.succeeded() {
+            let current: Vec<Option<u64>> = response
+                .op_responses()
+                .iter()
+                .map(|r| match r {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.mod_revision() as u64),
+                    _ => None,
+                })
+                .collect();
+            // A read from this replica's cache may have been behind: the retry reads from etcd.
+            {
+                let _state = self.shared.lock();
+                for (key, _) in &txn.checks {
+                    self.shared.cache.remove(key);
+                }
+            }
+            return Err(StoreError::Conflict { key: Self::failed_check(&txn.checks, &current) });
+        }
+        if has_writes {
+            self.wait_published(revision).await;
+        }
+        Ok(revision)
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = self.call(kv.get(self.shared.prefix.clone(), Some(GetOptions::new().with_count_only()))).await?;
+        Ok(header_revision(response.header()))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<KvEvent> {
+        self.shared.events.subscribe()
+    }
+
+    async fn deleted_since(&self, prefix: &str, since: u64) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let current = self.revision().await?;
+        if since >= current {
+            return Ok(Vec::new());
+        }
+        let options = WatchOptions::new().with_prefix().with_start_revision(since as i64 + 1).with_prev_key();
+        let mut watch_client = self.client.watch_client();
+        let mut stream = self.call(watch_client.watch(self.full_key(prefix), Some(options))).await?;
+        // Each key's last event: Some((last value, revision)) for a deletion, None for a write.
+        let mut last: BTreeMap<String, Option<Versioned>> = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = since;
+        while seen < current {
+            let message = tokio::time::timeout(Duration::from_millis(200), stream.message()).await;
+            let response: WatchResponse = match message {
+                Ok(Ok(Some(response))) => response,
+                Ok(Ok(None)) => return Err(self.err("the history watch closed")),
+                Ok(Err(e)) => return Err(self.err(e)),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(self.err("timed out reading the history"));
+                }
+                Err(_) => {
+                    // Nothing under the prefix since: ask where the watch stands.
+                    stream.request_progress().await.map_err(|e| self.err(e))?;
+                    continue;
+                }
+            };
+            if response.compact_revision() > 0 {
+                return Err(StoreError::Compacted { since, compacted: response.compact_revision() as u64 });
+            }
+            if response.canceled() {
+                return Err(self.err(format!("history watch canceled: {}", response.cancel_reason())));
+            }
+            if response.created() {
+                continue;
+            }
+            if response.events().is_empty() {
+                seen = seen.max(header_revision(response.header()));
+                continue;
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                seen = seen.max(kv.mod_revision() as u64);
+                let Some(key) = self.shared.strip(kv.key()).filter(|k| keys::keeps_tombstone(k)) else { continue };
+                let gone = match event.event_type() {
+                    EventType::Delete => Some(Versioned {
+                        value: event.prev_kv().map(|p| p.value().to_vec()).unwrap_or_default(),
+                        version: kv.mod_revision() as u64,
+                    }),
+                    EventType::Put => None,
+                };
+                last.insert(key.to_owned(), gone);
+            }
+        }
+        Ok(last.into_iter().filter_map(|(k, gone)| Some((k, gone?))).collect())
+    }
+
+    fn elect(&self, name: &str) -> Leadership {
+        super::lease::etcd_elect(self.client.clone(), self.full_key(&keys::lease(name)), self.shared.lease_ttl)
+    }
+}
+
+impl EtcdStore {
+    async fn range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<etcd_client::KeyValue>, StoreError> {
+        let start = match start_after {
+            Some(s) if s.starts_with(prefix) => format!("{}\0", self.full_key(s)),
+            Some(s) if s > prefix => return Ok(Vec::new()),
+            _ => self.full_key(prefix),
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut options = GetOptions::new().with_range(range_end(&self.full_key(prefix))).with_limit(limit as i64);
+        if keys_only {
+            options = options.with_keys_only();
+        }
+        let mut kv = self.client.kv_client();
+        let mut response = self.call(kv.get(start, Some(options))).await?;
+        Ok(response.take_kvs())
+    }
+}
+
+/// Follows the prefix for the life of the store: publishes events in revision order, keeps the cache true, and
+/// starts again after the last revision seen when the watch breaks.
+async fn watch_loop(
+    client: Client,
+    shared: Arc<Shared>,
+    published: watch::Sender<u64>,
+    mut progress: mpsc::Receiver<()>,
+) {
+    loop {
+        let error = watch_once(&client, &shared, &published, &mut progress).await;
+        {
+            let mut state = shared.lock();
+            state.live = false;
+            shared.cache.clear();
+        }
+        tracing::warn!(error = %error, "etcd watch broke; watching again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One watch stream, until it fails (or etcd compacted past it).
+async fn watch_once(
+    client: &Client,
+    shared: &Shared,
+    published: &watch::Sender<u64>,
+    progress: &mut mpsc::Receiver<()>,
+) -> StoreError {
+    let err = |e: &dyn std::fmt::Display| StoreError::Backend(format!("etcd at {}: {e}", shared.endpoints));
+    let from = shared.lock().applied + 1;
+    let options = WatchOptions::new().with_prefix().with_start_revision(from as i64).with_progress_notify();
+    let mut stream = match client.watch_client().watch(shared.prefix.clone(), Some(options)).await {
+        Ok(stream) => stream,
+        Err(e) => return err(&e),
+    };
+    loop {
+        let response = tokio::select! {
+            message = stream.message() => match message {
+                Ok(Some(response)) => response,
+                Ok(None) => return err(&"the watch stream closed"),
+                Err(e) => return err(&e),
+            },
+            Some(()) = progress.recv() => {
+                if let Err(e) = stream.request_progress().await {
+                    return err(&e);
+                }
+                continue;
+            }
+        };
+        if response.compact_revision() > 0 {
+            // Events between our last revision and the compaction are gone: start over from now, with no cache.
+            let mut kv = client.kv_client();
+            let now = kv.get(shared.prefix.clone(), Some(GetOptions::new().with_count_only())).await;
+            let now = match now {
+                Ok(r) => header_revision(r.header()),
+                Err(e) => return err(&e),
+            };
+            tracing::warn!(from, compacted = response.compact_revision(), now, "etcd compacted past the watch");
+            let mut state = shared.lock();
+            state.applied = state.applied.max(now);
+            let _ = published.send(state.applied);
+            return err(&"compacted");
+        }
+        if response.canceled() {
+            return err(&format!("watch canceled: {}", response.cancel_reason()));
+        }
+        if response.created() {
+            let mut state = shared.lock();
+            shared.cache.clear();
+            state.live = true;
+            continue;
+        }
+        let mut state = shared.lock();
+        let mut events = Vec::with_capacity(response.events().len());
+        let mut upto = header_revision(response.header());
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Some(key) = shared.strip(kv.key()) else { continue };
+            let revision = kv.mod_revision() as u64;
+            upto = revision;
+            let value = match event.event_type() {
+                EventType::Put => Some(kv.value().to_vec()),
+                EventType::Delete => None,
+            };
+            if shared.cache.get(key).is_some_and(|c| c.at < revision) {
+                let now = value.clone().map(|value| Versioned { value, version: revision });
+                shared.cache.insert(key.to_owned(), Cached { value: now, at: revision });
+            }
+            if !keys::is_unwatched(key) {
+                events.push(KvEvent { key: key.to_owned(), value, revision });
+            }
+        }
+        state.applied = state.applied.max(upto);
+        let applied = state.applied;
+        drop(state);
+        for event in events {
+            let _ = shared.events.send(event);
+        }
+        let _ = published.send(applied);
+    }
+}
+
+#[cfg(test)]
+mod tests;
