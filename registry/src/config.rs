@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use auth::tokens::Secret;
 use auth::AuthMode;
 use serde::Deserialize;
+use storage_backends::BlobBackend;
 
 /// Settings as they may appear in the TOML file; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +29,9 @@ pub struct FileConfig {
     pub allowed_registries_for_import: Option<Vec<String>>,
     /// Seconds between imports of a tag with `importPolicy.scheduled` (default 900, at least 5).
     pub scheduled_import_interval: Option<u64>,
+    /// Where blobs are kept: `{ type = "filesystem", root = "…" }` (default: `<data-dir>/blobs`) or
+    /// `{ type = "s3", bucket = "…", endpoint = "http://…", … }` (the usual `AWS_*` variables apply too).
+    pub blob_store: Option<BlobBackend>,
 }
 
 /// The effective configuration.
@@ -51,6 +55,8 @@ pub struct Config {
     pub allowed_registries: Vec<String>,
     /// How often scheduled tags are imported again (`TRIBUTARY_SCHEDULED_IMPORT_INTERVAL`, seconds).
     pub scheduled_import_interval: std::time::Duration,
+    /// Where blobs are kept; `None`: the filesystem under `<data-dir>/blobs`.
+    pub blob_store: Option<BlobBackend>,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -90,6 +96,7 @@ impl Config {
         let public_host =
             overrides.public_host.or(from_file.public_host).unwrap_or_else(|| default_public_host(listen));
         Ok(Config {
+            blob_store: from_file.blob_store,
             listen,
             data_dir: overrides.data_dir.or(from_file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             public_host,
@@ -168,6 +175,10 @@ mod tests {
         std::fs::write(&f, "allowed-registries-for-import = [\"Quay.io\"]\nscheduled-import-interval = 60\n").unwrap();
         let c = Config::load(Some(&f), Overrides::default()).unwrap();
         assert_eq!((c.allowed_registries, c.scheduled_import_interval.as_secs()), (vec!["quay.io".to_string()], 60));
+        std::fs::write(&f, "[blob-store]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"\n")
+            .unwrap();
+        let c = Config::load(Some(&f), Overrides::default()).unwrap();
+        assert!(matches!(c.blob_store, Some(BlobBackend::S3(s)) if s.bucket == "b" && s.path_style));
         std::fs::write(&f, "scheduled-import-interval = 1\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err(), "below the minimum interval");
         std::fs::write(&f, "bogus = 1\n").unwrap();

@@ -10,18 +10,21 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use storage_backends::{BlobStore, MetadataStore, RedbStore};
+use storage_backends::{BlobBackend, BlobStore, MetadataStore, RedbStore};
 use streams::StreamService;
 
 use crate::config::Config;
 use crate::service::Registry;
 
-/// Opens the stores under the configured data directory and builds the registry.
+/// Opens the stores (the metadata store under the configured data directory, the blob store where configured)
+/// and builds the registry. Callers then run [`check`] before serving.
 pub fn open(config: &Config) -> anyhow::Result<Registry> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display()))?;
-    let blobs = BlobStore::filesystem(config.data_dir.join("blobs"))?;
     let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?);
+    let backend =
+        config.blob_store.clone().unwrap_or_else(|| BlobBackend::Filesystem { root: config.data_dir.join("blobs") });
+    let blobs = BlobStore::open(&backend, meta.clone())?;
     Ok(Registry {
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
@@ -36,4 +39,11 @@ pub fn open(config: &Config) -> anyhow::Result<Registry> {
             ..Default::default()
         },
     })
+}
+
+/// Checks that the blob store answers (a wrong S3 endpoint, bucket or credentials is a clear error within
+/// seconds rather than a failure at the first push).
+pub async fn check(registry: &Registry) -> anyhow::Result<()> {
+    registry.blobs.check().await?;
+    Ok(())
 }

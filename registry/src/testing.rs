@@ -31,9 +31,16 @@ pub struct Builder {
     admin_token: Option<String>,
     allowed_registries: Vec<String>,
     scheduled_import_interval: Option<std::time::Duration>,
+    blob_store: Option<storage_backends::BlobBackend>,
 }
 
 impl Builder {
+    /// Keep blobs in this store (an S3 bucket, say) rather than under the data directory.
+    pub fn with_blob_store(mut self, backend: storage_backends::BlobBackend) -> Builder {
+        self.blob_store = Some(backend);
+        self
+    }
+
     /// Access control on, with `token` as the cluster administrator's token.
     pub fn with_admin_token(mut self, token: impl Into<String>) -> Builder {
         self.admin_token = Some(token.into());
@@ -65,6 +72,7 @@ impl Builder {
             scheduled_import_interval: self
                 .scheduled_import_interval
                 .unwrap_or(std::time::Duration::from_secs(crate::config::DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS)),
+            blob_store: self.blob_store,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -82,6 +90,7 @@ struct Options {
     admin_token: Option<String>,
     allowed_registries: Vec<String>,
     scheduled_import_interval: std::time::Duration,
+    blob_store: Option<storage_backends::BlobBackend>,
 }
 
 impl TestRegistry {
@@ -100,8 +109,12 @@ impl TestRegistry {
     }
 
     fn launch(data_dir: &Path, options: Options) -> TestRegistry {
-        let Options { admin_token, allowed_registries: builder_allowed, scheduled_import_interval: builder_interval } =
-            options;
+        let Options {
+            admin_token,
+            allowed_registries: builder_allowed,
+            scheduled_import_interval: builder_interval,
+            blob_store,
+        } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let config = Config {
@@ -115,6 +128,7 @@ impl TestRegistry {
             webhooks: Vec::new(),
             allowed_registries: builder_allowed,
             scheduled_import_interval: builder_interval,
+            blob_store,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -133,6 +147,7 @@ impl TestRegistry {
                         Err(e) => panic!("open registry: {e}"),
                     }
                 };
+                crate::check(&registry).await.expect("the blob store answers");
                 let token = config.admin_token.as_ref().map(Secret::expose);
                 registry.auth.bootstrap(token, &config.data_dir).await.expect("bootstrap access control");
                 crate::service::import::spawn_controller(registry.clone());
