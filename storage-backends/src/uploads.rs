@@ -296,32 +296,31 @@ impl BlobStore {
         }
         let size = session.size + written;
         let hash_state = hex::encode(hasher.save());
+        let had = session.size;
         match writer {
             Writer::Local(mut lock) => {
                 lock.write_back();
-                lease.release(size, hash_state, StagedUpload::default()).await.map_err(|e| self.lost(e, size))?;
+                lease.release(size, hash_state, StagedUpload::default()).await.map_err(|e| lost(e, had))?;
             }
             Writer::Multipart(app) => {
-                let (staged, obsolete) = app.save_tail().await?;
+                let (staged, obsolete) = match app.save_tail().await {
+                    Ok(saved) => saved,
+                    Err(e) => {
+                        lease.abandon().await;
+                        return Err(e);
+                    }
+                };
                 let new_tail = staged.tail.as_ref().map(|t| Path::from(&*t.object));
                 match lease.release(size, hash_state, staged).await {
                     Ok(()) => self.delete_quietly(obsolete).await,
                     Err(e) => {
                         self.delete_quietly(new_tail).await;
-                        return Err(self.lost(e, size));
+                        return Err(lost(e, had));
                     }
                 }
             }
         }
         Ok(size)
-    }
-
-    /// A lost claim, as the client hears it: the chunk was not taken (416, with the size the session has).
-    fn lost(&self, e: BlobError, attempted: u64) -> BlobError {
-        match e {
-            BlobError::LeaseLost => BlobError::RangeInvalid { have: attempted, start: attempted },
-            e => e,
-        }
     }
 
     async fn delete_quietly(&self, path: Option<Path>) {
@@ -382,40 +381,71 @@ impl BlobStore {
             self.discard(writer, lease, id).await;
             return Err(BlobError::DigestMismatch { expected: digest.clone(), actual: actual.clone(), size });
         }
-        if self.stat(digest).await?.is_some() {
+        let stored = match self.stat(digest).await {
+            Ok(stored) => stored.is_some(),
+            Err(e) => {
+                lease.abandon().await;
+                return Err(e);
+            }
+        };
+        if stored {
             self.discard(writer, lease, id).await;
             return Ok(size);
         }
+        match self.publish(writer, &mut lease, digest, &target, hashed.is_some(), size).await {
+            Ok(None) => {
+                self.close_and_clean(lease, id, &StagedUpload::default()).await;
+                Ok(size)
+            }
+            Ok(Some(actual)) => {
+                self.close_and_clean(lease, id, &StagedUpload::default()).await;
+                Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size })
+            }
+            Err(e) => {
+                lease.abandon().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the `size` bytes `writer` staged visible as `digest` (already verified when `verified`, else checked
+    /// here: then the other digest is returned and nothing is visible).
+    async fn publish(
+        &self,
+        writer: Writer,
+        lease: &mut Lease,
+        digest: &Digest,
+        target: &Path,
+        verified: bool,
+        size: u64,
+    ) -> Result<Option<Digest>, BlobError> {
         match writer {
             Writer::Local(lock) => {
-                if hashed.is_none() {
+                if !verified {
                     let actual = lock.hash(size, digest.algorithm()).await?;
                     if &actual != digest {
-                        self.discard(Writer::Local(lock), lease, id).await;
-                        return Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size });
+                        return Ok(Some(actual));
                     }
                 }
                 lock.commit(size, digest).await?;
             }
             Writer::Multipart(app) => {
-                // Parts are checked by size before anything completes.
-                app.complete(&mut lease).await?;
-                if hashed.is_none() {
-                    let actual = self.hash_object(&target, digest.algorithm()).await?;
+                app.complete(lease).await?;
+                if !verified {
+                    // The upload's own object is never served by itself: hashing it there shows nothing.
+                    let actual = self.hash_object(target, digest.algorithm()).await?;
                     if &actual != digest {
-                        self.delete_quietly(Some(target)).await;
-                        self.close_and_clean(lease, id, &StagedUpload::default()).await;
-                        return Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size });
+                        self.delete_quietly(Some(target.clone())).await;
+                        return Ok(Some(actual));
                     }
                 }
-                if target != paths::blob(digest) && !self.record_location(digest, &target, size).await? {
+                if target != &paths::blob(digest) && !self.record_location(digest, target, size).await? {
                     // Another upload of the same content was recorded first.
-                    self.delete_quietly(Some(target)).await;
+                    self.delete_quietly(Some(target.clone())).await;
                 }
             }
         }
-        self.close_and_clean(lease, id, &StagedUpload::default()).await;
-        Ok(size)
+        Ok(None)
     }
 
     /// Hashes a whole object with `algorithm`.
@@ -528,6 +558,14 @@ impl BlobStore {
                 }
             }
         }
+    }
+}
+
+/// A lost claim, as the client hears it: the chunk was not taken (416, with the size the session had).
+fn lost(e: BlobError, had: u64) -> BlobError {
+    match e {
+        BlobError::LeaseLost => BlobError::RangeInvalid { have: had, start: had },
+        e => e,
     }
 }
 
