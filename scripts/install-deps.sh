@@ -2,14 +2,18 @@
 # Installs what Tributary's tests need, skipping whatever is already there:
 #   - Debian packages: the real clients and tools the end-to-end tests drive
 #   - rustup components rustfmt and clippy
+#   - moto's S3 server (the S3 blob-store tests), in a virtualenv under ~/.cache unless `moto_server` is on PATH
+#     or TRIBUTARY_MOTO_BIN names it; exports TRIBUTARY_MOTO_BIN when sourced
 # Run it directly (`scripts/install-deps.sh`) or source it and call install_test_deps.
 set -euo pipefail
 
 TRIBUTARY_APT_PACKAGES=(
     skopeo podman buildah umoci busybox-static
     docker.io docker-registry etcd-server
-    jq curl ca-certificates
+    jq curl ca-certificates python3-venv
 )
+
+TRIBUTARY_MOTO_VERSION=5.2.1
 
 _tributary_sudo() {
     if [ "$(id -u)" = 0 ]; then
@@ -58,9 +62,24 @@ install_rust_components() {
     done
 }
 
+install_moto() {
+    if [ -n "${TRIBUTARY_MOTO_BIN:-}" ] || command -v moto_server >/dev/null; then
+        echo "install-deps: moto_server present"
+        return 0
+    fi
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/tributary-moto-$TRIBUTARY_MOTO_VERSION"
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        echo "install-deps: installing moto[server]==$TRIBUTARY_MOTO_VERSION in $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet "moto[server]==$TRIBUTARY_MOTO_VERSION"
+    fi
+    export TRIBUTARY_MOTO_BIN="$venv/bin/moto_server"
+}
+
 install_test_deps() {
     install_apt_packages
     install_rust_components
+    install_moto
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -41,17 +41,11 @@ async fn join<T>(task: JoinHandle<std::io::Result<T>>) -> Result<T, BlobError> {
 pub(crate) struct UploadLock {
     store: BlobStore,
     id: UploadId,
-    held: Held,
-}
-
-enum Held {
     /// The staging file, open and `flock`ed; the lock is released when the last handle closes.
-    File {
-        file: Arc<std::fs::File>,
-        root: PathBuf,
-        /// The last write left enough bytes without writeback that [`UploadLock::write_back`] should start it.
-        tail: bool,
-    },
+    file: Arc<std::fs::File>,
+    root: PathBuf,
+    /// The last write left enough bytes without writeback that [`UploadLock::write_back`] should start it.
+    tail: bool,
 }
 
 impl std::fmt::Debug for UploadLock {
@@ -64,7 +58,7 @@ impl BlobStore {
     /// Takes upload `id`'s lock, creating its empty staging file on first use. `None` when another writer holds
     /// it (the caller answers 416: a racing chunk loses).
     pub(crate) async fn lock_upload(&self, id: UploadId) -> Result<Option<UploadLock>, BlobError> {
-        let held = match self.local_root() {
+        let (file, root) = match self.local_root() {
             Some(root) => {
                 let path = root.join(paths::upload_data(id).as_ref());
                 let file = blocking(move || {
@@ -81,11 +75,11 @@ impl BlobStore {
                 })
                 .await?;
                 let Some(file) = file else { return Ok(None) };
-                Held::File { file: Arc::new(file), root: root.to_path_buf(), tail: false }
+                (Arc::new(file), root.to_path_buf())
             }
             None => return Err(BlobError::Config("local staging files on a store without a local directory".into())),
         };
-        Ok(Some(UploadLock { store: self.clone(), id, held }))
+        Ok(Some(UploadLock { store: self.clone(), id, file, root, tail: false }))
     }
 }
 
@@ -106,26 +100,22 @@ impl UploadLock {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        match &mut self.held {
-            Held::File { file, root, tail } => {
-                let path = root.join(paths::upload_data(self.id).as_ref());
-                let failed = root.join(paths::upload_failed(self.id).as_ref());
-                let (written, crossed) =
-                    write_file_at(file, (&path, &failed), offset, body, hasher, limit, lease).await?;
-                *tail = crossed;
-                Ok(written)
-            }
-        }
+        let path = self.root.join(paths::upload_data(self.id).as_ref());
+        let failed = self.root.join(paths::upload_failed(self.id).as_ref());
+        let (written, crossed) =
+            write_file_at(&self.file, (&path, &failed), offset, body, hasher, limit, lease).await?;
+        self.tail = crossed;
+        Ok(written)
     }
 
     /// Starts writeback of what the last [`UploadLock::write_at`] left unsynced, when that is a good share, without
     /// waiting for it: for a chunk that is not the last, so that the disk works while the next one arrives. (Before
     /// a commit there is no point: the commit syncs at once.)
     pub(crate) fn write_back(&mut self) {
-        if let Held::File { root, tail: tail @ true, .. } = &mut self.held {
-            *tail = false;
-            let path = root.join(paths::upload_data(self.id).as_ref());
-            let failed = root.join(paths::upload_failed(self.id).as_ref());
+        if self.tail {
+            self.tail = false;
+            let path = self.root.join(paths::upload_data(self.id).as_ref());
+            let failed = self.root.join(paths::upload_failed(self.id).as_ref());
             start_writeback(&path, &failed, &mut None);
         }
     }
@@ -157,32 +147,26 @@ impl UploadLock {
     /// Makes the `size` staged bytes visible as blob `digest`, which the caller has verified, and removes the
     /// upload's staging area. In a local directory the content is fsynced before the rename and the directory
     /// after it, so an acknowledged blob survives a crash; the blob path never holds partial content.
-    pub(crate) async fn commit(mut self, size: u64, digest: &Digest) -> Result<(), BlobError> {
-        let id = self.id;
-        match &mut self.held {
-            Held::File { file, root, .. } => {
-                let file = file.clone();
-                let root = root.clone();
-                let target = root.join(paths::blob(digest).as_ref());
-                blocking(move || {
-                    file.sync_data()?;
-                    let failed = root.join(paths::upload_failed(id).as_ref());
-                    if let Ok(why) = std::fs::read_to_string(&failed) {
-                        return Err(std::io::Error::other(format!("an earlier writeback of the upload failed: {why}")));
-                    }
-                    let found = file.metadata()?.len();
-                    if found != size {
-                        return Ok(Err(BlobError::StagingLost { expected: size, found }));
-                    }
-                    let staged = root.join(paths::upload_data(id).as_ref());
-                    let created = make_dir_for(&target)?;
-                    install(&staged, &target, created)?;
-                    remove_dir(&root.join(paths::upload_dir(id).as_ref()));
-                    Ok(Ok(()))
-                })
-                .await??;
+    pub(crate) async fn commit(self, size: u64, digest: &Digest) -> Result<(), BlobError> {
+        let (id, file, root) = (self.id, self.file.clone(), self.root.clone());
+        let target = root.join(paths::blob(digest).as_ref());
+        blocking(move || {
+            file.sync_data()?;
+            let failed = root.join(paths::upload_failed(id).as_ref());
+            if let Ok(why) = std::fs::read_to_string(&failed) {
+                return Err(std::io::Error::other(format!("an earlier writeback of the upload failed: {why}")));
             }
-        }
+            let found = file.metadata()?.len();
+            if found != size {
+                return Ok(Err(BlobError::StagingLost { expected: size, found }));
+            }
+            let staged = root.join(paths::upload_data(id).as_ref());
+            let created = make_dir_for(&target)?;
+            install(&staged, &target, created)?;
+            remove_dir(&root.join(paths::upload_dir(id).as_ref()));
+            Ok(Ok(()))
+        })
+        .await??;
         Ok(())
     }
 }

@@ -70,6 +70,7 @@ pub async fn run(a: &BlobStore, b: &BlobStore) {
     tiny_chunks_across_a_part_boundary_on_two_replicas(a, b).await;
     concurrent_writers_one_refused(a, b).await;
     a_dead_writers_claim_expires(a, b).await;
+    a_long_body_keeps_its_claim(a, b).await;
     a_failed_writer_corrupts_nothing(a, b).await;
     mismatch_and_too_large_leave_nothing_visible(a, b).await;
     empty_blob_and_ranges(a, b).await;
@@ -192,6 +193,43 @@ pub async fn a_dead_writers_claim_expires(a: &BlobStore, b: &BlobStore) {
     let d = Digest::sha256_of(b"kept and more");
     a.finish_upload(id, &d, None, no_body()).await.unwrap();
     assert_eq!(read(b, &d).await, b"kept and more");
+}
+
+/// A body that streams for longer than the lease keeps its claim (renewed as it goes): a second writer is
+/// refused all along, and the first one's bytes are all recorded.
+pub async fn a_long_body_keeps_its_claim(a: &BlobStore, b: &BlobStore) {
+    let short = a.replica().with_lease(Duration::from_millis(600));
+    let id = short.start_upload(&repo()).await.unwrap();
+    let slow = futures::stream::iter(0..12u8)
+        .then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok::<_, std::io::Error>(Bytes::from(vec![i; 1000]))
+        })
+        .boxed();
+    let writer = {
+        let short = short.clone();
+        tokio::spawn(async move { short.append_upload(id, Some(0), slow).await })
+    };
+    let mut refused = 0;
+    while !writer.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Starting at 0 as the first writer did: only a lost claim would let it in.
+        match b.append_upload(id, Some(0), body([Bytes::from_static(b"x")])).await {
+            Err(BlobError::RangeInvalid { have: 0, .. }) => refused += 1,
+            Err(BlobError::RangeInvalid { have: 12_000, .. }) => {}
+            other => panic!("a second writer got in while the first streamed: {other:?}"),
+        }
+    }
+    assert_eq!(writer.await.unwrap().unwrap(), 12_000, "the first writer kept its claim past the lease");
+    assert!(refused >= 5, "refused {refused} times");
+    let data: Vec<u8> = (0..12u8).flat_map(|i| vec![i; 1000]).collect();
+    let size = b.append_upload(id, Some(12_000), body([Bytes::from_static(b"!")])).await.unwrap();
+    assert_eq!(size, 12_001);
+    let mut all = data;
+    all.push(b'!');
+    let d = Digest::sha256_of(&all);
+    a.finish_upload(id, &d, None, no_body()).await.unwrap();
+    assert_eq!(read(b, &d).await, all);
 }
 
 /// A writer whose body fails (after gathering more than a part) changes nothing: the next continues at the
