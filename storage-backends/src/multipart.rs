@@ -2,8 +2,9 @@
 //! parts of one multipart upload of the object store. Parts are [`crate::blobs::DEFAULT_PART_SIZE`] (8 MiB) for
 //! the first 1,000, then double every 1,000 parts (so the 10,000-part limit is past 8 TiB); only the last part may
 //! be smaller. Client chunks of any size are gathered into parts; the bytes after the last full part (the tail)
-//! are kept between requests as a small object under `uploads/<id>/`, never in one process's memory, so the next
-//! chunk may arrive at another replica. What is staged (multipart id, part ETags and sizes, the tail) is recorded
+//! are kept between requests as small objects under `uploads/<id>/` (one per request that left bytes, merged into
+//! one past [`MAX_TAIL_OBJECTS`]), never in one process's memory, so the next chunk may arrive at another replica.
+//! A request thus writes only its own bytes; the tail is read back once, when it becomes part of a part. What is staged (multipart id, part ETags and sizes, the tail) is recorded
 //! in the upload session ([`StagedUpload`]); memory per writer is one part being gathered and one being uploaded.
 //!
 //! Part numbers are the index in the session's part list: a writer uploads part `n` only under a live claim on
@@ -31,6 +32,9 @@ const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 /// Parts of the same size come in runs of this many; each run's parts are twice the previous run's.
 const PARTS_PER_SIZE: usize = 1000;
 
+/// A tail made of more objects than this is merged into one when the next request saves it.
+pub const MAX_TAIL_OBJECTS: usize = 16;
+
 /// The size of part `index` (from 0) for parts of `base` bytes at first.
 pub fn part_size(base: u64, index: usize) -> u64 {
     let doublings = (index / PARTS_PER_SIZE).min(30) as u32;
@@ -47,14 +51,14 @@ pub struct StagedUpload {
     /// The parts uploaded, in order (part `i` has S3 part number `i + 1`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<StagedPart>,
-    /// The bytes after the last part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tail: Option<StagedTail>,
+    /// The bytes after the last part, in order: one object per request that left some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<StagedTail>,
 }
 
 impl StagedUpload {
     pub fn is_empty(&self) -> bool {
-        self.multipart.is_none() && self.parts.is_empty() && self.tail.is_none()
+        self.multipart.is_none() && self.parts.is_empty() && self.tail.is_empty()
     }
 
     /// Bytes in the parts.
@@ -96,9 +100,13 @@ pub(crate) struct Appender {
     id: Option<UploadId>,
     target: Path,
     base: u64,
+    /// The parts recorded and uploaded (its `tail` is unused: see `segments`).
     state: StagedUpload,
-    /// The tail the session named when this writer started (obsolete once the new state is recorded).
-    old_tail: Option<Path>,
+    /// Tail objects not yet in a part (the session's, then this writer's), in order; then come the bytes of `buf`.
+    segments: Vec<StagedTail>,
+    /// Tail objects this writer folded into parts (obsolete once the new state is recorded).
+    consumed: Vec<Path>,
+    /// Bytes received by this writer and not yet in a part nor in a tail object.
     buf: BytesMut,
     in_flight: Option<(InFlight, u64)>,
     /// This writer created the multipart upload without a session to record it in: it aborts it on failure.
@@ -106,7 +114,7 @@ pub(crate) struct Appender {
 }
 
 impl Appender {
-    /// Resumes from `state` (the session's): reads the tail back into the part being gathered.
+    /// Resumes from `state` (the session's). The tail stays where it is until a part needs it.
     pub(crate) async fn resume(
         store: &BlobStore,
         mp: Arc<dyn MultipartStore>,
@@ -115,22 +123,9 @@ impl Appender {
         state: &StagedUpload,
     ) -> Result<Appender, BlobError> {
         let base = store.part_size;
-        let mut buf = BytesMut::with_capacity(part_size(base, state.parts.len()) as usize);
-        let old_tail = state.tail.as_ref().map(|t| Path::from(&*t.object));
-        if let Some(t) = &state.tail {
-            let tail = match store.store().get(&Path::from(&*t.object)).await {
-                Ok(r) => r.bytes().await?,
-                Err(object_store::Error::NotFound { .. }) => Bytes::new(),
-                Err(e) => return Err(e.into()),
-            };
-            if tail.len() as u64 != t.size {
-                let have = state.parts_size();
-                return Err(BlobError::StagingLost { expected: have + t.size, found: have + tail.len() as u64 });
-            }
-            buf.extend_from_slice(&tail);
-        }
         let mut state = state.clone();
-        state.tail = None;
+        let segments = std::mem::take(&mut state.tail);
+        let room = part_size(base, state.parts.len()).saturating_sub(segments.iter().map(|t| t.size).sum());
         Ok(Appender {
             store: store.store().clone(),
             mp,
@@ -138,11 +133,45 @@ impl Appender {
             target,
             base,
             state,
-            old_tail,
-            buf,
+            segments,
+            consumed: Vec::new(),
+            buf: BytesMut::with_capacity(room as usize),
             in_flight: None,
             owned: false,
         })
+    }
+
+    /// Bytes gathered for the next part: the tail objects' and `buf`'s.
+    fn pending(&self) -> u64 {
+        self.segments.iter().map(|t| t.size).sum::<u64>() + self.buf.len() as u64
+    }
+
+    /// The gathered bytes in memory (tail objects read back, then `buf`); the tail objects become obsolete.
+    async fn gather(&mut self) -> Result<Bytes, BlobError> {
+        if self.segments.is_empty() {
+            let next = BytesMut::with_capacity(self.next_part_size() as usize);
+            return Ok(std::mem::replace(&mut self.buf, next).freeze());
+        }
+        let mut out = BytesMut::with_capacity(self.pending() as usize);
+        let mut found = self.state.parts_size();
+        let expected = found + self.pending();
+        for t in std::mem::take(&mut self.segments) {
+            let path = Path::from(&*t.object);
+            let bytes = match self.store.get(&path).await {
+                Ok(r) => r.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => Bytes::new(),
+                Err(e) => return Err(e.into()),
+            };
+            found += bytes.len() as u64;
+            if bytes.len() as u64 != t.size {
+                return Err(BlobError::StagingLost { expected, found });
+            }
+            out.extend_from_slice(&bytes);
+            self.consumed.push(path);
+        }
+        out.extend_from_slice(&self.buf);
+        self.buf = BytesMut::new();
+        Ok(out.freeze())
     }
 
     fn next_part_size(&self) -> u64 {
@@ -173,11 +202,11 @@ impl Appender {
             lease.keep().await?;
             let mut rest = &chunk[..];
             while !rest.is_empty() {
-                let room = (self.next_part_size() as usize).saturating_sub(self.buf.len());
+                let room = self.next_part_size().saturating_sub(self.pending()) as usize;
                 let take = room.min(rest.len());
                 self.buf.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
-                if self.buf.len() as u64 >= self.next_part_size() {
+                if self.pending() >= self.next_part_size() {
                     self.send_part(lease).await?;
                 }
             }
@@ -209,8 +238,7 @@ impl Appender {
         self.settle().await?;
         lease.keep().await?;
         let size = self.next_part_size() as usize;
-        let next = BytesMut::with_capacity(part_size(self.base, self.state.parts.len() + 1) as usize);
-        let data = std::mem::replace(&mut self.buf, next).freeze();
+        let data = self.gather().await?;
         let index = self.state.parts.len();
         let (mp, target) = (self.mp.clone(), self.target.clone());
         let len = data.len() as u64;
@@ -230,18 +258,23 @@ impl Appender {
         Ok(())
     }
 
-    /// Stores the gathered bytes as the upload's new tail object. Returns the state to record and the tail it
-    /// replaces (to delete once the state is recorded; the new tail is to be deleted if that fails).
-    pub(crate) async fn save_tail(mut self) -> Result<(StagedUpload, Option<Path>), BlobError> {
+    /// Stores the bytes this writer gathered as a new tail object (merging the tail into one object when it has
+    /// grown past [`MAX_TAIL_OBJECTS`]). Returns the state to record and the tail objects it makes obsolete (to
+    /// delete once the state is recorded).
+    pub(crate) async fn save_tail(mut self) -> Result<(StagedUpload, Vec<Path>), BlobError> {
         self.settle().await?;
         if !self.buf.is_empty() {
             let id = self.id.ok_or_else(|| BlobError::Config("a one-shot multipart write keeps no tail".into()))?;
-            let path = paths::upload_tail(id, self.state.parts_size());
-            let size = self.buf.len() as u64;
-            self.store.put(&path, PutPayload::from(self.buf.split().freeze())).await?;
-            self.state.tail = Some(StagedTail { object: path.to_string(), size });
+            let bytes =
+                if self.segments.len() >= MAX_TAIL_OBJECTS { self.gather().await? } else { self.buf.split().freeze() };
+            let start = self.state.parts_size() + self.segments.iter().map(|t| t.size).sum::<u64>();
+            let path = paths::upload_tail(id, start);
+            let size = bytes.len() as u64;
+            self.store.put(&path, PutPayload::from(bytes)).await?;
+            self.segments.push(StagedTail { object: path.to_string(), size });
         }
-        Ok((self.state, self.old_tail))
+        self.state.tail = self.segments;
+        Ok((self.state, self.consumed))
     }
 
     /// Makes the target object: the gathered bytes become the last part and the multipart upload completes (or,
@@ -249,19 +282,19 @@ impl Appender {
     /// copied: the cost is S3's completion, whatever the size.
     pub(crate) async fn complete(mut self, lease: &mut Lease) -> Result<(), BlobError> {
         self.settle().await?;
+        let data = self.gather().await?;
         if self.state.parts.is_empty() {
             if let Some(m) = self.state.multipart.take() {
                 // Created by a writer that failed before its first part was recorded: a plain PUT is simpler.
                 let _ = self.mp.abort_multipart(&self.target, &m.id).await;
             }
-            self.store.put(&self.target, PutPayload::from(self.buf.split().freeze())).await?;
+            self.store.put(&self.target, PutPayload::from(data)).await?;
             return Ok(());
         }
-        if !self.buf.is_empty() {
+        if !data.is_empty() {
             lease.keep().await?;
             let id = self.multipart(lease).await?;
             let index = self.state.parts.len();
-            let data = self.buf.split().freeze();
             let size = data.len() as u64;
             let part = self.mp.put_part(&self.target, &id, index, PutPayload::from(data)).await?;
             self.state.parts.push(StagedPart { etag: part.content_id, size });
@@ -276,7 +309,7 @@ impl Appender {
     pub(crate) async fn into_state(mut self) -> StagedUpload {
         let _ = self.settle().await;
         let mut state = self.state;
-        state.tail = self.old_tail.map(|t| StagedTail { object: t.to_string(), size: 0 });
+        state.tail = self.segments;
         state
     }
 

@@ -310,17 +310,28 @@ impl BlobStore {
                         return Err(e);
                     }
                 };
-                let new_tail = staged.tail.as_ref().map(|t| Path::from(&*t.object));
+                let new: Vec<Path> = staged
+                    .tail
+                    .iter()
+                    .filter(|t| !session.staged.tail.contains(t))
+                    .map(|t| Path::from(&*t.object))
+                    .collect();
                 match lease.release(size, hash_state, staged).await {
-                    Ok(()) => self.delete_quietly(obsolete).await,
+                    Ok(()) => self.delete_all_quietly(obsolete).await,
                     Err(e) => {
-                        self.delete_quietly(new_tail).await;
+                        self.delete_all_quietly(new).await;
                         return Err(lost(e, had));
                     }
                 }
             }
         }
         Ok(size)
+    }
+
+    async fn delete_all_quietly(&self, paths: Vec<Path>) {
+        for p in paths {
+            self.delete_quietly(Some(p)).await;
+        }
     }
 
     async fn delete_quietly(&self, path: Option<Path>) {
