@@ -386,12 +386,19 @@ pub struct Registry {
     work: tempfile::TempDir,
     log: PathBuf,
     starts: u32,
+    /// A TOML configuration file passed with `--config` (Tributary only).
+    config: Option<PathBuf>,
 }
 
 impl Registry {
     /// Starts a registry on a free loopback port, storing its data in `data_dir`, with the
     /// namespace [`NAMESPACE`] ready to push into.
     pub fn start(data_dir: &Path) -> Registry {
+        Registry::start_configured(data_dir, None)
+    }
+
+    /// [`Registry::start`] with a TOML configuration file (`--config`), for Tributary.
+    pub fn start_configured(data_dir: &Path, config: Option<&Path>) -> Registry {
         let work = tempdir("tributary-e2e-server-");
         let log = work.path().join("server.log");
         let target = Target::from_env();
@@ -405,6 +412,7 @@ impl Registry {
             work,
             log,
             starts: 0,
+            config: config.map(Path::to_path_buf),
         };
         r.spawn();
         r.create_namespace(NAMESPACE);
@@ -440,6 +448,9 @@ impl Registry {
             Target::Tributary => {
                 let mut cmd = Command::new(tributary_bin());
                 cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&self.data_dir);
+                if let Some(config) = &self.config {
+                    cmd.arg("--config").arg(config);
+                }
                 match &self.token {
                     Some(token) => cmd.arg("--auth").arg("token").arg("--admin-token").arg(token),
                     None => cmd.arg("--auth").arg("none"),
