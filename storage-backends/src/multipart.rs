@@ -8,9 +8,10 @@
 //! in the upload session ([`StagedUpload`]); memory per writer is one part being gathered and one being uploaded.
 //!
 //! Part numbers are the index in the session's part list: a writer uploads part `n` only under a live claim on
-//! the session (renewed before every part, so that it has two thirds of the lease left), and a part a failed
-//! writer uploaded past the session's list is simply uploaded again by the next. Should a writer outlive its claim
-//! anyway (a stalled request), completion fails on the ETag check rather than publishing other bytes.
+//! the session (renewed before every part, so that it has two thirds of the lease left, and while a part is in
+//! flight), and a part a failed writer uploaded past the session's list is simply uploaded again by the next.
+//! Should a writer outlive its claim anyway (cut off from the metadata store but not from S3 while a part is on
+//! its way), completion fails on S3's ETag check of every part rather than publishing other bytes.
 
 use std::sync::Arc;
 
@@ -211,7 +212,7 @@ impl Appender {
                 }
             }
         }
-        self.settle().await?;
+        self.settle(lease).await?;
         Ok(written)
     }
 
@@ -235,7 +236,7 @@ impl Appender {
     /// Uploads the gathered part in the background (after the previous one is done).
     async fn send_part(&mut self, lease: &mut Lease) -> Result<(), BlobError> {
         let multipart_id = self.multipart(lease).await?;
-        self.settle().await?;
+        self.settle(lease).await?;
         lease.keep().await?;
         let size = self.next_part_size() as usize;
         let data = self.gather().await?;
@@ -249,20 +250,25 @@ impl Appender {
         Ok(())
     }
 
-    /// Waits for the part in flight and adds it to the state.
-    async fn settle(&mut self) -> Result<(), BlobError> {
-        if let Some((task, size)) = self.in_flight.take() {
-            let part = task.await.map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-            self.state.parts.push(StagedPart { etag: part.content_id, size });
-        }
+    /// Waits for the part in flight and adds it to the state, renewing the claim meanwhile (a large part on a
+    /// slow link may take longer than the lease).
+    async fn settle(&mut self, lease: &mut Lease) -> Result<(), BlobError> {
+        let Some((mut task, size)) = self.in_flight.take() else { return Ok(()) };
+        let part = loop {
+            tokio::select! {
+                done = &mut task => break done.map_err(|e| BlobError::Io(std::io::Error::other(e)))??,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => lease.keep().await?,
+            }
+        };
+        self.state.parts.push(StagedPart { etag: part.content_id, size });
         Ok(())
     }
 
     /// Stores the bytes this writer gathered as a new tail object (merging the tail into one object when it has
     /// grown past [`MAX_TAIL_OBJECTS`]). Returns the state to record and the tail objects it makes obsolete (to
     /// delete once the state is recorded).
-    pub(crate) async fn save_tail(mut self) -> Result<(StagedUpload, Vec<Path>), BlobError> {
-        self.settle().await?;
+    pub(crate) async fn save_tail(mut self, lease: &mut Lease) -> Result<(StagedUpload, Vec<Path>), BlobError> {
+        self.settle(lease).await?;
         if !self.buf.is_empty() {
             let id = self.id.ok_or_else(|| BlobError::Config("a one-shot multipart write keeps no tail".into()))?;
             let bytes =
@@ -281,7 +287,7 @@ impl Appender {
     /// when no part was uploaded, one plain PUT writes them). The caller has verified the digest. Nothing is
     /// copied: the cost is S3's completion, whatever the size.
     pub(crate) async fn complete(mut self, lease: &mut Lease) -> Result<(), BlobError> {
-        self.settle().await?;
+        self.settle(lease).await?;
         let data = self.gather().await?;
         if self.state.parts.is_empty() {
             if let Some(m) = self.state.multipart.take() {
@@ -307,7 +313,7 @@ impl Appender {
 
     /// The state this writer got to (for discarding everything it and earlier writers staged).
     pub(crate) async fn into_state(mut self) -> StagedUpload {
-        let _ = self.settle().await;
+        let _ = self.settle(&mut Lease::detached()).await;
         let mut state = self.state;
         state.tail = self.segments;
         state
@@ -315,7 +321,7 @@ impl Appender {
 
     /// Aborts the multipart upload when no session records it (a failed one-shot write).
     pub(crate) async fn discard_unrecorded(mut self) {
-        let _ = self.settle().await;
+        let _ = self.settle(&mut Lease::detached()).await;
         if let (true, Some(m)) = (self.owned, &self.state.multipart) {
             if let Err(e) = self.mp.abort_multipart(&self.target, &m.id).await {
                 tracing::warn!(target = %self.target, error = %e, "could not abort a multipart upload");

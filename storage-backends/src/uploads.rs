@@ -303,7 +303,7 @@ impl BlobStore {
                 lease.release(size, hash_state, StagedUpload::default()).await.map_err(|e| lost(e, had))?;
             }
             Writer::Multipart(app) => {
-                let (staged, obsolete) = match app.save_tail().await {
+                let (staged, obsolete) = match app.save_tail(&mut lease).await {
                     Ok(saved) => saved,
                     Err(e) => {
                         lease.abandon().await;
