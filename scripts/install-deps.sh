@@ -2,16 +2,19 @@
 # Installs what Tributary's tests need, skipping whatever is already there:
 #   - Debian packages: the real clients and tools the end-to-end tests drive, etcd (the tests start their own
 #     etcd servers) and protoc (the etcd client crate's build needs it)
-#   - PyPI: moto[server], the S3-compatible server the tests start (moto_server)
 #   - rustup components rustfmt and clippy
+#   - moto's S3 server (the S3 blob-store tests), in a virtualenv under ~/.cache unless `moto_server` is on PATH
+#     or TRIBUTARY_MOTO_BIN names it; exports TRIBUTARY_MOTO_BIN when sourced
 # Run it directly (`scripts/install-deps.sh`) or source it and call install_test_deps.
 set -euo pipefail
 
 TRIBUTARY_APT_PACKAGES=(
     skopeo podman buildah umoci busybox-static
     docker.io docker-registry etcd-server protobuf-compiler
-    jq curl ca-certificates
+    jq curl ca-certificates python3-venv
 )
+
+TRIBUTARY_MOTO_VERSION=5.2.1
 
 _tributary_sudo() {
     if [ "$(id -u)" = 0 ]; then
@@ -46,27 +49,6 @@ install_apt_packages() {
     echo "install-deps: installed ${missing[*]}"
 }
 
-# The S3 server the tests start. Debian has no package of it; pip installs it for the user running the tests.
-install_python_packages() {
-    if command -v moto_server >/dev/null; then
-        echo "install-deps: moto_server present"
-        return 0
-    fi
-    local pip
-    if command -v pip3 >/dev/null; then pip=pip3; elif command -v pip >/dev/null; then pip=pip; else
-        echo "install-deps: no pip to install moto[server] with" >&2
-        return 1
-    fi
-    echo "install-deps: installing moto[server]"
-    "$pip" install -q 'moto[server]>=5,<6' 2>/dev/null \
-        || "$pip" install -q --break-system-packages 'moto[server]>=5,<6'
-    # pyenv shims and ~/.local/bin are where pip puts the script.
-    hash -r
-    command -v pyenv >/dev/null && pyenv rehash || true
-    command -v moto_server >/dev/null || export PATH="$HOME/.local/bin:$PATH"
-    command -v moto_server >/dev/null || { echo "install-deps: moto_server not found after pip" >&2; return 1; }
-}
-
 install_rust_components() {
     local c
     for c in rustfmt clippy; do
@@ -81,10 +63,24 @@ install_rust_components() {
     done
 }
 
+install_moto() {
+    if [ -n "${TRIBUTARY_MOTO_BIN:-}" ] || command -v moto_server >/dev/null; then
+        echo "install-deps: moto_server present"
+        return 0
+    fi
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/tributary-moto-$TRIBUTARY_MOTO_VERSION"
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        echo "install-deps: installing moto[server]==$TRIBUTARY_MOTO_VERSION in $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet "moto[server]==$TRIBUTARY_MOTO_VERSION"
+    fi
+    export TRIBUTARY_MOTO_BIN="$venv/bin/moto_server"
+}
+
 install_test_deps() {
     install_apt_packages
-    install_python_packages
     install_rust_components
+    install_moto
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

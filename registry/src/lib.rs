@@ -10,18 +10,32 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use storage_backends::{BlobStore, MetadataStore, RedbStore};
+use storage_backends::{BlobBackend, BlobStore, EtcdStore, MetadataStore, RedbStore};
 use streams::StreamService;
 
+use crate::config::storage::{Blobs, Metadata};
 use crate::config::Config;
 use crate::service::Registry;
 
-/// Opens the stores under the configured data directory and builds the registry.
-pub fn open(config: &Config) -> anyhow::Result<Registry> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display()))?;
-    let blobs = BlobStore::filesystem(config.data_dir.join("blobs"))?;
-    let meta: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?);
+/// Opens the stores the configuration names (by default both under the data directory; with S3 and etcd no
+/// directory is needed or created) and builds the registry. Callers then run [`check`] before serving. An
+/// unreachable etcd is an error here, within seconds.
+pub async fn open(config: &Config) -> anyhow::Result<Registry> {
+    if config.storage.uses_data_dir() {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display()))?;
+    }
+    let meta: Arc<dyn MetadataStore> = match &config.storage.metadata {
+        Metadata::Redb => Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?),
+        Metadata::Etcd(etcd) => Arc::new(
+            EtcdStore::connect(etcd).await.map_err(|e| anyhow::anyhow!("etcd at {}: {e}", etcd.endpoints.join(",")))?,
+        ),
+    };
+    let backend = match &config.storage.blobs {
+        Blobs::Filesystem => BlobBackend::Filesystem { root: config.data_dir.join("blobs") },
+        Blobs::S3(s3) => BlobBackend::S3(s3.clone()),
+    };
+    let blobs = BlobStore::open(&backend, meta.clone())?;
     Ok(Registry {
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
@@ -36,4 +50,11 @@ pub fn open(config: &Config) -> anyhow::Result<Registry> {
             ..Default::default()
         },
     })
+}
+
+/// Checks that the blob store answers (a wrong S3 endpoint, bucket or credentials is a clear error within
+/// seconds rather than a failure at the first push).
+pub async fn check(registry: &Registry) -> anyhow::Result<()> {
+    registry.blobs.check().await?;
+    Ok(())
 }

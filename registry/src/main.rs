@@ -153,7 +153,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.listen = bound;
     actix_web::rt::System::new().block_on(async move {
-        let registry = registry::open(&config)?;
+        let registry = registry::open(&config).await?;
+        registry::check(&registry).await?;
         cli::bootstrap(&registry, &config).await?;
         let _webhooks =
             registry::http::webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), Default::default());

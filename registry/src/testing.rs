@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use auth::tokens::Secret;
 use auth::AuthMode;
 
+use crate::config::storage::Storage;
 use crate::config::{Config, DEFAULT_MAX_MANIFEST_BYTES};
 use crate::service::Registry;
 
@@ -31,9 +32,16 @@ pub struct Builder {
     admin_token: Option<String>,
     allowed_registries: Vec<String>,
     scheduled_import_interval: Option<std::time::Duration>,
+    storage: Storage,
 }
 
 impl Builder {
+    /// Open these stores (blobs in an S3 bucket, metadata in etcd) rather than both under the data directory.
+    pub fn with_storage(mut self, storage: Storage) -> Builder {
+        self.storage = storage;
+        self
+    }
+
     /// Access control on, with `token` as the cluster administrator's token.
     pub fn with_admin_token(mut self, token: impl Into<String>) -> Builder {
         self.admin_token = Some(token.into());
@@ -65,6 +73,7 @@ impl Builder {
             scheduled_import_interval: self
                 .scheduled_import_interval
                 .unwrap_or(std::time::Duration::from_secs(crate::config::DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS)),
+            storage: self.storage,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -82,6 +91,7 @@ struct Options {
     admin_token: Option<String>,
     allowed_registries: Vec<String>,
     scheduled_import_interval: std::time::Duration,
+    storage: Storage,
 }
 
 impl TestRegistry {
@@ -100,8 +110,12 @@ impl TestRegistry {
     }
 
     fn launch(data_dir: &Path, options: Options) -> TestRegistry {
-        let Options { admin_token, allowed_registries: builder_allowed, scheduled_import_interval: builder_interval } =
-            options;
+        let Options {
+            admin_token,
+            allowed_registries: builder_allowed,
+            scheduled_import_interval: builder_interval,
+            storage,
+        } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let config = Config {
@@ -115,7 +129,7 @@ impl TestRegistry {
             webhooks: Vec::new(),
             allowed_registries: builder_allowed,
             scheduled_import_interval: builder_interval,
-            storage: Default::default(),
+            storage,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -125,7 +139,7 @@ impl TestRegistry {
                 // letting go of the database; give them a few seconds.
                 let mut attempts = 0;
                 let registry = loop {
-                    match crate::open(&config) {
+                    match crate::open(&config).await {
                         Ok(r) => break r,
                         Err(e) if attempts < 50 && e.to_string().contains("already open") => {
                             attempts += 1;
@@ -134,6 +148,7 @@ impl TestRegistry {
                         Err(e) => panic!("open registry: {e}"),
                     }
                 };
+                crate::check(&registry).await.expect("the blob store answers");
                 let token = config.admin_token.as_ref().map(Secret::expose);
                 registry.auth.bootstrap(token, Some(&config.data_dir)).await.expect("bootstrap access control");
                 crate::service::import::spawn_controller(registry.clone());

@@ -1,28 +1,44 @@
 //! Content-addressed blob storage over `object_store`: verified blobs under `blobs/`, uploads staged under
-//! `uploads/` (see [`crate::paths`]; an upload's single staging object is in [`crate::staging`]). Bodies are streamed
-//! in and out; memory does not grow with blob size. The caller (the registry's upload service) hashes and
-//! verifies; this module only moves bytes.
+//! `uploads/` (see [`crate::paths`]). Uploads go through one staging seam with two implementations: a local staging
+//! file (the filesystem backend, [`crate::staging`]) and multipart uploads (S3 and the in-memory store,
+//! [`crate::multipart`]); the sessions that drive them, with their writer lease, are in [`crate::uploads`]. Bodies
+//! are streamed in and out; memory does not grow with blob size.
+//!
+//! A digest's bytes are either at its content-addressed path ([`paths::blob`]) or, for a chunked upload finished
+//! on a multipart store, at the upload's own object ([`paths::uploaded`]), named by a location record in the
+//! metadata store ([`keys::blob_object`], written only after the digest was verified and the object completed).
+//! Readers look in both; records are immutable and cached.
 
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt, TryStreamExt};
-use names::{Algorithm, Digest, DigestHasher, UploadId};
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use futures::{StreamExt, TryStreamExt};
+use names::{Digest, UploadId};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::paths;
+use crate::meta::{encode, MetadataStore, MetadataStoreExt};
+use crate::{keys, paths, Expect, StoreError, Txn};
 
 /// A stream of body bytes, as handed to the HTTP layer.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
-/// Size of the buffers handed to the object store while streaming an upload in.
-const WRITE_CHUNK: usize = 2 * 1024 * 1024;
-
 /// Size of the reads when streaming a blob out of a local file.
 const READ_CHUNK: usize = 1024 * 1024;
+
+/// Default size of a multipart upload's parts (S3 wants at least 5 MiB for all but the last).
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// How long a writer's claim on an upload lasts without renewal (see [`crate::uploads`]).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How long [`BlobStore::check`] waits for the object store.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams `range` of a local file in [`READ_CHUNK`] pieces.
 async fn file_stream(file: std::fs::File, range: Range<u64>) -> Result<ByteStream, BlobError> {
@@ -39,11 +55,113 @@ async fn file_stream(file: std::fs::File, range: Range<u64>) -> Result<ByteStrea
 pub enum BlobBackend {
     /// A directory on the local filesystem (the default: `<data-dir>/blobs`).
     Filesystem { root: PathBuf },
-    /// Process memory; for tests.
+    /// Process memory; for tests. Uploads use its multipart uploads, as on S3.
     Memory,
+    /// An S3-compatible object store.
+    S3(S3Config),
 }
 
+/// An S3-compatible bucket. Building starts from the usual `AWS_*` environment variables
+/// (`AmazonS3Builder::from_env`); the fields given here override them.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct S3Config {
+    /// `http(s)://host:port` of an S3-compatible service; AWS itself when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    /// Every object's path starts with this (several registries may share a bucket).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// `endpoint/bucket/key` requests (MinIO, moto, Ceph) rather than `bucket.endpoint/key`.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// Allow a plain `http://` endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// `S3 bucket X at http://…`, as errors name it.
+    pub fn describe(&self) -> String {
+        let at = self.endpoint.as_deref().unwrap_or("AWS");
+        match &self.prefix {
+            Some(p) => format!("S3 bucket {} (prefix {p}) at {at}", self.bucket),
+            None => format!("S3 bucket {} at {at}", self.bucket),
+        }
+    }
+
+    fn builder(&self) -> object_store::aws::AmazonS3Builder {
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&self.bucket)
+            .with_region(&self.region)
+            .with_virtual_hosted_style_request(!self.path_style)
+            .with_allow_http(self.allow_http);
+        if let Some(e) = &self.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(k) = &self.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(s) = &self.secret_access_key {
+            b = b.with_secret_access_key(s);
+        }
+        b
+    }
+
+    /// The store and its multipart interface (one object), with `prefix` applied.
+    fn build(&self, retry: object_store::RetryConfig) -> Result<Stores, BlobError> {
+        let s3 = self
+            .builder()
+            .with_retry(retry)
+            .build()
+            .map_err(|e| BlobError::Config(format!("{}: {e}", self.describe())))?;
+        Ok(match self.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+            Some(p) => {
+                let s = Arc::new(object_store::prefix::PrefixStore::new(s3, p));
+                (s.clone(), s)
+            }
+            None => {
+                let s = Arc::new(s3);
+                (s.clone(), s)
+            }
+        })
+    }
+}
+
+type Stores = (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>);
+
 impl BlobBackend {
+    /// The object store alone (for tools that only read or list).
     pub fn build(&self) -> Result<Arc<dyn ObjectStore>, BlobError> {
         match self {
             BlobBackend::Filesystem { root } => {
@@ -53,6 +171,7 @@ impl BlobBackend {
                 Ok(Arc::new(fs))
             }
             BlobBackend::Memory => Ok(Arc::new(object_store::memory::InMemory::new())),
+            BlobBackend::S3(c) => Ok(c.build(Default::default())?.0),
         }
     }
 }
@@ -61,6 +180,8 @@ impl BlobBackend {
 pub enum BlobError {
     #[error("blob storage configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("reading the request body: {0}")]
     Body(String),
     #[error("blob storage i/o: {0}")]
@@ -69,8 +190,27 @@ pub enum BlobError {
     TooLarge(u64),
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    #[error("metadata store: {0}")]
+    Meta(#[from] StoreError),
     #[error("the upload's staged bytes are gone: {found} of {expected} bytes left")]
     StagingLost { expected: u64, found: u64 },
+    #[error("upload unknown")]
+    UploadUnknown(UploadId),
+    /// The chunk does not start where the upload ends, or another writer is appending right now.
+    #[error("chunk out of order or concurrent: the upload has {have} bytes, the chunk starts at {start}")]
+    RangeInvalid { have: u64, start: u64 },
+    /// The writer's claim on the upload was taken over (it expired) or the upload was closed meanwhile.
+    #[error("the upload was taken over by another writer or closed")]
+    LeaseLost,
+    #[error("the content ({size} bytes) does not match the digest {expected}: it is {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest, size: u64 },
+}
+
+/// Where a digest's bytes are when they are not at its content-addressed path (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectLocation {
+    pub path: String,
+    pub size: u64,
 }
 
 /// Objects up to this size (manifests, image configs) are kept in memory once read.
@@ -87,16 +227,31 @@ impl quick_cache::Weighter<Digest, Bytes> for ByteWeight {
     }
 }
 
+/// How uploads are staged (the staging seam's two implementations).
+#[derive(Clone)]
+pub(crate) enum Staging {
+    /// Local staging files under this directory, the store's root (fsync, rename into place).
+    Local(PathBuf),
+    /// Multipart uploads of the object store (S3, memory); unfinished parts' tails are small objects.
+    Multipart(Arc<dyn MultipartStore>),
+}
+
 /// Handle on the blob store. Cheap to clone. Small objects read whole ([`BlobStore::read_all`]) are cached by
 /// digest: content under a digest never changes, so the cache is only ever invalidated by [`BlobStore::delete`].
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
-    /// The local directory behind `store`, when there is one: committed blobs are fsynced there.
-    durable_root: Option<PathBuf>,
+    staging: Staging,
+    /// Upload sessions and location records; required by uploads and by multipart stores.
+    meta: Option<Arc<dyn MetadataStore>>,
     small: Arc<quick_cache::sync::Cache<Digest, Bytes, ByteWeight>>,
-    /// Uploads locked in this process, when there is no local directory to lock files in.
-    held: crate::staging::HeldUploads,
+    /// Location records seen (immutable once written).
+    locations: Arc<quick_cache::sync::Cache<Digest, ObjectLocation>>,
+    /// The store without retries, for [`BlobStore::check`], and how errors name it.
+    probe: Arc<dyn ObjectStore>,
+    describe: Arc<str>,
+    pub(crate) part_size: u64,
+    pub(crate) lease: Duration,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -106,61 +261,151 @@ impl std::fmt::Debug for BlobStore {
 }
 
 impl BlobStore {
-    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+    fn with(store: Arc<dyn ObjectStore>, staging: Staging, describe: String) -> Self {
         let small = quick_cache::sync::Cache::with_weighter(4096, SMALL_OBJECT_CACHE_BYTES, ByteWeight);
-        BlobStore { store, durable_root: None, small: Arc::new(small), held: Default::default() }
+        BlobStore {
+            probe: store.clone(),
+            store,
+            staging,
+            meta: None,
+            small: Arc::new(small),
+            locations: Arc::new(quick_cache::sync::Cache::new(65536)),
+            describe: describe.into(),
+            part_size: DEFAULT_PART_SIZE,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// Opens the configured backend with `meta` holding upload sessions and location records: what the
+    /// composition root calls (then [`BlobStore::check`]).
+    pub fn open(backend: &BlobBackend, meta: Arc<dyn MetadataStore>) -> Result<BlobStore, BlobError> {
+        let store = match backend {
+            BlobBackend::Filesystem { root } => BlobStore::filesystem(root.clone())?,
+            BlobBackend::Memory => {
+                let mem = Arc::new(object_store::memory::InMemory::new());
+                BlobStore::with(mem.clone(), Staging::Multipart(mem), "in-memory store".into())
+            }
+            BlobBackend::S3(c) => {
+                let (store, multipart) = c.build(Default::default())?;
+                let retry = object_store::RetryConfig { max_retries: 0, ..Default::default() };
+                let mut s = BlobStore::with(store, Staging::Multipart(multipart), c.describe());
+                s.probe = c.build(retry)?.0;
+                s
+            }
+        };
+        Ok(store.with_meta(meta))
+    }
+
+    /// The filesystem store under `root`: staged in local files, fsynced, renamed into place. Uploads also need
+    /// [`BlobStore::with_meta`] (or use [`BlobStore::open`]).
+    pub fn filesystem(root: PathBuf) -> Result<BlobStore, BlobError> {
+        let store = BlobBackend::Filesystem { root: root.clone() }.build()?;
+        Ok(BlobStore::with(store, Staging::Local(root.clone()), root.display().to_string()))
+    }
+
+    /// Another handle on the same objects and metadata (a second replica, as tests want it), sharing no cache.
+    pub fn replica(&self) -> BlobStore {
+        let mut s = BlobStore::with(self.store.clone(), self.staging.clone(), self.describe.to_string());
+        s.probe = self.probe.clone();
+        s.meta = self.meta.clone();
+        s.part_size = self.part_size;
+        s.lease = self.lease;
+        s
+    }
+
+    /// Keeps upload sessions and location records in `meta`.
+    pub fn with_meta(mut self, meta: Arc<dyn MetadataStore>) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+
+    /// Multipart parts of `bytes` (at least 5 MiB on S3) for the first 1,000 parts; later parts grow
+    /// (see [`crate::multipart::part_size`]).
+    pub fn with_part_size(mut self, bytes: u64) -> Self {
+        self.part_size = bytes.max(1);
+        self
+    }
+
+    /// How long a writer's claim on an upload lasts without renewal.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
-    /// The local directory behind the store, when there is one (see [`BlobStore::durable_in`]).
+    pub(crate) fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    /// The local directory behind the store, for the filesystem backend.
     pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
-        self.durable_root.as_deref()
+        match &self.staging {
+            Staging::Local(root) => Some(root),
+            Staging::Multipart(_) => None,
+        }
     }
 
-    pub(crate) fn held_uploads(&self) -> &crate::staging::HeldUploads {
-        &self.held
+    pub(crate) fn meta(&self) -> Result<&Arc<dyn MetadataStore>, BlobError> {
+        self.meta.as_ref().ok_or_else(|| BlobError::Config("uploads need a metadata store (BlobStore::open)".into()))
     }
 
-    /// The filesystem store under `root`, durable (see [`BlobStore::durable_in`]): what the registry runs on.
-    pub fn filesystem(root: PathBuf) -> Result<BlobStore, BlobError> {
-        let store = BlobBackend::Filesystem { root: root.clone() }.build()?;
-        Ok(BlobStore::new(store).durable_in(root))
+    /// Checks that the store answers (bucket exists, credentials work) within a few seconds; the composition
+    /// root calls it at start. The error names the store: `S3 bucket X at http://…: <reason>`.
+    pub async fn check(&self) -> Result<(), BlobError> {
+        let probe = self.probe.clone();
+        let listing = async move { probe.list_with_delimiter(Some(&Path::from("blobs"))).await };
+        match tokio::time::timeout(CHECK_TIMEOUT, listing).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(BlobError::Unavailable(format!("{}: {}", self.describe, error_chain(&e)))),
+            Err(_) => Err(BlobError::Unavailable(format!(
+                "{}: no answer within {} s",
+                self.describe,
+                CHECK_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
-    /// Makes every committed blob durable before it is acknowledged: `root` is the local directory behind the
-    /// store (the filesystem backend's root); file contents and the directory entries are fsynced there, and
-    /// uploads are staged in files written there directly (and locked with `flock`, see [`crate::staging`]).
-    pub fn durable_in(mut self, root: PathBuf) -> Self {
-        self.durable_root = Some(root);
-        self
-    }
-
-    /// fsyncs the object at `path` (and, with `dir`, the directory holding it) when the store is local.
-    async fn sync(&self, path: &object_store::path::Path, dir: bool) -> Result<(), BlobError> {
-        let Some(root) = &self.durable_root else { return Ok(()) };
-        let file = root.join(path.as_ref());
-        tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&file)?.sync_all()?;
-            if dir {
-                if let Some(parent) = file.parent() {
-                    std::fs::File::open(parent)?.sync_all()?;
-                }
+    /// The location record of `digest`, when its bytes are not at the content-addressed path.
+    async fn location(&self, digest: &Digest) -> Result<Option<ObjectLocation>, BlobError> {
+        if let Some(l) = self.locations.get(digest) {
+            return Ok(Some(l));
+        }
+        let Some(meta) = &self.meta else { return Ok(None) };
+        match meta.get_json::<ObjectLocation>(&keys::blob_object(digest)).await? {
+            Some((l, _)) => {
+                self.locations.insert(digest.clone(), l.clone());
+                Ok(Some(l))
             }
-            Ok::<_, std::io::Error>(())
-        })
-        .await
-        .map_err(|e| BlobError::Io(std::io::Error::other(e)))??;
-        Ok(())
+            None => Ok(None),
+        }
+    }
+
+    /// Records that `digest`'s verified bytes (`size` of them) are at `path`. When another upload recorded the
+    /// digest first, returns `false` and the caller removes its object.
+    pub(crate) async fn record_location(&self, digest: &Digest, path: &Path, size: u64) -> Result<bool, BlobError> {
+        let key = keys::blob_object(digest);
+        let l = ObjectLocation { path: path.to_string(), size };
+        match self.meta()?.commit(Txn::new().expect(key.clone(), Expect::Absent).put(key, encode(&l))).await {
+            Ok(_) => {
+                self.locations.insert(digest.clone(), l);
+                Ok(true)
+            }
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Size of a stored blob, or `None` when it is not stored.
     pub async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        if let Some(l) = self.locations.get(digest) {
+            return Ok(Some(l.size));
+        }
         match self.store.head(&paths::blob(digest)).await {
             Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(object_store::Error::NotFound { .. }) => Ok(self.location(digest).await?.map(|l| l.size)),
             Err(e) => Err(e.into()),
         }
     }
@@ -171,8 +416,18 @@ impl BlobStore {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<Option<(ByteStream, Range<u64>, u64)>, BlobError> {
-        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        match self.store.get_opts(&paths::blob(digest), opts).await {
+        let opts = || GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+        let res = match self.locations.get(digest) {
+            Some(l) => self.store.get_opts(&Path::from(l.path), opts()).await,
+            None => match self.store.get_opts(&paths::blob(digest), opts()).await {
+                Err(object_store::Error::NotFound { .. }) => match self.location(digest).await? {
+                    Some(l) => self.store.get_opts(&Path::from(l.path), opts()).await,
+                    None => return Ok(None),
+                },
+                other => other,
+            },
+        };
+        match res {
             Ok(res) => {
                 let total = res.meta.size;
                 let served = res.range.clone();
@@ -193,23 +448,19 @@ impl BlobStore {
         if let Some(b) = self.small.get(digest) {
             return Ok(Some(b));
         }
-        match self.store.get(&paths::blob(digest)).await {
-            Ok(res) => {
-                let bytes = res.bytes().await?;
-                if bytes.len() <= SMALL_OBJECT {
-                    self.small.insert(digest.clone(), bytes.clone());
-                }
-                Ok(Some(bytes))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        let Some((stream, _, _)) = self.read(digest, None).await? else { return Ok(None) };
+        let chunks: Vec<Bytes> = stream.try_collect().await?;
+        let bytes = Bytes::from(chunks.concat());
+        if bytes.len() <= SMALL_OBJECT {
+            self.small.insert(digest.clone(), bytes.clone());
         }
+        Ok(Some(bytes))
     }
 
     /// Stores bytes whose digest the caller has just computed (manifests).
     pub async fn put_verified(&self, digest: &Digest, bytes: Bytes) -> Result<(), BlobError> {
         let target = paths::blob(digest);
-        if let Some(root) = &self.durable_root {
+        if let Some(root) = self.local_root() {
             // One blocking task: write a staging file beside the target, sync it, rename it, sync the directory.
             let target = root.join(target.as_ref());
             let staged = target.with_file_name(format!("{}#{}", digest.hex(), crate::paths::new_part_name(0)));
@@ -240,148 +491,18 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Streams `body` into the staged part `part` of upload `id`, feeding `hasher` on the way.
-    /// Stops with [`BlobError::TooLarge`] past `limit` bytes. Returns the number of bytes written; a part of zero
-    /// bytes is not stored. On any error the part is removed.
-    pub async fn write_part<S, E>(
-        &self,
-        id: UploadId,
-        part: &str,
-        body: S,
-        hasher: &mut DigestHasher,
-        limit: Option<u64>,
-    ) -> Result<u64, BlobError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let mut body = body;
-        // Do not create an object for an empty body.
-        let first = loop {
-            match body.next().await {
-                None => return Ok(0),
-                Some(Err(e)) => return Err(BlobError::Body(e.to_string())),
-                Some(Ok(b)) if b.is_empty() => continue,
-                Some(Ok(b)) => break b,
-            }
-        };
-        let path = paths::upload_part(id, part);
-        let upload = self.store.put_multipart(&path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
-        let mut written = 0u64;
-        let mut next = Some(Ok(first));
-        let result: Result<(), BlobError> = async {
-            while let Some(item) = next.take() {
-                let chunk = item.map_err(|e: E| BlobError::Body(e.to_string()))?;
-                written += chunk.len() as u64;
-                if limit.is_some_and(|l| written > l) {
-                    return Err(BlobError::TooLarge(limit.unwrap_or_default()));
-                }
-                hasher.update(&chunk);
-                writer.wait_for_capacity(2).await?;
-                writer.put(chunk);
-                next = body.next().await;
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                writer.finish().await?;
-                Ok(written)
-            }
-            Err(e) => {
-                let _ = writer.abort().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Makes the staged parts of upload `id` (in order) visible as blob `digest`.
-    /// The caller has verified the digest. One part is renamed into place; several are concatenated into a
-    /// staging object first, so the blob path only ever holds complete content. With [`BlobStore::durable_in`] the
-    /// content is fsynced before the rename and the directory after it.
-    pub async fn commit_upload(&self, id: UploadId, parts: &[String], digest: &Digest) -> Result<(), BlobError> {
-        let target = paths::blob(digest);
-        match parts {
-            [] => {
-                self.store.put(&target, PutPayload::default()).await?;
-                self.sync(&target, true).await?;
-            }
-            [only] => {
-                let part = paths::upload_part(id, only);
-                self.sync(&part, false).await?;
-                self.store.rename(&part, &target).await?;
-                self.sync(&target, true).await?;
-            }
-            many => {
-                let staging = paths::upload_part(id, "assembled");
-                let upload = self.store.put_multipart(&staging).await?;
-                let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_CHUNK);
-                for part in many {
-                    let mut s = self.store.get(&paths::upload_part(id, part)).await?.into_stream();
-                    while let Some(chunk) = s.next().await {
-                        let chunk = match chunk {
-                            Ok(c) => c,
-                            Err(e) => {
-                                let _ = writer.abort().await;
-                                return Err(e.into());
-                            }
-                        };
-                        writer.wait_for_capacity(2).await?;
-                        writer.put(chunk);
-                    }
-                }
-                writer.finish().await?;
-                self.sync(&staging, false).await?;
-                self.store.rename(&staging, &target).await?;
-                self.sync(&target, true).await?;
-            }
-        }
-        self.abort_upload(id).await;
-        Ok(())
-    }
-
-    /// Hashes the staged parts of upload `id` with `algorithm` (used when the client names a digest algorithm
-    /// other than the one hashed while receiving).
-    pub async fn hash_parts(&self, id: UploadId, parts: &[String], algorithm: Algorithm) -> Result<Digest, BlobError> {
-        let mut hasher = DigestHasher::new(algorithm);
-        for part in parts {
-            let mut s = self.store.get(&paths::upload_part(id, part)).await?.into_stream();
-            while let Some(chunk) = s.next().await {
-                hasher.update(&chunk?);
-            }
-        }
-        Ok(hasher.finish())
-    }
-
-    /// Removes one staged part (a part that lost a race and belongs to no session).
-    pub async fn delete_part(&self, id: UploadId, part: &str) {
-        if let Err(e) = self.store.delete(&paths::upload_part(id, part)).await {
-            tracing::warn!(upload = %id, error = %e, "could not remove a staged upload part");
-        }
-    }
-
-    /// Removes whatever upload `id` staged. Best effort: leftovers are invisible and only cost space.
-    pub async fn abort_upload(&self, id: UploadId) {
-        if let Some(root) = &self.durable_root {
-            let dir = root.join(paths::upload_dir(id).as_ref());
-            let _ = tokio::task::spawn_blocking(move || crate::staging::remove_dir(&dir)).await;
-            return;
-        }
-        let dir = paths::upload_dir(id);
-        let locations = self.store.list(Some(&dir)).map_ok(|m| m.location).boxed();
-        let mut deleted = self.store.delete_stream(locations);
-        while let Some(r) = deleted.next().await {
-            if let Err(e) = r {
-                tracing::warn!(upload = %id, error = %e, "could not remove a staged upload part");
-            }
-        }
-    }
-
-    /// Deletes a blob's content. Callers remove repository links first.
+    /// Deletes a blob's content (at its content-addressed path and wherever a location record says). Callers
+    /// remove repository links first.
     pub async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
         self.small.remove(digest);
+        if let Some(l) = self.location(digest).await? {
+            self.meta()?.commit(Txn::new().delete(keys::blob_object(digest))).await?;
+            self.locations.remove(digest);
+            match self.store.delete(&Path::from(l.path)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         match self.store.delete(&paths::blob(digest)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -389,54 +510,57 @@ impl BlobStore {
     }
 }
 
+/// An error with its sources, as one line (object_store hides the useful part in `source()`).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        next = cause.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-        futures::stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect::<Vec<_>>())
-    }
-
-    async fn suite(store: BlobStore) {
-        let id = UploadId::random();
-        let mut h = DigestHasher::new(Algorithm::Sha256);
-        let parts = [paths::new_part_name(0), paths::new_part_name(9)];
-        let n1 = store.write_part(id, &parts[0], body(&[b"hello ", b"wor"]), &mut h, None).await.unwrap();
-        let n2 = store.write_part(id, &parts[1], body(&[b"ld"]), &mut h, None).await.unwrap();
-        let d = h.finish();
-        assert_eq!(d, Digest::sha256_of(b"hello world"));
-        assert_eq!(store.stat(&d).await.unwrap(), None, "not visible before commit");
-        let sha512 = store.hash_parts(id, &parts, Algorithm::Sha512).await.unwrap();
-        assert_eq!(sha512, Digest::of(Algorithm::Sha512, b"hello world"));
-        store.commit_upload(id, &parts, &d).await.unwrap();
-        assert_eq!(store.stat(&d).await.unwrap(), Some(n1 + n2));
-        assert_eq!(store.read_all(&d).await.unwrap().unwrap(), Bytes::from_static(b"hello world"));
-        let (s, r, total) = store.read(&d, Some(6..11)).await.unwrap().unwrap();
-        let got: Vec<Bytes> = s.try_collect().await.unwrap();
-        assert_eq!((got.concat(), r, total), (b"world".to_vec(), 6..11, 11));
-
-        // Too large: nothing staged stays behind, nothing becomes visible.
-        let id2 = UploadId::random();
-        let mut h2 = DigestHasher::new(Algorithm::Sha256);
-        let err = store.write_part(id2, "p", body(&[b"12345", b"678"]), &mut h2, Some(6)).await.unwrap_err();
-        assert!(matches!(err, BlobError::TooLarge(6)));
-        store.abort_upload(id2).await;
-
-        store.delete(&d).await.unwrap();
-        assert_eq!(store.stat(&d).await.unwrap(), None);
-        assert_eq!(store.read_all(&d).await.unwrap(), None, "the small-object cache forgets deleted blobs");
+    #[test]
+    fn s3_config_reads_kebab_case_with_defaults() {
+        let c: S3Config = toml::from_str("bucket = \"b\"\nendpoint = \"http://127.0.0.1:9\"\nallow-http = true\naccess-key-id = \"k\"\nsecret-access-key = \"s\"").unwrap();
+        assert_eq!(c.region, "us-east-1");
+        assert!(c.path_style && c.allow_http);
+        assert_eq!(c.access_key_id.as_deref(), Some("k"));
+        assert!(!format!("{c:?}").contains("\"s\""), "the secret is not printed");
+        let b: BlobBackend = serde_json::from_str(r#"{"type":"s3","bucket":"b","prefix":"p"}"#).unwrap();
+        assert!(matches!(b, BlobBackend::S3(S3Config { prefix: Some(_), .. })));
     }
 
     #[tokio::test]
-    async fn memory_backend() {
-        suite(BlobStore::new(BlobBackend::Memory.build().unwrap())).await;
-    }
-
-    #[tokio::test]
-    async fn filesystem_backend() {
+    async fn a_wrong_endpoint_is_a_clear_error_within_seconds() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let c = S3Config {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            region: default_region(),
+            bucket: "nope".into(),
+            prefix: None,
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            path_style: true,
+            allow_http: true,
+        };
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("blobs");
-        let store = BlobStore::filesystem(root).unwrap();
-        suite(store).await;
+        let meta = Arc::new(crate::RedbStore::open(&dir.path().join("m.redb")).unwrap());
+        let store = BlobStore::open(&BlobBackend::S3(c), meta).unwrap();
+        let started = std::time::Instant::now();
+        let err = store.check().await.unwrap_err().to_string();
+        assert!(err.starts_with(&format!("S3 bucket nope at http://127.0.0.1:{port}: ")), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
     }
 }

@@ -6,10 +6,13 @@
 //! importconditions/<ns>/<stream>/<tag>           the conditions of a tag's last failed import (gone on success)
 //! images/<digest>                                 Image object (cluster-scoped, immutable)
 //! manifest-content/<digest>                       a manifest's bytes (content-addressed, shared by repositories)
+//! blob-objects/<digest>                           where a blob's verified bytes are when not at their content-addressed
+//!                                                 path (a chunked upload finished on S3): `{path, size}`, immutable
 //! links/<ns>/<stream>/blobs/<digest>              a blob pushed or mounted into the repository
 //! links/<ns>/<stream>/manifests/<digest>          a manifest stored in the repository
 //! referrers/<ns>/<stream>/<subject>/<digest>      a manifest of the repository whose `subject` is <subject>
-//! uploads/<upload-id>                             an upload session in progress
+//! uploads/<upload-id>                             an upload session in progress: size, hash state, writer lease,
+//!                                                 multipart id, part ETags and tail (`storage_backends::uploads`)
 //! namespaces/<ns>                                 a namespace (project): creator, creation time
 //! users/<user>                                    a user and its groups
 //! serviceaccounts/<ns>/<sa>                       a service account of a namespace
@@ -84,10 +87,18 @@ pub fn manifest_content(digest: &Digest) -> String {
     format!("manifest-content/{digest}")
 }
 
+/// Where `digest`'s bytes are stored when not at the content-addressed path (see `storage_backends::blobs`).
+pub fn blob_object(digest: &Digest) -> String {
+    format!("blob-objects/{digest}")
+}
+
 /// Keys the change feed does not carry: content nobody watches, which would only fill the feed's buffer
 /// (a manifest may be megabytes).
 pub fn is_unwatched(key: &str) -> bool {
-    key.starts_with("manifest-content/") || key == WEBHOOK_CURSOR || key.starts_with(LEASES)
+    key.starts_with("manifest-content/")
+        || key.starts_with("blob-objects/")
+        || key == WEBHOOK_CURSOR
+        || key.starts_with(LEASES)
 }
 
 pub const LEASES: &str = "leases/";
@@ -206,6 +217,7 @@ mod tests {
         let d = Digest::sha256_of(b"");
         assert!(is_unwatched(&manifest_content(&d)));
         assert!(is_unwatched(&lease("imports")) && !keeps_tombstone(&lease("imports")));
+        assert!(is_unwatched(&blob_object(&d)));
         assert!(!is_unwatched(&imagestream(&repo)) && !is_unwatched(&image(&d)));
         assert_eq!(imagestream(&repo), "imagestreams/ns/app");
         assert_eq!(repository_of_imagestream_key(&imagestream(&repo)), Some(repo.clone()));

@@ -1,18 +1,24 @@
-//! Storage for Tributary: content-addressed blobs over `object_store` ([`blobs`]) and the metadata store
-//! ([`meta`]: a compare-and-swap key-value trait with embedded redb, etcd and in-memory implementations). Knows nothing about
-//! HTTP, streams or auth; `streams`, `auth` and `registry` call it, it calls no Tributary crate but `names`.
+//! Storage for Tributary: content-addressed blobs over `object_store` ([`blobs`]: local filesystem, memory, S3),
+//! upload sessions over one staging seam ([`uploads`], with local staging files in [`staging`] and multipart
+//! uploads in [`multipart`]), and the metadata store ([`meta`]: a compare-and-swap key-value trait with embedded
+//! redb, etcd and in-memory implementations, and leases). Knows nothing about HTTP, streams or auth; `streams`,
+//! `auth` and `registry` call it, it calls no Tributary crate but `names`. [`suite`] is the blob-and-upload suite
+//! every blob backend runs (`meta::suite` the metadata one); [`testing`] starts real servers (etcd, an S3 service).
 
 pub mod blobs;
 pub mod keys;
 pub mod meta;
+pub mod multipart;
 pub mod paths;
 pub mod staging;
+pub mod suite;
 pub mod testing;
+pub mod uploads;
 
 pub use blobs::BlobError;
-pub use blobs::{BlobBackend, BlobStore, ByteStream};
+pub use blobs::{BlobBackend, BlobStore, ByteStream, S3Config};
 pub use meta::{
     EtcdConfig, EtcdStore, Expect, KvEvent, Leadership, MemoryStore, MetadataStore, MetadataStoreExt, RedbStore,
     StoreError, Txn, Versioned,
 };
-pub use staging::UploadLock;
+pub use uploads::{ChunkStart, UploadSession};

@@ -1,24 +1,23 @@
-//! One staging object per blob upload (`uploads/<id>/data`), written chunk by chunk at its offset by the one holder
-//! of the upload's lock, so that finishing an upload is an fsync and a rename, never a second copy. In a local
-//! directory the object is a real file written on the blocking pool with progressive writeback, locked with `flock`
-//! (so a process sharing the data directory cannot write at the same time, and a dead writer's lock goes with it);
-//! in other stores it is rewritten whole under an in-process lock (the in-memory store of tests).
-//! The caller (the registry's upload service) keeps the session (size, hash state) in the metadata store and
-//! decides what the offset is; this module never reads metadata.
+//! The local side of the staging seam (the filesystem backend): one staging file per blob upload
+//! (`uploads/<id>/data`), written chunk by chunk at its offset on the blocking pool with progressive writeback, so
+//! that finishing an upload is an fsync and a rename, never a second copy. The one writer at a time is the one
+//! holding the session's claim ([`crate::uploads`]); the file is also `flock`ed while written, so that a writer
+//! whose claim expired while it was still writing cannot write at the same time as its successor.
+//! This module never reads metadata: the session decides what the offset is.
 
-use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use names::{Algorithm, Digest, DigestHasher, UploadId};
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::ObjectStoreExt;
 use tokio::task::JoinHandle;
 
 use crate::blobs::{BlobError, BlobStore};
 use crate::paths;
+use crate::uploads::Lease;
 
 /// Size of each write to a staging file: the next one is gathered (and hashed) while this one is written.
 const WRITE_CHUNK: usize = 2 * 1024 * 1024;
@@ -26,9 +25,6 @@ const WRITE_CHUNK: usize = 2 * 1024 * 1024;
 /// Writeback of a staging file's bytes starts every this many bytes (an `fdatasync` in the background), so that
 /// the sync at commit only waits for the tail.
 const WRITEBACK_EVERY: u64 = 4 * 1024 * 1024;
-
-/// Upload ids locked in this process, for stores without local files.
-pub(crate) type HeldUploads = Arc<Mutex<HashSet<UploadId>>>;
 
 /// Runs blocking file work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, BlobError> {
@@ -40,33 +36,16 @@ async fn join<T>(task: JoinHandle<std::io::Result<T>>) -> Result<T, BlobError> {
     task.await.map_err(|e| BlobError::Io(std::io::Error::other(e)))?.map_err(BlobError::Io)
 }
 
-/// Exclusive hold on one upload's staging object, from [`BlobStore::lock_upload`]. While it is held no other
-/// writer, in this process or another sharing the data directory, can write, commit or hash the upload. Dropping it
-/// releases the lock.
-pub struct UploadLock {
+/// Exclusive hold on one upload's staging file, from [`BlobStore::lock_upload`]. While it is held no other
+/// writer sharing the data directory can write, commit or hash the upload. Dropping it releases the lock.
+pub(crate) struct UploadLock {
     store: BlobStore,
     id: UploadId,
-    held: Held,
-}
-
-enum Held {
     /// The staging file, open and `flock`ed; the lock is released when the last handle closes.
-    File {
-        file: Arc<std::fs::File>,
-        root: PathBuf,
-        /// The last write left enough bytes without writeback that [`UploadLock::write_back`] should start it.
-        tail: bool,
-    },
-    /// A claim on the id in this process.
-    Memory(HeldUploads),
-}
-
-impl Drop for UploadLock {
-    fn drop(&mut self) {
-        if let Held::Memory(held) = &self.held {
-            held.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
-        }
-    }
+    file: Arc<std::fs::File>,
+    root: PathBuf,
+    /// The last write left enough bytes without writeback that [`UploadLock::write_back`] should start it.
+    tail: bool,
 }
 
 impl std::fmt::Debug for UploadLock {
@@ -76,10 +55,10 @@ impl std::fmt::Debug for UploadLock {
 }
 
 impl BlobStore {
-    /// Takes upload `id`'s lock, creating its empty staging object on first use. `None` when another writer holds
+    /// Takes upload `id`'s lock, creating its empty staging file on first use. `None` when another writer holds
     /// it (the caller answers 416: a racing chunk loses).
-    pub async fn lock_upload(&self, id: UploadId) -> Result<Option<UploadLock>, BlobError> {
-        let held = match self.local_root() {
+    pub(crate) async fn lock_upload(&self, id: UploadId) -> Result<Option<UploadLock>, BlobError> {
+        let (file, root) = match self.local_root() {
             Some(root) => {
                 let path = root.join(paths::upload_data(id).as_ref());
                 let file = blocking(move || {
@@ -96,16 +75,11 @@ impl BlobStore {
                 })
                 .await?;
                 let Some(file) = file else { return Ok(None) };
-                Held::File { file: Arc::new(file), root: root.to_path_buf(), tail: false }
+                (Arc::new(file), root.to_path_buf())
             }
-            None => {
-                if !self.held_uploads().lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
-                    return Ok(None);
-                }
-                Held::Memory(self.held_uploads().clone())
-            }
+            None => return Err(BlobError::Config("local staging files on a store without a local directory".into())),
         };
-        Ok(Some(UploadLock { store: self.clone(), id, held }))
+        Ok(Some(UploadLock { store: self.clone(), id, file, root, tail: false }))
     }
 }
 
@@ -113,69 +87,42 @@ impl UploadLock {
     /// Streams `body` into the staging object from byte `offset` (the bytes the session has recorded), feeding
     /// `hasher` on the way; anything staged past `offset` by a writer that failed is discarded first. Stops with
     /// [`BlobError::TooLarge`] past `limit` bytes of body. Returns the number of bytes written. Memory does not
-    /// grow with the body.
-    pub async fn write_at<S, E>(
+    /// grow with the body. The session's claim is renewed (`lease`) while the body streams.
+    pub(crate) async fn write_at<S, E>(
         &mut self,
         offset: u64,
         body: S,
         hasher: &mut DigestHasher,
         limit: Option<u64>,
+        lease: &mut Lease,
     ) -> Result<u64, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        match &mut self.held {
-            Held::File { file, root, tail } => {
-                let path = root.join(paths::upload_data(self.id).as_ref());
-                let failed = root.join(paths::upload_failed(self.id).as_ref());
-                let (written, crossed) = write_file_at(file, (&path, &failed), offset, body, hasher, limit).await?;
-                *tail = crossed;
-                Ok(written)
-            }
-            Held::Memory(_) => {
-                let path = paths::upload_data(self.id);
-                let mut staged = match self.store.store().get(&path).await {
-                    Ok(r) => r.bytes().await?.to_vec(),
-                    Err(object_store::Error::NotFound { .. }) => Vec::new(),
-                    Err(e) => return Err(e.into()),
-                };
-                if (staged.len() as u64) < offset {
-                    return Err(BlobError::StagingLost { expected: offset, found: staged.len() as u64 });
-                }
-                staged.truncate(offset as usize);
-                let mut body = body;
-                let mut written = 0u64;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-                    written += chunk.len() as u64;
-                    if let Some(l) = limit.filter(|l| written > *l) {
-                        return Err(BlobError::TooLarge(l));
-                    }
-                    hasher.update(&chunk);
-                    staged.extend_from_slice(&chunk);
-                }
-                self.store.store().put(&path, PutPayload::from(staged)).await?;
-                Ok(written)
-            }
-        }
+        let path = self.root.join(paths::upload_data(self.id).as_ref());
+        let failed = self.root.join(paths::upload_failed(self.id).as_ref());
+        let (written, crossed) =
+            write_file_at(&self.file, (&path, &failed), offset, body, hasher, limit, lease).await?;
+        self.tail = crossed;
+        Ok(written)
     }
 
     /// Starts writeback of what the last [`UploadLock::write_at`] left unsynced, when that is a good share, without
     /// waiting for it: for a chunk that is not the last, so that the disk works while the next one arrives. (Before
     /// a commit there is no point: the commit syncs at once.)
-    pub fn write_back(&mut self) {
-        if let Held::File { root, tail: tail @ true, .. } = &mut self.held {
-            *tail = false;
-            let path = root.join(paths::upload_data(self.id).as_ref());
-            let failed = root.join(paths::upload_failed(self.id).as_ref());
+    pub(crate) fn write_back(&mut self) {
+        if self.tail {
+            self.tail = false;
+            let path = self.root.join(paths::upload_data(self.id).as_ref());
+            let failed = self.root.join(paths::upload_failed(self.id).as_ref());
             start_writeback(&path, &failed, &mut None);
         }
     }
 
     /// Hashes the first `size` staged bytes with `algorithm` (when the client names a digest algorithm other than
     /// the one hashed while receiving).
-    pub async fn hash(&self, size: u64, algorithm: Algorithm) -> Result<Digest, BlobError> {
+    pub(crate) async fn hash(&self, size: u64, algorithm: Algorithm) -> Result<Digest, BlobError> {
         let mut hasher = DigestHasher::new(algorithm);
         let mut seen = 0u64;
         match self.store.store().get(&paths::upload_data(self.id)).await {
@@ -200,50 +147,26 @@ impl UploadLock {
     /// Makes the `size` staged bytes visible as blob `digest`, which the caller has verified, and removes the
     /// upload's staging area. In a local directory the content is fsynced before the rename and the directory
     /// after it, so an acknowledged blob survives a crash; the blob path never holds partial content.
-    pub async fn commit(mut self, size: u64, digest: &Digest) -> Result<(), BlobError> {
-        let id = self.id;
-        match &mut self.held {
-            Held::File { file, root, .. } => {
-                let file = file.clone();
-                let root = root.clone();
-                let target = root.join(paths::blob(digest).as_ref());
-                blocking(move || {
-                    file.sync_data()?;
-                    let failed = root.join(paths::upload_failed(id).as_ref());
-                    if let Ok(why) = std::fs::read_to_string(&failed) {
-                        return Err(std::io::Error::other(format!("an earlier writeback of the upload failed: {why}")));
-                    }
-                    let found = file.metadata()?.len();
-                    if found != size {
-                        return Ok(Err(BlobError::StagingLost { expected: size, found }));
-                    }
-                    let staged = root.join(paths::upload_data(id).as_ref());
-                    let created = make_dir_for(&target)?;
-                    install(&staged, &target, created)?;
-                    remove_dir(&root.join(paths::upload_dir(id).as_ref()));
-                    Ok(Ok(()))
-                })
-                .await??;
+    pub(crate) async fn commit(self, size: u64, digest: &Digest) -> Result<(), BlobError> {
+        let (id, file, root) = (self.id, self.file.clone(), self.root.clone());
+        let target = root.join(paths::blob(digest).as_ref());
+        blocking(move || {
+            file.sync_data()?;
+            let failed = root.join(paths::upload_failed(id).as_ref());
+            if let Ok(why) = std::fs::read_to_string(&failed) {
+                return Err(std::io::Error::other(format!("an earlier writeback of the upload failed: {why}")));
             }
-            Held::Memory(_) => {
-                let path = paths::upload_data(id);
-                let target = paths::blob(digest);
-                let found = match self.store.store().head(&path).await {
-                    Ok(m) => m.size,
-                    Err(object_store::Error::NotFound { .. }) => 0,
-                    Err(e) => return Err(e.into()),
-                };
-                if found != size {
-                    return Err(BlobError::StagingLost { expected: size, found });
-                }
-                if size == 0 {
-                    self.store.store().put(&target, PutPayload::default()).await?;
-                    let _ = self.store.store().delete(&path).await;
-                } else {
-                    self.store.store().rename(&path, &target).await?;
-                }
+            let found = file.metadata()?.len();
+            if found != size {
+                return Ok(Err(BlobError::StagingLost { expected: size, found }));
             }
-        }
+            let staged = root.join(paths::upload_data(id).as_ref());
+            let created = make_dir_for(&target)?;
+            install(&staged, &target, created)?;
+            remove_dir(&root.join(paths::upload_dir(id).as_ref()));
+            Ok(Ok(()))
+        })
+        .await??;
         Ok(())
     }
 }
@@ -293,6 +216,7 @@ async fn write_file_at<S, E>(
     mut body: S,
     hasher: &mut DigestHasher,
     limit: Option<u64>,
+    lease: &mut Lease,
 ) -> Result<(u64, bool), BlobError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -331,6 +255,7 @@ where
                 return Err(BlobError::TooLarge(l));
             }
             hasher.update(&chunk);
+            lease.keep().await?;
             buf.extend_from_slice(&chunk);
             if buf.len() < WRITE_CHUNK {
                 continue;
@@ -400,7 +325,6 @@ mod tests {
     use futures::TryStreamExt;
 
     use super::*;
-    use crate::BlobBackend;
 
     fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
         futures::stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect::<Vec<_>>())
@@ -421,20 +345,23 @@ mod tests {
         let mut lock = store.lock_upload(id).await.unwrap().expect("free upload");
         assert!(store.lock_upload(id).await.unwrap().is_none(), "a second writer is refused while one writes");
         let mut h = DigestHasher::new(Algorithm::Sha256);
-        assert_eq!(lock.write_at(0, body(&[b"hello ", b"wor"]), &mut h, None).await.unwrap(), 9);
+        assert_eq!(
+            lock.write_at(0, body(&[b"hello ", b"wor"]), &mut h, None, &mut Lease::detached()).await.unwrap(),
+            9
+        );
         lock.write_back();
         drop(lock);
 
         // A writer that fails halfway leaves junk past the session's 9 bytes; the next one starts at 9 anyway.
         let mut lock = store.lock_upload(id).await.unwrap().expect("released on drop");
         let mut scratch = DigestHasher::new(Algorithm::Sha256);
-        let err = lock.write_at(9, broken(b"JUNK"), &mut scratch, None).await.unwrap_err();
+        let err = lock.write_at(9, broken(b"JUNK"), &mut scratch, None, &mut Lease::detached()).await.unwrap_err();
         assert!(matches!(err, BlobError::Body(_)), "{err}");
         drop(lock);
         let mut lock = store.lock_upload(id).await.unwrap().unwrap();
-        let err = lock.write_at(12, body(&[b"x"]), &mut scratch, None).await.unwrap_err();
+        let err = lock.write_at(12, body(&[b"x"]), &mut scratch, None, &mut Lease::detached()).await.unwrap_err();
         assert!(matches!(err, BlobError::StagingLost { expected: 12, found: 9 }), "never a gap: {err}");
-        assert_eq!(lock.write_at(9, body(&[b"ld"]), &mut h, None).await.unwrap(), 2);
+        assert_eq!(lock.write_at(9, body(&[b"ld"]), &mut h, None, &mut Lease::detached()).await.unwrap(), 2);
         let d = h.finish();
         assert_eq!(d, Digest::sha256_of(b"hello world"));
         assert_eq!(lock.hash(11, Algorithm::Sha512).await.unwrap(), Digest::of(Algorithm::Sha512, b"hello world"));
@@ -446,21 +373,22 @@ mod tests {
         let id = UploadId::random();
         let mut lock = store.lock_upload(id).await.unwrap().unwrap();
         let mut h = DigestHasher::new(Algorithm::Sha256);
-        let err = lock.write_at(0, body(&[b"12345", b"678"]), &mut h, Some(6)).await.unwrap_err();
+        let err =
+            lock.write_at(0, body(&[b"12345", b"678"]), &mut h, Some(6), &mut Lease::detached()).await.unwrap_err();
         assert!(matches!(err, BlobError::TooLarge(6)));
         drop(lock);
-        store.abort_upload(id).await;
+        store.clean_staging(id, &Default::default()).await;
 
         // A commit whose size does not match what is staged fails and publishes nothing.
         let id = UploadId::random();
         let mut lock = store.lock_upload(id).await.unwrap().unwrap();
         let mut h = DigestHasher::new(Algorithm::Sha256);
-        lock.write_at(0, body(&[b"abc"]), &mut h, None).await.unwrap();
+        lock.write_at(0, body(&[b"abc"]), &mut h, None, &mut Lease::detached()).await.unwrap();
         let d = h.finish();
         let err = lock.commit(4, &d).await.unwrap_err();
         assert!(matches!(err, BlobError::StagingLost { expected: 4, found: 3 }), "{err}");
         assert_eq!(store.stat(&d).await.unwrap(), None);
-        store.abort_upload(id).await;
+        store.clean_staging(id, &Default::default()).await;
 
         // An empty upload commits an empty blob.
         let id = UploadId::random();
@@ -468,11 +396,6 @@ mod tests {
         let empty = Digest::sha256_of(b"");
         lock.commit(0, &empty).await.unwrap();
         assert_eq!(store.stat(&empty).await.unwrap(), Some(0));
-    }
-
-    #[tokio::test]
-    async fn memory_backend() {
-        suite(BlobStore::new(BlobBackend::Memory.build().unwrap())).await;
     }
 
     #[tokio::test]

@@ -388,21 +388,28 @@ pub struct Registry {
     starts: u32,
     /// `TRIBUTARY_*` settings given to the process (storage backends of a replica).
     env: Vec<(String, String)>,
+    /// A TOML configuration file passed with `--config` (Tributary only).
+    config: Option<PathBuf>,
 }
 
 impl Registry {
     /// Starts a registry on a free loopback port, storing its data in `data_dir`, with the
     /// namespace [`NAMESPACE`] ready to push into.
     pub fn start(data_dir: &Path) -> Registry {
+        Registry::start_configured(data_dir, None)
+    }
+
+    /// [`Registry::start`] with a TOML configuration file (`--config`), for Tributary.
+    pub fn start_configured(data_dir: &Path, config: Option<&Path>) -> Registry {
         let target = Target::from_env();
         let auth = target == Target::Tributary && std::env::var("TRIBUTARY_E2E_AUTH").as_deref() != Ok("none");
-        Registry::start_with(target, data_dir, auth.then(new_token), &[])
+        Registry::start_with(target, data_dir, auth.then(new_token), &[], config)
     }
 
     /// Starts one Tributary replica: `token` is the administrator token every replica shares, `env` the
     /// `TRIBUTARY_*` settings of its stores.
     pub fn start_replica(data_dir: &Path, token: &str, env: &[(String, String)]) -> Registry {
-        Registry::start_with(Target::Tributary, data_dir, Some(token.to_owned()), env)
+        Registry::start_with(Target::Tributary, data_dir, Some(token.to_owned()), env, None)
     }
 
     /// A handle on a registry someone else runs at `host` (a load balancer in front of replicas), with `token`.
@@ -419,10 +426,17 @@ impl Registry {
             log,
             starts: 0,
             env: Vec::new(),
+            config: None,
         }
     }
 
-    fn start_with(target: Target, data_dir: &Path, token: Option<String>, env: &[(String, String)]) -> Registry {
+    fn start_with(
+        target: Target,
+        data_dir: &Path,
+        token: Option<String>,
+        env: &[(String, String)],
+        config: Option<&Path>,
+    ) -> Registry {
         let work = tempdir("tributary-e2e-server-");
         let log = work.path().join("server.log");
         let mut r = Registry {
@@ -435,6 +449,7 @@ impl Registry {
             log,
             starts: 0,
             env: env.to_vec(),
+            config: config.map(Path::to_path_buf),
         };
         r.spawn();
         r.create_namespace(NAMESPACE);
@@ -470,6 +485,9 @@ impl Registry {
             Target::Tributary => {
                 let mut cmd = Command::new(tributary_bin());
                 cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&self.data_dir);
+                if let Some(config) = &self.config {
+                    cmd.arg("--config").arg(config);
+                }
                 match &self.token {
                     Some(token) => cmd.arg("--auth").arg("token").arg("--admin-token").arg(token),
                     None => cmd.arg("--auth").arg("none"),

@@ -30,6 +30,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use storage_backends::{EtcdConfig, S3Config};
 
 /// Where blobs (layers, configs, large manifests) are kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -198,20 +199,7 @@ pub enum Blobs {
     /// Under `<data-dir>/blobs`.
     #[default]
     Filesystem,
-    S3(S3),
-}
-
-/// Complete S3 settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3 {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub bucket: String,
-    pub prefix: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub path_style: bool,
-    pub allow_http: bool,
+    S3(S3Config),
 }
 
 /// The effective metadata store choice.
@@ -220,17 +208,7 @@ pub enum Metadata {
     /// `<data-dir>/metadata.redb`.
     #[default]
     Redb,
-    Etcd(Etcd),
-}
-
-/// Complete etcd settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Etcd {
-    pub endpoints: Vec<String>,
-    pub prefix: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub ca_file: Option<PathBuf>,
+    Etcd(EtcdConfig),
 }
 
 pub const DEFAULT_ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -291,7 +269,7 @@ impl Storage {
 }
 
 impl S3Settings {
-    fn complete(self) -> anyhow::Result<S3> {
+    fn complete(self) -> anyhow::Result<S3Config> {
         let bucket = self.bucket.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
             anyhow::anyhow!(
                 "the s3 blob backend needs a bucket (storage.s3.bucket, TRIBUTARY_S3_BUCKET or --s3-bucket)"
@@ -311,9 +289,16 @@ impl S3Settings {
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             anyhow::bail!("S3 credentials need both the access key id and the secret access key");
         }
-        Ok(S3 {
+        // The region given, else the usual AWS variables, else us-east-1 (what local S3 servers accept).
+        let region = self
+            .region
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        Ok(S3Config {
             endpoint: self.endpoint,
-            region: self.region,
+            region,
             bucket,
             prefix: self.prefix.map(|p| p.trim_matches('/').to_owned()).filter(|p| !p.is_empty()),
             access_key_id: self.access_key_id,
@@ -325,7 +310,7 @@ impl S3Settings {
 }
 
 impl EtcdSettings {
-    fn complete(self) -> anyhow::Result<Etcd> {
+    fn complete(self) -> anyhow::Result<EtcdConfig> {
         let endpoints = self
             .endpoints
             .unwrap_or_default()
@@ -347,7 +332,13 @@ impl EtcdSettings {
         if prefix.is_empty() {
             anyhow::bail!("the etcd key prefix must not be empty (it keeps Tributary's keys apart)");
         }
-        Ok(Etcd { endpoints, prefix, username: self.username, password: self.password, ca_file: self.ca_file })
+        Ok(EtcdConfig {
+            prefix,
+            username: self.username,
+            password: self.password,
+            ca_file: self.ca_file,
+            ..EtcdConfig::new(endpoints)
+        })
     }
 }
 
@@ -421,12 +412,9 @@ mod tests {
         let s = Storage::resolve(StorageSettings::default(), file("[storage]\nmetadata = \"etcd\"\n")).unwrap();
         assert_eq!(
             s.metadata,
-            Metadata::Etcd(Etcd {
-                endpoints: vec![DEFAULT_ETCD_ENDPOINT.into()],
+            Metadata::Etcd(EtcdConfig {
                 prefix: DEFAULT_ETCD_PREFIX.into(),
-                username: None,
-                password: None,
-                ca_file: None,
+                ..EtcdConfig::new(vec![DEFAULT_ETCD_ENDPOINT.into()])
             })
         );
     }

@@ -72,7 +72,16 @@ impl From<BlobError> for RegistryError {
         match e {
             BlobError::Body(m) => RegistryError::Body(m),
             e @ BlobError::StagingLost { .. } => RegistryError::UploadInvalid(format!("{e}; start the upload again")),
-            other => RegistryError::Internal(other.to_string()),
+            BlobError::UploadUnknown(id) => RegistryError::UploadUnknown(id),
+            BlobError::RangeInvalid { have, start } => RegistryError::RangeInvalid { have, start },
+            BlobError::DigestMismatch { expected, actual, .. } => RegistryError::DigestMismatch { expected, actual },
+            e @ BlobError::LeaseLost => RegistryError::UploadInvalid(format!("{e}; check the upload's progress")),
+            e @ (BlobError::Config(_)
+            | BlobError::Unavailable(_)
+            | BlobError::Io(_)
+            | BlobError::TooLarge(_)
+            | BlobError::Store(_)
+            | BlobError::Meta(_)) => RegistryError::Internal(e.to_string()),
         }
     }
 }

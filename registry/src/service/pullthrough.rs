@@ -1,9 +1,9 @@
 //! Pull-through: serving a blob that a repository links to an upstream (an imported image's layer) but does not
 //! hold yet. One upstream fetch per digest however many clients ask at once (a single flight per digest); the
-//! bytes go to the clients that joined before the first byte as they arrive, while being hashed and written into
-//! a staged upload. The last chunk is held back until the digest and size are verified, so no client ever gets a
-//! whole body that does not match; then the blob is committed locally and every later read is local (also with
-//! the upstream gone). Clients that arrive mid-flight, and range reads, wait for the commit and read locally.
+//! bytes go to the clients that joined before the first byte as they arrive, while being hashed and written
+//! through the blob store's staging seam straight to the content-addressed path (`BlobStore::put_stream`). The
+//! last chunk is held back until the digest and size are verified, so no client ever gets a whole body that does
+//! not match; then the blob is committed locally and every later read is local (also with the upstream gone). Clients that arrive mid-flight, and range reads, wait for the commit and read locally.
 //! Called by `service::blobs`.
 
 use std::collections::HashMap;
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use names::{Digest, DigestHasher, UploadId};
-use storage_backends::{BlobStore, ByteStream};
+use names::Digest;
+use storage_backends::{BlobError, BlobStore, ByteStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::upstream::{Source, UpstreamError, Upstreams};
@@ -191,33 +191,24 @@ async fn run(
             }
         })
     };
-    let id = UploadId::random();
-    let mut hasher = DigestHasher::new(digest.algorithm());
-    let written = blobs.write_part(id, "0", Box::pin(tee), &mut hasher, Some(size)).await;
+    let stored = blobs.put_stream(digest, size, Box::pin(tee)).await;
     let mut clients = std::mem::take(&mut *clients_cell.lock().await);
-    let verdict = match written {
-        Err(e) => Err(UpstreamError::Unavailable(format!("{}: reading {digest}: {e}", source.reference))),
-        Ok(n) if n != size => Err(UpstreamError::Invalid(format!(
-            "{}: {digest} has {n} bytes upstream, the image says {size}",
+    let verdict = match stored {
+        Ok(()) => Ok(()),
+        Err(BlobError::TooLarge(_)) => Err(UpstreamError::Invalid(format!(
+            "{}: {digest} has more than the {size} bytes the image says upstream; nothing was kept",
             source.reference
         ))),
-        Ok(_) => match hasher.finish() {
-            actual if actual == *digest => Ok(()),
-            actual => Err(UpstreamError::Invalid(format!(
-                "{}: the upstream sent {actual} for {digest}; nothing was kept",
-                source.reference
-            ))),
-        },
+        Err(BlobError::DigestMismatch { actual, size: got, .. }) => Err(UpstreamError::Invalid(format!(
+            "{}: the upstream sent {got} bytes hashing to {actual} for {digest} ({size} bytes); nothing was kept",
+            source.reference
+        ))),
+        Err(e @ BlobError::Body(_)) => {
+            Err(UpstreamError::Unavailable(format!("{}: reading {digest}: {e}", source.reference)))
+        }
+        Err(e) => Err(UpstreamError::Unavailable(format!("storing {digest}: {e}"))),
     };
     if let Err(e) = verdict {
-        blobs.abort_upload(id).await;
-        let err = e.clone();
-        flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
-        return Err(e);
-    }
-    let parts: Vec<String> = if size == 0 { Vec::new() } else { vec!["0".to_owned()] };
-    if let Err(e) = blobs.commit_upload(id, &parts, digest).await {
-        let e = UpstreamError::Unavailable(format!("storing {digest}: {e}"));
         let err = e.clone();
         flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
         return Err(e);

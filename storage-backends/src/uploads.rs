@@ -1,0 +1,588 @@
+//! Upload sessions and their one writer at a time, over the staging seam ([`crate::staging`] for local files,
+//! [`crate::multipart`] for multipart stores). A session is a metadata record (`uploads/<id>`: repository, bytes
+//! received, saved hash state, the writer's lease, and what is staged: multipart id, part ETags and sizes, the
+//! tail object), so any replica sharing the two stores can continue or finish an upload another one started.
+//!
+//! One writer at a time, across replicas, by compare-and-swap on the session: a writer claims it by writing
+//! `writer: {id, until}` at the version it read (refused while another claim is live: the caller answers 416),
+//! renews the claim (a CAS again) while a long body streams, and clears it with the final CAS that records the new
+//! size, hash state and staging state. A dead writer's claim expires after the lease ([`crate::blobs::DEFAULT_LEASE`])
+//! and another replica continues from the session's size. What a failed writer staged past the session's size is
+//! never used: the next writer overwrites it (a local file is truncated, a multipart part number is uploaded again).
+//!
+//! Called by the registry's upload service (which checks the repository and links the blob); never calls HTTP.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt, TryStreamExt};
+use names::{Algorithm, Digest, DigestHasher, RepositoryName, UploadId};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+
+use crate::blobs::{BlobError, BlobStore, Staging};
+use crate::meta::{encode, MetadataStore, MetadataStoreExt};
+use crate::multipart::{Appender, StagedUpload};
+use crate::{keys, paths, Expect, StoreError, Txn};
+
+/// A blob upload in progress.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UploadSession {
+    pub repository: RepositoryName,
+    /// Bytes received so far.
+    pub size: u64,
+    /// The hash state after `size` bytes (see [`DigestHasher::save`]), hex-encoded.
+    pub hash_state: String,
+    pub started: DateTime<Utc>,
+    /// The writer appending right now, if its claim is live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterClaim>,
+    /// What a multipart store holds of the `size` bytes (empty for local staging files).
+    #[serde(default, skip_serializing_if = "StagedUpload::is_empty")]
+    pub staged: StagedUpload,
+}
+
+/// A writer's claim on a session: valid until `until` (wall clock) unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WriterClaim {
+    pub id: String,
+    pub until: DateTime<Utc>,
+}
+
+/// Where a chunk claims to start (`Content-Range`), when the client said.
+pub type ChunkStart = Option<u64>;
+
+impl UploadSession {
+    /// The hasher after the session's bytes.
+    pub fn hasher(&self) -> Result<DigestHasher, BlobError> {
+        hex::decode(&self.hash_state)
+            .ok()
+            .and_then(|b| DigestHasher::restore(&b))
+            .ok_or_else(|| BlobError::Config("upload session holds an unreadable hash state".into()))
+    }
+
+    /// Whether another writer's claim is live now.
+    pub fn busy(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| w.until > Utc::now())
+    }
+}
+
+/// A claim on one session, from [`Lease::claim`]; or a detached one (a write without a session, such as
+/// pull-through, where nothing is to be claimed). Dropping it without [`Lease::release`] or [`Lease::close`]
+/// leaves the claim to expire.
+pub(crate) struct Lease {
+    held: Option<Held>,
+}
+
+struct Held {
+    meta: Arc<dyn MetadataStore>,
+    key: String,
+    session: UploadSession,
+    version: u64,
+    duration: Duration,
+    /// When to renew (a third of the lease after the last write of the claim).
+    renew_at: Instant,
+}
+
+fn until(duration: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::seconds(30))
+}
+
+impl Lease {
+    pub(crate) fn detached() -> Lease {
+        Lease { held: None }
+    }
+
+    /// Claims session `id` for writing a chunk that starts at `start`. [`BlobError::RangeInvalid`] when the chunk
+    /// does not start where the upload ends or another writer's claim is live.
+    async fn claim(store: &BlobStore, id: UploadId, start: ChunkStart) -> Result<Lease, BlobError> {
+        let meta = store.meta()?.clone();
+        let key = keys::upload(id);
+        loop {
+            let Some((mut session, version)) = meta.get_json::<UploadSession>(&key).await? else {
+                return Err(BlobError::UploadUnknown(id));
+            };
+            let have = session.size;
+            if session.busy() || start.is_some_and(|s| s != have) {
+                return Err(BlobError::RangeInvalid { have, start: start.unwrap_or(have) });
+            }
+            session.writer = Some(WriterClaim { id: UploadId::random().to_string(), until: until(store.lease) });
+            let txn = Txn::new().expect(key.clone(), Expect::Version(version)).put(key.clone(), encode(&session));
+            match meta.commit(txn.lazy()).await {
+                Ok(version) => {
+                    let held = Held {
+                        meta,
+                        key,
+                        session,
+                        version,
+                        duration: store.lease,
+                        renew_at: Instant::now() + store.lease / 3,
+                    };
+                    return Ok(Lease { held: Some(held) });
+                }
+                // Someone wrote the session meanwhile (a writer claimed it, or finished): look again.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The session as claimed (and as changed by [`Lease::record`]).
+    fn session(&self) -> Option<&UploadSession> {
+        self.held.as_ref().map(|h| &h.session)
+    }
+
+    /// Renews the claim when a third of it has passed, so that it has at least two thirds left after this returns
+    /// (the multipart writer calls it before every part it uploads). [`BlobError::LeaseLost`] when the session
+    /// changed under the claim: the claim expired and another writer took over, or the upload was closed.
+    pub(crate) async fn keep(&mut self) -> Result<(), BlobError> {
+        match &self.held {
+            Some(h) if Instant::now() >= h.renew_at => self.record(|_| {}).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes the session under the claim (and renews the claim); a no-op when detached.
+    pub(crate) async fn record(&mut self, change: impl FnOnce(&mut UploadSession)) -> Result<(), BlobError> {
+        let Some(h) = &mut self.held else { return Ok(()) };
+        let mut next = h.session.clone();
+        change(&mut next);
+        if let Some(w) = &mut next.writer {
+            w.until = until(h.duration);
+        }
+        let renew_at = Instant::now() + h.duration / 3;
+        let txn = Txn::new().expect(h.key.clone(), Expect::Version(h.version)).put(h.key.clone(), encode(&next));
+        match h.meta.commit(txn.lazy()).await {
+            Ok(version) => {
+                h.session = next;
+                h.version = version;
+                h.renew_at = renew_at;
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => Err(BlobError::LeaseLost),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the new state and lets go of the claim, in one CAS.
+    async fn release(mut self, size: u64, hash_state: String, staged: StagedUpload) -> Result<(), BlobError> {
+        self.record(|s| {
+            s.size = size;
+            s.hash_state = hash_state;
+            s.staged = staged;
+            s.writer = None;
+        })
+        .await
+    }
+
+    /// Lets go of the claim, leaving the session as it was (after a failed write). Best effort: otherwise the
+    /// claim expires.
+    async fn abandon(mut self) {
+        if let Err(e) = self.record(|s| s.writer = None).await {
+            tracing::debug!(error = %e, "could not release an upload claim");
+        }
+    }
+
+    /// Deletes the session (the upload is finished or discarded). `false` when it was gone or taken over.
+    async fn close(self) -> Result<bool, BlobError> {
+        let Some(h) = self.held else { return Ok(true) };
+        let txn = Txn::new().expect(h.key.clone(), Expect::Version(h.version)).delete(h.key);
+        match h.meta.commit(txn.lazy()).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// One writer's side of the staging seam.
+enum Writer {
+    Local(crate::staging::UploadLock),
+    Multipart(Appender),
+}
+
+impl Writer {
+    async fn open(store: &BlobStore, id: UploadId, session: &UploadSession, target: Path) -> Result<Writer, BlobError> {
+        match store.staging() {
+            Staging::Local(_) => match store.lock_upload(id).await? {
+                Some(lock) => Ok(Writer::Local(lock)),
+                // A writer in a process whose claim expired, still writing: it will lose its final CAS.
+                None => Err(BlobError::RangeInvalid { have: session.size, start: session.size }),
+            },
+            Staging::Multipart(mp) => {
+                Ok(Writer::Multipart(Appender::resume(store, mp.clone(), Some(id), target, &session.staged).await?))
+            }
+        }
+    }
+
+    async fn write<S, E>(
+        &mut self,
+        offset: u64,
+        body: S,
+        hasher: &mut DigestHasher,
+        limit: Option<u64>,
+        lease: &mut Lease,
+    ) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        match self {
+            Writer::Local(lock) => lock.write_at(offset, body, hasher, limit, lease).await,
+            Writer::Multipart(app) => app.write(body, hasher, limit, lease).await,
+        }
+    }
+}
+
+/// A body whose bytes are not there: for finishing with no last chunk.
+pub fn no_body() -> futures::stream::Empty<Result<Bytes, std::io::Error>> {
+    futures::stream::empty()
+}
+
+impl BlobStore {
+    /// Opens a new upload session for `repository`.
+    pub async fn start_upload(&self, repository: &RepositoryName) -> Result<UploadId, BlobError> {
+        let id = UploadId::random();
+        let session = UploadSession {
+            repository: repository.clone(),
+            size: 0,
+            hash_state: hex::encode(DigestHasher::new(Algorithm::Sha256).save()),
+            started: Utc::now(),
+            writer: None,
+            staged: StagedUpload::default(),
+        };
+        let key = keys::upload(id);
+        // Sessions are written lazily: they describe staged bytes that are not durable before the commit either.
+        self.meta()?.commit(Txn::new().expect(key.clone(), Expect::Absent).put(key, encode(&session)).lazy()).await?;
+        Ok(id)
+    }
+
+    /// Session `id` with its version, when it exists.
+    pub async fn upload_session(&self, id: UploadId) -> Result<Option<(UploadSession, u64)>, BlobError> {
+        Ok(self.meta()?.get_json::<UploadSession>(&keys::upload(id)).await?)
+    }
+
+    /// Appends a chunk. `start` is the chunk's first byte offset from `Content-Range`, when given; it must equal
+    /// the bytes received so far. Returns the new size. A chunk racing another writer of the same upload (on any
+    /// replica) is refused with [`BlobError::RangeInvalid`]; a chunk that fails halfway changes nothing.
+    pub async fn append_upload<S, E>(&self, id: UploadId, start: ChunkStart, body: S) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut lease = Lease::claim(self, id, start).await?;
+        let session = lease.session().cloned().ok_or(BlobError::LeaseLost)?;
+        let mut hasher = session.hasher()?;
+        let target = session.staged.multipart.as_ref().map_or_else(|| paths::uploaded(id), |m| Path::from(&*m.target));
+        let mut writer = match Writer::open(self, id, &session, target).await {
+            Ok(w) => w,
+            Err(e) => {
+                lease.abandon().await;
+                return Err(e);
+            }
+        };
+        let written = match writer.write(session.size, body, &mut hasher, None, &mut lease).await {
+            Ok(n) => n,
+            Err(e) => {
+                lease.abandon().await;
+                return Err(e);
+            }
+        };
+        if written == 0 {
+            lease.abandon().await;
+            return Ok(session.size);
+        }
+        let size = session.size + written;
+        let hash_state = hex::encode(hasher.save());
+        let had = session.size;
+        match writer {
+            Writer::Local(mut lock) => {
+                lock.write_back();
+                lease.release(size, hash_state, StagedUpload::default()).await.map_err(|e| lost(e, had))?;
+            }
+            Writer::Multipart(app) => {
+                let (staged, obsolete) = match app.save_tail(&mut lease).await {
+                    Ok(saved) => saved,
+                    Err(e) => {
+                        lease.abandon().await;
+                        return Err(e);
+                    }
+                };
+                let new: Vec<Path> = staged
+                    .tail
+                    .iter()
+                    .filter(|t| !session.staged.tail.contains(t))
+                    .map(|t| Path::from(&*t.object))
+                    .collect();
+                match lease.release(size, hash_state, staged).await {
+                    Ok(()) => self.delete_all_quietly(obsolete).await,
+                    Err(e) => {
+                        self.delete_all_quietly(new).await;
+                        return Err(lost(e, had));
+                    }
+                }
+            }
+        }
+        Ok(size)
+    }
+
+    async fn delete_all_quietly(&self, paths: Vec<Path>) {
+        for p in paths {
+            self.delete_quietly(Some(p)).await;
+        }
+    }
+
+    async fn delete_quietly(&self, path: Option<Path>) {
+        if let Some(p) = path {
+            if let Err(e) = self.store().delete(&p).await {
+                tracing::warn!(object = %p, error = %e, "could not remove an obsolete upload tail");
+            }
+        }
+    }
+
+    /// Finishes upload `id`: appends the optional last chunk, verifies `digest` and makes the blob visible; then
+    /// the session is gone. On a digest mismatch the session and its bytes are discarded and nothing is visible.
+    /// Returns the blob's size. Finishing never copies the bytes: a local file is renamed into place, a multipart
+    /// upload is completed where it was written (and, unless that is the content-addressed path because the
+    /// digest was known before the first byte, a location record names it).
+    pub async fn finish_upload<S, E>(
+        &self,
+        id: UploadId,
+        digest: &Digest,
+        start: ChunkStart,
+        body: S,
+    ) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut lease = Lease::claim(self, id, start).await?;
+        let session = lease.session().cloned().ok_or(BlobError::LeaseLost)?;
+        // Hash with the client's algorithm from the start when nothing was received yet.
+        let fresh = session.size == 0 && session.staged.is_empty();
+        let mut hasher = if session.size == 0 { DigestHasher::new(digest.algorithm()) } else { session.hasher()? };
+        let target = match &session.staged.multipart {
+            Some(m) => Path::from(&*m.target),
+            // The digest is known before the first byte: straight to the content-addressed path.
+            None if fresh => paths::blob(digest),
+            None => paths::uploaded(id),
+        };
+        let mut writer = match Writer::open(self, id, &session, target.clone()).await {
+            Ok(w) => w,
+            Err(e) => {
+                lease.abandon().await;
+                return Err(e);
+            }
+        };
+        let written = match writer.write(session.size, body, &mut hasher, None, &mut lease).await {
+            Ok(n) => n,
+            Err(e) => {
+                if let Writer::Multipart(app) = writer {
+                    app.discard_unrecorded().await;
+                }
+                lease.abandon().await;
+                return Err(e);
+            }
+        };
+        let size = session.size + written;
+        let hashed = (hasher.algorithm() == digest.algorithm()).then(|| hasher.finish());
+        if let Some(actual) = hashed.as_ref().filter(|a| *a != digest) {
+            self.discard(writer, lease, id).await;
+            return Err(BlobError::DigestMismatch { expected: digest.clone(), actual: actual.clone(), size });
+        }
+        let stored = match self.stat(digest).await {
+            Ok(stored) => stored.is_some(),
+            Err(e) => {
+                lease.abandon().await;
+                return Err(e);
+            }
+        };
+        if stored {
+            self.discard(writer, lease, id).await;
+            return Ok(size);
+        }
+        match self.publish(writer, &mut lease, digest, &target, hashed.is_some(), size).await {
+            Ok(None) => {
+                self.close_and_clean(lease, id, &StagedUpload::default()).await;
+                Ok(size)
+            }
+            Ok(Some(actual)) => {
+                self.close_and_clean(lease, id, &StagedUpload::default()).await;
+                Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size })
+            }
+            Err(e) => {
+                lease.abandon().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the `size` bytes `writer` staged visible as `digest` (already verified when `verified`, else checked
+    /// here: then the other digest is returned and nothing is visible).
+    async fn publish(
+        &self,
+        writer: Writer,
+        lease: &mut Lease,
+        digest: &Digest,
+        target: &Path,
+        verified: bool,
+        size: u64,
+    ) -> Result<Option<Digest>, BlobError> {
+        match writer {
+            Writer::Local(lock) => {
+                if !verified {
+                    let actual = lock.hash(size, digest.algorithm()).await?;
+                    if &actual != digest {
+                        return Ok(Some(actual));
+                    }
+                }
+                lock.commit(size, digest).await?;
+            }
+            Writer::Multipart(app) => {
+                app.complete(lease).await?;
+                if !verified {
+                    // The upload's own object is never served by itself: hashing it there shows nothing.
+                    let actual = self.hash_object(target, digest.algorithm()).await?;
+                    if &actual != digest {
+                        self.delete_quietly(Some(target.clone())).await;
+                        return Ok(Some(actual));
+                    }
+                }
+                if target != &paths::blob(digest) && !self.record_location(digest, target, size).await? {
+                    // Another upload of the same content was recorded first.
+                    self.delete_quietly(Some(target.clone())).await;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hashes a whole object with `algorithm`.
+    async fn hash_object(&self, path: &Path, algorithm: Algorithm) -> Result<Digest, BlobError> {
+        let mut hasher = DigestHasher::new(algorithm);
+        let mut s = self.store().get(path).await?.into_stream();
+        while let Some(chunk) = s.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Drops what `writer` holds and closes the session with everything it staged.
+    async fn discard(&self, writer: Writer, lease: Lease, id: UploadId) {
+        let staged = match writer {
+            Writer::Local(lock) => {
+                drop(lock);
+                StagedUpload::default()
+            }
+            Writer::Multipart(app) => app.into_state().await,
+        };
+        self.close_and_clean(lease, id, &staged).await;
+    }
+
+    /// Deletes the session and what it staged.
+    async fn close_and_clean(&self, lease: Lease, id: UploadId, staged: &StagedUpload) {
+        if let Err(e) = lease.close().await {
+            tracing::warn!(upload = %id, error = %e, "could not delete an upload session");
+        }
+        self.clean_staging(id, staged).await;
+    }
+
+    /// Cancels an upload and discards what it received (a writer still appending loses its claim).
+    pub async fn cancel_upload(&self, id: UploadId) -> Result<(), BlobError> {
+        let meta = self.meta()?;
+        let key = keys::upload(id);
+        let Some((session, version)) = meta.get_json::<UploadSession>(&key).await? else {
+            return Err(BlobError::UploadUnknown(id));
+        };
+        match meta.commit(Txn::new().expect(key.clone(), Expect::Version(version)).delete(key).lazy()).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                // Changed meanwhile (a chunk was recorded, or the upload finished): try on what is there now.
+                return Box::pin(self.cancel_upload(id)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.clean_staging(id, &session.staged).await;
+        Ok(())
+    }
+
+    /// Removes what upload `id` staged: its multipart upload (aborted) and everything under `uploads/<id>/`.
+    /// Best effort: leftovers are invisible and only cost space.
+    pub(crate) async fn clean_staging(&self, id: UploadId, staged: &StagedUpload) {
+        if let (Some(m), Staging::Multipart(mp)) = (&staged.multipart, self.staging()) {
+            if let Err(e) = mp.abort_multipart(&Path::from(&*m.target), &m.id).await {
+                tracing::debug!(upload = %id, error = %e, "could not abort a multipart upload");
+            }
+        }
+        if let Some(root) = self.local_root() {
+            let dir = root.join(paths::upload_dir(id).as_ref());
+            let _ = tokio::task::spawn_blocking(move || crate::staging::remove_dir(&dir)).await;
+            return;
+        }
+        let dir = paths::upload_dir(id);
+        let locations = self.store().list(Some(&dir)).map_ok(|m| m.location).boxed();
+        let mut deleted = self.store().delete_stream(locations);
+        while let Some(r) = deleted.next().await {
+            if let Err(e) = r {
+                tracing::warn!(upload = %id, error = %e, "could not remove a staged upload object");
+            }
+        }
+    }
+
+    /// Stores a body whose digest is known before its first byte (pull-through): streamed to the
+    /// content-addressed path and made visible only once exactly `size` bytes arrived and matched `digest`.
+    /// More bytes stop at [`BlobError::TooLarge`]; fewer or other bytes are [`BlobError::DigestMismatch`].
+    pub async fn put_stream<S, E>(&self, digest: &Digest, size: u64, body: S) -> Result<(), BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut hasher = DigestHasher::new(digest.algorithm());
+        let mut lease = Lease::detached();
+        match self.staging() {
+            Staging::Local(_) => {
+                let id = UploadId::random();
+                let mut lock = self.lock_upload(id).await?.ok_or(BlobError::LeaseLost)?;
+                let written = lock.write_at(0, body, &mut hasher, Some(size), &mut lease).await;
+                let verdict = written.and_then(|n| verify(digest, hasher, n));
+                match verdict {
+                    Ok(()) => lock.commit(size, digest).await,
+                    Err(e) => {
+                        drop(lock);
+                        self.clean_staging(id, &StagedUpload::default()).await;
+                        Err(e)
+                    }
+                }
+            }
+            Staging::Multipart(mp) => {
+                let target = paths::blob(digest);
+                let mut app = Appender::resume(self, mp.clone(), None, target, &StagedUpload::default()).await?;
+                let written = app.write(body, &mut hasher, Some(size), &mut lease).await;
+                match written.and_then(|n| verify(digest, hasher, n)) {
+                    Ok(()) => app.complete(&mut lease).await,
+                    Err(e) => {
+                        app.discard_unrecorded().await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A lost claim, as the client hears it: the chunk was not taken (416, with the size the session had).
+fn lost(e: BlobError, had: u64) -> BlobError {
+    match e {
+        BlobError::LeaseLost => BlobError::RangeInvalid { have: had, start: had },
+        e => e,
+    }
+}
+
+fn verify(digest: &Digest, hasher: DigestHasher, size: u64) -> Result<(), BlobError> {
+    match hasher.finish() {
+        actual if &actual == digest => Ok(()),
+        actual => Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size }),
+    }
+}
