@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tributary's tests need, skipping whatever is already there:
-#   - Debian packages: the real clients and tools the end-to-end tests drive
+#   - Debian packages: the real clients and tools the end-to-end tests drive, and the compose
+#     implementation and nginx that check docker-compose.yml and deploy/nginx.conf
 #   - rustup components rustfmt and clippy
 # Run it directly (`scripts/install-deps.sh`) or source it and call install_test_deps.
 set -euo pipefail
@@ -8,6 +9,7 @@ set -euo pipefail
 TRIBUTARY_APT_PACKAGES=(
     skopeo podman buildah umoci busybox-static
     docker.io docker-registry etcd-server
+    docker-compose nginx-light
     jq curl ca-certificates
 )
 
