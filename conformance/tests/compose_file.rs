@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -66,10 +66,9 @@ fn yaml_to_json(yaml: &str) -> Value {
 /// A service's environment as a map, from either normalized form (a mapping, or a list of `KEY=value`).
 fn environment(service: &Value) -> BTreeMap<String, String> {
     match &service["environment"] {
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-            .collect(),
+        Value::Object(map) => {
+            map.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect()
+        }
         Value::Array(list) => list
             .iter()
             .filter_map(|e| e.as_str()?.split_once('='))
@@ -283,7 +282,11 @@ fn read_head(r: &mut impl BufRead) -> io::Result<Option<(String, BTreeMap<String
 }
 
 /// Reads a request body, hashing it; reports [`Event::BodyStarted`] at its first bytes.
-fn read_body(r: &mut impl BufRead, headers: &BTreeMap<String, String>, tx: &mpsc::Sender<Event>) -> io::Result<(usize, String)> {
+fn read_body(
+    r: &mut impl BufRead,
+    headers: &BTreeMap<String, String>,
+    tx: &mpsc::Sender<Event>,
+) -> io::Result<(usize, String)> {
     let mut hasher = Sha256::new();
     let mut total = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
@@ -333,7 +336,10 @@ fn serve_connection(conn: TcpStream, tx: &mpsc::Sender<Event>, progress: &Atomic
     while let Some((request_line, headers)) = read_head(&mut r)? {
         if request_line.starts_with("GET /download ") {
             progress.store(0, Ordering::SeqCst);
-            write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {STREAMED}\r\n\r\n")?;
+            write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {STREAMED}\r\n\r\n"
+            )?;
             let block = pattern_block(7);
             let mut sent = 0;
             while sent < STREAMED {
@@ -341,12 +347,8 @@ fn serve_connection(conn: TcpStream, tx: &mpsc::Sender<Event>, progress: &Atomic
                 sent += block.len();
                 progress.store(sent as u64, Ordering::SeqCst);
             }
-            let _ = tx.send(Event::Request(Received {
-                request_line,
-                headers,
-                body_bytes: 0,
-                body_digest: String::new(),
-            }));
+            let _ =
+                tx.send(Event::Request(Received { request_line, headers, body_bytes: 0, body_digest: String::new() }));
             continue;
         }
         let (body_bytes, body_digest) = read_body(&mut r, &headers, tx)?;
@@ -386,14 +388,17 @@ fn pattern_block(seed: u64) -> Vec<u8> {
 struct Nginx {
     port: u16,
     child: Child,
-    log: std::path::PathBuf,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Nginx {
     fn start(backend_port: u16) -> Nginx {
         let template = fs::read_to_string(workspace_root().join("deploy/nginx.conf")).expect("read deploy/nginx.conf");
-        assert!(template.contains("http://registry:5000"), "deploy/nginx.conf no longer proxies to http://registry:5000");
+        assert!(
+            template.contains("http://registry:5000"),
+            "deploy/nginx.conf no longer proxies to http://registry:5000"
+        );
         assert!(template.contains("listen 5000;"), "deploy/nginx.conf no longer listens on 5000");
         let version = run(Command::new("nginx").arg("-V"), SHORT);
         let built = version.stderr + &version.stdout;
@@ -509,14 +514,15 @@ fn nginx_conf_streams_large_uploads_and_downloads() {
     )
     .unwrap();
     let mut sent = Sha256::new();
-    let mut send_chunk = |s: &mut TcpStream, i: u64| {
+    let mut send_chunk = |s: &mut TcpStream, i: u64| -> io::Result<()> {
         let block = pattern_block(i);
-        write!(s, "{:x}\r\n", block.len()).unwrap();
-        s.write_all(&block).unwrap();
-        s.write_all(b"\r\n").unwrap();
+        write!(s, "{:x}\r\n", block.len())?;
+        s.write_all(&block)?;
+        s.write_all(b"\r\n")?;
         sent.update(&block);
+        Ok(())
     };
-    send_chunk(&mut s, 0);
+    send_chunk(&mut s, 0).unwrap();
     s.flush().unwrap();
     let start = Instant::now();
     let streamed = loop {
@@ -526,16 +532,28 @@ fn nginx_conf_streams_large_uploads_and_downloads() {
             Err(_) => break false,
         }
     };
-    assert!(streamed, "nginx held back the upload's first MiB for 10s: request buffering is on\n{}", nginx.log_text());
-    note(format!("upload: first bytes at the backend after {:.3}s, while the client held the rest", start.elapsed().as_secs_f64()));
+    assert!(
+        streamed,
+        "nginx held back the upload's first MiB for 10s: it buffers requests (proxy_request_buffering on, or \
+         HTTP/1.0 to the upstream)\n{}",
+        nginx.log_text()
+    );
+    note(format!(
+        "upload: first bytes at the backend after {:.3}s, while the client held the rest",
+        start.elapsed().as_secs_f64()
+    ));
     for i in 1..(STREAMED / MIB) as u64 {
-        send_chunk(&mut s, i);
+        if let Err(e) = send_chunk(&mut s, i) {
+            let answer = read_response(&mut s, false).map_or_else(|e| format!("no response: {e}"), |r| r.to_string());
+            panic!("nginx stopped the upload after {i} MiB ({e}); it answered: {answer}\n{}", nginx.log_text());
+        }
     }
     s.write_all(b"0\r\n\r\n").unwrap();
     let want_digest = format!("sha256:{}", hex::encode(sent.finalize()));
-    let got = backend.next_request(Duration::from_secs(120));
+    // The response first: nginx answers an error (a body size limit) without involving the backend.
     let r = read_response(&mut s, false).expect("read the upload's response");
     assert_eq!(r.status, 201, "{r}\n{}", nginx.log_text());
+    let got = backend.next_request(Duration::from_secs(60));
     assert_eq!(r.header("x-backend"), Some("yes"), "{r}");
     assert_eq!(got.body_bytes, STREAMED, "{got:?}");
     assert_eq!(got.body_digest, want_digest, "the body changed on the way");
@@ -551,8 +569,12 @@ fn nginx_conf_streams_large_uploads_and_downloads() {
 
     // A monolithic PUT with Content-Length on the same client connection (keep-alive).
     let body = pattern_block(99);
-    write!(s, "PUT /v2/ns/app/blobs/uploads/0f3c?digest=x HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n", body.len())
-        .unwrap();
+    write!(
+        s,
+        "PUT /v2/ns/app/blobs/uploads/0f3c?digest=x HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     s.write_all(&body).unwrap();
     let r = read_response(&mut s, false).expect("read the PUT's response");
     assert_eq!(r.status, 201, "{r}");
@@ -587,7 +609,11 @@ fn nginx_conf_streams_large_uploads_and_downloads() {
     r.read_exact(&mut first).unwrap();
     thread::sleep(Duration::from_secs(2));
     let written = backend.download_progress.load(Ordering::SeqCst) as usize;
-    note(format!("download: client paused after 1 MiB; backend had written {} MiB of {}", written / MIB, STREAMED / MIB));
+    note(format!(
+        "download: client paused after 1 MiB; backend had written {} MiB of {}",
+        written / MIB,
+        STREAMED / MIB
+    ));
     assert!(
         written < STREAMED / 2,
         "the backend wrote {written} bytes while the client read 1 MiB: nginx buffers responses\n{}",
@@ -654,9 +680,7 @@ fn status_server(status_of: fn(&str) -> u16) -> u16 {
 fn healthcheck(port: u16) -> Output {
     let script = workspace_root().join("deploy/healthcheck.sh");
     let mut cmd = Command::new("sh");
-    cmd.arg(&script)
-        .env("TRIBUTARY_LISTEN", format!("0.0.0.0:{port}"))
-        .env_remove("TRIBUTARY_TLS_CERT");
+    cmd.arg(&script).env("TRIBUTARY_LISTEN", format!("0.0.0.0:{port}")).env_remove("TRIBUTARY_TLS_CERT");
     run(&mut cmd, SHORT)
 }
 
@@ -665,7 +689,7 @@ fn healthcheck_script_tells_ready_from_unready() {
     if !tools_present(&["sh", "curl"]) {
         return;
     }
-    assert!(Path::new(&workspace_root().join("deploy/healthcheck.sh")).is_file());
+    assert!(workspace_root().join("deploy/healthcheck.sh").is_file());
     // Ready: /readyz answers 200.
     let port = status_server(|p| if p == "/readyz" { 200 } else { 500 });
     let o = healthcheck(port);
