@@ -525,12 +525,10 @@ fn nginx_conf_streams_large_uploads_and_downloads() {
     send_chunk(&mut s, 0).unwrap();
     s.flush().unwrap();
     let start = Instant::now();
-    let streamed = loop {
-        match backend.events.recv_timeout(Duration::from_secs(10)) {
-            Ok(Event::BodyStarted) => break true,
-            Ok(Event::Request(r)) => panic!("unexpected request {r:?}"),
-            Err(_) => break false,
-        }
+    let streamed = match backend.events.recv_timeout(Duration::from_secs(10)) {
+        Ok(Event::BodyStarted) => true,
+        Ok(Event::Request(r)) => panic!("unexpected request {r:?}"),
+        Err(_) => false,
     };
     assert!(
         streamed,
