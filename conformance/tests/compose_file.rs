@@ -47,8 +47,20 @@ fn compose_config(env: &[(&str, &str)], extra: &[&str]) -> Output {
     run(&mut cmd, SHORT)
 }
 
-/// The normalized configuration as JSON: `docker-compose config` prints YAML, which Python's yaml module (a
-/// dependency of docker-compose 1.x) converts.
+/// The normalized configuration as JSON: `config --format json` (Compose v2), else docker-compose 1.x's YAML
+/// converted by Python's yaml module (a dependency of docker-compose 1.x).
+fn compose_json(env: &[(&str, &str)]) -> Value {
+    let o = compose_config(env, &["--format", "json"]);
+    if o.success() {
+        if let Ok(config) = serde_json::from_str(&o.stdout) {
+            return config;
+        }
+    }
+    let o = compose_config(env, &[]);
+    assert!(o.success(), "docker-compose config failed:\n{}", o.stderr);
+    yaml_to_json(&o.stdout)
+}
+
 fn yaml_to_json(yaml: &str) -> Value {
     let mut child = Command::new("python3")
         .args(["-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"])
@@ -101,23 +113,21 @@ fn published_ports(service: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn compose_file_describes_the_scaled_out_topology() {
-    if !tools_present(&["docker-compose", "python3"]) {
+    if !tools_present(&["docker-compose"]) {
         return;
     }
     let token = "compose-test-token";
     let check = compose_config(&[("TRIBUTARY_ADMIN_TOKEN", token)], &["--quiet"]);
     assert!(check.success(), "docker-compose config --quiet rejected the file:\n{}", check.stderr);
 
-    let o = compose_config(&[("TRIBUTARY_ADMIN_TOKEN", token)], &[]);
-    assert!(o.success(), "docker-compose config failed:\n{}", o.stderr);
-    let config = yaml_to_json(&o.stdout);
-    let services = config["services"].as_object().unwrap_or_else(|| panic!("no services:\n{}", o.stdout));
+    let config = compose_json(&[("TRIBUTARY_ADMIN_TOKEN", token)]);
+    let services = config["services"].as_object().unwrap_or_else(|| panic!("no services:\n{config:#}"));
     for name in ["etcd", "minio", "createbucket", "registry", "lb"] {
-        assert!(services.contains_key(name), "service {name} missing:\n{}", o.stdout);
+        assert!(services.contains_key(name), "service {name} missing:\n{config:#}");
     }
-    let volumes = config["volumes"].as_object().unwrap_or_else(|| panic!("no named volumes:\n{}", o.stdout));
+    let volumes = config["volumes"].as_object().unwrap_or_else(|| panic!("no named volumes:\n{config:#}"));
     for name in ["etcd-data", "minio-data"] {
-        assert!(volumes.contains_key(name), "volume {name} missing:\n{}", o.stdout);
+        assert!(volumes.contains_key(name), "volume {name} missing:\n{config:#}");
     }
 
     // Three replicas, built from the Dockerfile, none publishing a host port (they would collide).
@@ -149,12 +159,11 @@ fn compose_file_describes_the_scaled_out_topology() {
     let minio_env = environment(&services["minio"]);
     assert_eq!(env.get("TRIBUTARY_S3_ACCESS_KEY_ID"), minio_env.get("MINIO_ROOT_USER"), "{env:#?}\n{minio_env:#?}");
     assert_eq!(env.get("TRIBUTARY_S3_SECRET_ACCESS_KEY"), minio_env.get("MINIO_ROOT_PASSWORD"));
-    let custom = compose_config(
-        &[("TRIBUTARY_ADMIN_TOKEN", token), ("MINIO_ROOT_USER", "someone"), ("MINIO_ROOT_PASSWORD", "a-long-secret")],
-        &[],
-    );
-    assert!(custom.success(), "{}", custom.stderr);
-    let custom = yaml_to_json(&custom.stdout);
+    let custom = compose_json(&[
+        ("TRIBUTARY_ADMIN_TOKEN", token),
+        ("MINIO_ROOT_USER", "someone"),
+        ("MINIO_ROOT_PASSWORD", "a-long-secret"),
+    ]);
     let custom_env = environment(&custom["services"]["registry"]);
     assert_eq!(custom_env["TRIBUTARY_S3_ACCESS_KEY_ID"], "someone");
     assert_eq!(custom_env["TRIBUTARY_S3_SECRET_ACCESS_KEY"], "a-long-secret");
