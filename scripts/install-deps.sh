@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tributary's tests need, skipping whatever is already there:
 #   - Debian packages: the real clients and tools the end-to-end tests drive, etcd (the tests start their own
-#     etcd servers) and protoc (the etcd client crate's build needs it)
+#     etcd servers), protoc (the etcd client crate's build needs it), and the compose implementation and nginx
+#     that check docker-compose.yml and deploy/nginx.conf and balance the multi-replica test
 #   - rustup components rustfmt and clippy
 #   - moto's S3 server (the S3 blob-store tests), in a virtualenv under ~/.cache unless `moto_server` is on PATH
 #     or TRIBUTARY_MOTO_BIN names it; exports TRIBUTARY_MOTO_BIN when sourced
@@ -11,6 +12,7 @@ set -euo pipefail
 TRIBUTARY_APT_PACKAGES=(
     skopeo podman buildah umoci busybox-static
     docker.io docker-registry etcd-server protobuf-compiler
+    docker-compose nginx-light
     jq curl ca-certificates python3-venv
 )
 
