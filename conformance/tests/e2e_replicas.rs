@@ -1,14 +1,14 @@
 //! End-to-end: three `tributary serve` replicas on different loopback ports sharing one real etcd (metadata) and
 //! one real S3 server (moto, blobs), with no data directory, and nginx in front of them as the load balancer:
-//! pushes through one replica are pulled through the others byte for byte; a chunked upload's POST, PATCHes and
-//! PUT land on three different replicas; concurrent pushes of one tag through different replicas lose no history
-//! event; a watch on one replica sees a tag set through another; a token revoked on one is refused by the others
+//! pushes by skopeo, podman and docker through one replica are pulled through the others byte for byte; a chunked
+//! upload's POST, PATCHes and PUT land on three different replicas; concurrent pushes of one tag through different
+//! replicas lose no history event; `kubectl get is -w` on one replica sees a tag set through another; a token revoked on one is refused by the others
 //! within a second; `kill -9` of a replica in the middle of a push leaves nothing corrupted and the others
 //! serving. etcd and moto are started by the test (`storage_backends::testing`); missing tools skip the test,
 //! unless `TRIBUTARY_E2E_REQUIRED=1`.
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -24,6 +24,8 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 struct Cluster {
     replicas: Vec<Registry>,
     token: String,
+    /// The `TRIBUTARY_*` settings every replica shares (its stores).
+    env: Vec<(String, String)>,
     tmp: tempfile::TempDir,
     // Dropped last: the replicas stop before their stores.
     _s3: S3Server,
@@ -45,7 +47,7 @@ impl Cluster {
             assert!(!data_dir.exists(), "replica {i} created a local data directory");
         }
         replicas[0].create_namespace(NAMESPACE);
-        Some(Cluster { replicas, token, tmp, _s3: s3, _etcd: etcd })
+        Some(Cluster { replicas, token, env, tmp, _s3: s3, _etcd: etcd })
     }
 }
 
@@ -164,6 +166,43 @@ fn replicas_share_every_push_and_upload() {
     assert_eq!((ranged.status, &ranged.body[..]), (206, &body[6291455..6291461]), "{ranged}");
 }
 
+/// docker pushes through A; B and C serve exactly what it pushed, and docker pulls it back through them.
+#[test]
+fn docker_pushes_through_one_replica_and_pulls_through_the_others() {
+    if !tools() || !tools_present(&["dockerd", "docker"]) {
+        return;
+    }
+    let Some(cluster) = Cluster::start(3) else { return };
+    let [a, b, c] = &cluster.replicas[..] else { unreachable!() };
+    let images = TestImages::get();
+    let skopeo = Skopeo::new();
+    let engine = DockerEngine::start(&cluster.tmp.path().join("docker"));
+    for reg in [a, b, c] {
+        run_ok(engine.docker().args(["login", "-u", "admin", "-p", &cluster.token, &reg.host]), SHORT);
+    }
+    // The engine gets an image (seeded through C with skopeo), then docker pushes it to A under a new name.
+    let seeded = skopeo.push(c, &images.oci("app"), "ns/seed:v1", &[]);
+    run_ok(engine.docker().args(["pull", &c.image_ref("ns/seed:v1")]), LONG);
+    let target = a.image_ref("ns/dockerapp:v1");
+    run_ok(engine.docker().args(["tag", &c.image_ref("ns/seed:v1"), &target]), SHORT);
+    let o = run_ok(engine.docker().args(["push", &target]), LONG);
+    let pushed = o
+        .stdout
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in docker push output:\n{}", o.stdout))
+        .to_owned();
+    assert_ne!(seeded, "");
+    for reg in [b, c] {
+        let raw = skopeo.inspect_raw(reg, "ns/dockerapp:v1");
+        assert_eq!(sha256_digest(&raw), pushed, "docker's manifest through {}", reg.host);
+        let theirs = reg.image_ref("ns/dockerapp:v1");
+        let o = run_ok(engine.docker().args(["pull", &theirs]), LONG);
+        assert!(o.stdout.contains(&format!("Digest: {pushed}")), "docker pull through {}:\n{}", reg.host, o.stdout);
+    }
+}
+
 #[test]
 fn concurrent_pushes_of_one_tag_through_three_replicas_lose_no_event() {
     if !tools() {
@@ -200,41 +239,107 @@ fn concurrent_pushes_of_one_tag_through_three_replicas_lose_no_event() {
     }
 }
 
-/// A watch (`GET …/imagestreams?watch=true`, what `kubectl get is -w` sends) on C sees a tag set through B.
+/// `kubectl get is -w` on C, a replica serving https (kubectl sends a bearer token only over TLS), sees a tag set
+/// through B.
 #[test]
-fn a_watch_on_one_replica_sees_a_tag_set_through_another() {
-    if !tools() {
+fn kubectl_watch_on_one_replica_sees_a_tag_set_through_another() {
+    if !tools() || !tools_present(&["kubectl", "openssl"]) {
         return;
     }
-    let Some(cluster) = Cluster::start(3) else { return };
-    let [_, b, c] = &cluster.replicas[..] else { unreachable!() };
+    let Some(cluster) = Cluster::start(2) else { return };
+    let b = &cluster.replicas[1];
+    let dir = cluster.tmp.path().join("kubectl");
+    let c = TlsReplica::start(&dir, &cluster);
     let m = small_image(b, "ns/web", "v1");
     assert_eq!(put_manifest(b, "ns/web", "v1", &m).status, 201);
-    let list = c.get("/apis/image.openshift.io/v1/namespaces/ns/imagestreams").json();
-    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
-    let mut watch = TcpStream::connect(&c.host).unwrap();
-    watch.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        watch,
-        "GET /apis/image.openshift.io/v1/namespaces/ns/imagestreams?watch=true&resourceVersion={rv} HTTP/1.1\r\n\
-         Host: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-        c.host, cluster.token
-    )
-    .unwrap();
-    let m2 = small_image(b, "ns/web", "v2");
-    assert_eq!(put_manifest(b, "ns/web", "v2", &m2).status, 201);
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 16384];
-    while started.elapsed() < Duration::from_secs(10) {
-        let n = watch.read(&mut buf).unwrap_or(0);
-        seen.extend_from_slice(&buf[..n]);
-        if String::from_utf8_lossy(&seen).contains(&sha256_digest(&m2)) {
+
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out_path = dir.join("watch.out");
+    let mut watch = Command::new("kubectl")
+        .args(["--server", &c.url, "--token", &cluster.token, "--insecure-skip-tls-verify", "-n", "ns"])
+        .args(["get", "is", "-w"])
+        .env("HOME", &home)
+        .env_remove("KUBECONFIG")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get is -w");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pushed = false;
+    while Instant::now() < deadline {
+        seen = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if !pushed && seen.contains("web") {
+            // The watch has listed the stream; now B sets a new tag.
+            let m2 = small_image(b, "ns/web", "v2");
+            assert_eq!(put_manifest(b, "ns/web", "v2", &m2).status, 201);
+            pushed = true;
+        }
+        if seen.contains("v2") {
             break;
         }
+        thread::sleep(Duration::from_millis(100));
     }
-    let text = String::from_utf8_lossy(&seen);
-    assert!(text.contains("MODIFIED") && text.contains(&sha256_digest(&m2)), "watch on C:\n{text}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    eprintln!("kubectl get is -w on {}:\n{seen}", c.url);
+    assert!(pushed, "kubectl never listed ns/web:\n{seen}");
+    assert!(seen.lines().any(|l| l.starts_with("web") && l.contains("v2")), "the watch on C saw B's tag:\n{seen}");
+}
+
+/// A replica on the cluster's stores serving https with a fresh self-signed certificate.
+struct TlsReplica {
+    child: Child,
+    url: String,
+}
+
+impl TlsReplica {
+    fn start(dir: &std::path::Path, cluster: &Cluster) -> TlsReplica {
+        std::fs::create_dir_all(dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        run_ok(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args(["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+            SHORT,
+        );
+        let mut cmd = Command::new(tributary_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-token", &cluster.token])
+            .arg("--data-dir")
+            .arg(dir.join("unused-data"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("TRIBUTARY_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(cluster.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().expect("start tributary with TLS");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+            .expect("tributary says where it listens");
+        let url = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+        assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+        assert!(!dir.join("unused-data").exists(), "the TLS replica created a local data directory");
+        TlsReplica { child, url }
+    }
+}
+
+impl Drop for TlsReplica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
