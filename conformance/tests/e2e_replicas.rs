@@ -343,7 +343,7 @@ impl Drop for TlsReplica {
 }
 
 #[test]
-fn a_token_revoked_on_one_replica_is_refused_by_all_within_a_second() {
+fn a_token_revoked_or_a_role_removed_on_one_replica_is_refused_by_all_within_a_second() {
     if !tools() {
         return;
     }
@@ -383,6 +383,46 @@ fn a_token_revoked_on_one_replica_is_refused_by_all_within_a_second() {
         }
     }
     eprintln!("revocation seen by every replica after {:?}", revoked.elapsed());
+
+    // A role removed through A: bob's token stops reading ns on B and C within a second.
+    let m = small_image(a, "ns/roles", "v1");
+    assert_eq!(put_manifest(a, "ns/roles", "v1", &m).status, 201);
+    let config = cluster.tmp.path().join("client.json");
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(tributary_bin());
+        cmd.args(args)
+            .env("TRIBUTARY_SERVER", format!("http://{}", a.host))
+            .env("TRIBUTARY_TOKEN", &cluster.token)
+            .env("TRIBUTARY_CLIENT_CONFIG", &config);
+        run_ok(&mut cmd, SHORT).stdout.trim().to_owned()
+    };
+    cli(&["create", "user", "bob"]);
+    let bob = cli(&["create", "token", "--user", "bob"]);
+    cli(&["policy", "add-role-to-user", "system:image-puller", "bob", "-n", "ns"]);
+    let pull = |reg: &Registry| {
+        let r = TcpStream::connect(&reg.host).and_then(|mut s| {
+            write!(
+                s,
+                "GET /v2/ns/roles/manifests/v1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {bob}\r\n\
+                 Accept: {OCI_MANIFEST}\r\nConnection: close\r\n\r\n",
+                reg.host
+            )?;
+            read_response(&mut s, false)
+        });
+        r.unwrap().status
+    };
+    for reg in [b, c] {
+        assert_eq!(pull(reg), 200, "bob pulls through {} while he has the role", reg.host);
+    }
+    cli(&["policy", "remove-role-from-user", "system:image-puller", "bob", "-n", "ns"]);
+    let removed = Instant::now();
+    for reg in [b, c] {
+        while !matches!(pull(reg), 401 | 403 | 404) {
+            assert!(removed.elapsed() < Duration::from_secs(1), "{} still lets bob pull", reg.host);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!("role removal seen by every replica after {:?}", removed.elapsed());
 }
 
 #[test]

@@ -311,6 +311,14 @@ impl Appender {
         Ok(())
     }
 
+    /// Waits for the part in flight, if any, and records nothing: a writer that failed stops touching the
+    /// multipart upload before its claim is released.
+    pub(crate) async fn stop(mut self) {
+        if let Some((task, _)) = self.in_flight.take() {
+            let _ = task.await;
+        }
+    }
+
     /// The state this writer got to (for discarding everything it and earlier writers staged).
     pub(crate) async fn into_state(mut self) -> StagedUpload {
         let _ = self.settle(&mut Lease::detached()).await;

@@ -204,6 +204,13 @@ enum Writer {
 }
 
 impl Writer {
+    /// Waits for whatever this writer still has in flight, recording nothing (before letting go of the claim).
+    async fn stop(self) {
+        if let Writer::Multipart(app) = self {
+            app.stop().await;
+        }
+    }
+
     async fn open(store: &BlobStore, id: UploadId, session: &UploadSession, target: Path) -> Result<Writer, BlobError> {
         match store.staging() {
             Staging::Local(_) => match store.lock_upload(id).await? {
@@ -286,6 +293,9 @@ impl BlobStore {
         let written = match writer.write(session.size, body, &mut hasher, None, &mut lease).await {
             Ok(n) => n,
             Err(e) => {
+                // A part still on its way must land before the claim goes: the next writer uploads the same
+                // part number, and a late PUT of this one would replace its bytes.
+                writer.stop().await;
                 lease.abandon().await;
                 return Err(e);
             }
