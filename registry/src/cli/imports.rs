@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use streams::import::ImageStreamImport;
 use streams::model::{ImageStream, ImageStreamTag};
 
-use super::streams::{describe_tag, typed, Api, ReferencePolicy, Target};
+use super::describe::describe_tag;
+use super::streams::{typed, Api, ReferencePolicy, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ImportModeArg {

@@ -7,9 +7,11 @@
 mod bootstrap;
 mod client;
 mod config;
+mod describe;
 mod duration;
 mod imports;
 pub mod streams;
+mod yaml;
 
 use auth::{GroupName, Role, ServiceAccountName, Subject, UserName};
 use clap::{Args, Subcommand};
