@@ -5,6 +5,7 @@
 //! The records every request reads are cached (`cache`), kept true by the metadata store's change feed.
 //! This crate calls only `storage-backends` (keys in `storage_backends::keys`) and never the registry.
 
+mod admin;
 mod cache;
 pub mod identity;
 pub mod ids;
