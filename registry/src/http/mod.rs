@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod kube;
 mod oci;
+mod openapi;
 mod secrets;
 mod streams_api;
 pub mod tls;
