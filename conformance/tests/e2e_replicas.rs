@@ -203,6 +203,36 @@ fn docker_pushes_through_one_replica_and_pulls_through_the_others() {
     }
 }
 
+/// A client that sends each chunk of an upload to the next replica, at once: every PATCH continues where the one
+/// before it (on another replica, a moment ago) ended, none is refused, and the blob is exact.
+#[test]
+fn chunk_after_chunk_on_alternating_replicas() {
+    if !tools() {
+        return;
+    }
+    let Some(cluster) = Cluster::start(3) else { return };
+    let body: Vec<u8> = (0..300 * 1024u32).map(|i| (i.wrapping_mul(2246822519) >> 24) as u8).collect();
+    let digest = sha256_digest(&body);
+    let mut location = cluster.replicas[0].start_upload("ns/alternating");
+    for (i, chunk) in body.chunks(1024).enumerate() {
+        let reg = &cluster.replicas[(i + 1) % 3];
+        let at = i * 1024;
+        let range = format!("{at}-{}", at + chunk.len() - 1);
+        let r = reg.request(
+            "PATCH",
+            &location,
+            &[("Content-Type", "application/octet-stream"), ("Content-Range", &range)],
+            chunk,
+        );
+        assert_eq!(r.status, 202, "chunk {i} ({range}) on {}: {r}", reg.host);
+        location = r.header("location").unwrap().to_owned();
+    }
+    let r = cluster.replicas[1].request("PUT", &with_query(&location, &format!("digest={digest}")), &[], &[]);
+    assert_eq!(r.status, 201, "{r}");
+    let got = cluster.replicas[2].get(&format!("/v2/ns/alternating/blobs/{digest}"));
+    assert_eq!((got.status, sha256_digest(&got.body)), (200, digest));
+}
+
 #[test]
 fn concurrent_pushes_of_one_tag_through_three_replicas_lose_no_event() {
     if !tools() {

@@ -100,12 +100,23 @@ impl Lease {
     async fn claim(store: &BlobStore, id: UploadId, start: ChunkStart) -> Result<Lease, BlobError> {
         let meta = store.meta()?.clone();
         let key = keys::upload(id);
+        // A refusal is confirmed on the store's latest copy first: the chunk before this one may have gone
+        // through another replica a moment ago, and this replica's copy may not have it yet.
+        let mut latest = false;
         loop {
-            let Some((mut session, version)) = meta.get_json::<UploadSession>(&key).await? else {
+            let read: Option<(UploadSession, u64)> =
+                if latest { meta.get_latest_json(&key).await? } else { meta.get_json(&key).await? };
+            let Some((mut session, version)) = read else {
+                if !std::mem::replace(&mut latest, true) {
+                    continue;
+                }
                 return Err(BlobError::UploadUnknown(id));
             };
             let have = session.size;
             if session.busy() || start.is_some_and(|s| s != have) {
+                if !std::mem::replace(&mut latest, true) {
+                    continue;
+                }
                 return Err(BlobError::RangeInvalid { have, start: start.unwrap_or(have) });
             }
             session.writer = Some(WriterClaim { id: UploadId::random().to_string(), until: until(store.lease) });
@@ -268,7 +279,8 @@ impl BlobStore {
 
     /// Session `id` with its version, when it exists.
     pub async fn upload_session(&self, id: UploadId) -> Result<Option<(UploadSession, u64)>, BlobError> {
-        Ok(self.meta()?.get_json::<UploadSession>(&keys::upload(id)).await?)
+        // The latest copy: a status request must report chunks that went through other replicas a moment ago.
+        Ok(self.meta()?.get_latest_json::<UploadSession>(&keys::upload(id)).await?)
     }
 
     /// Appends a chunk. `start` is the chunk's first byte offset from `Content-Range`, when given; it must equal

@@ -448,7 +448,7 @@ impl StreamService {
     /// The digest a tag points at now (tracking tags move with what they track, in the same transaction, so
     /// this is always the top of the tag's own history).
     pub async fn resolve_tag(&self, repo: &RepositoryName, tag: &TagName) -> Result<Option<Digest>, StreamError> {
-        let head = self.store.get_json::<TagHead>(&keys::istag(repo, tag)).await?;
+        let head = self.store.get_json_confirmed::<TagHead>(&keys::istag(repo, tag)).await?;
         Ok(head.and_then(|(h, _)| h.image()))
     }
 

@@ -47,7 +47,7 @@ pub struct BlobRead {
 
 impl Registry {
     async fn blob_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobLink, RegistryError> {
-        match self.meta.get_json::<BlobLink>(&keys::blob_link(repo, digest)).await? {
+        match self.meta.get_json_confirmed::<BlobLink>(&keys::blob_link(repo, digest)).await? {
             Some((link, _)) => Ok(link),
             None => Err(RegistryError::BlobUnknown(digest.clone())),
         }

@@ -168,7 +168,7 @@ impl Registry {
             }
         }
         for child in parsed.children() {
-            match self.meta.get_json::<ManifestLink>(&keys::manifest_link(repo, &child.digest)).await? {
+            match self.meta.get_json_confirmed::<ManifestLink>(&keys::manifest_link(repo, &child.digest)).await? {
                 Some((link, _)) if link.size == child.size => {}
                 Some((link, _)) => {
                     return Err(RegistryError::ManifestInvalid(format!(
@@ -230,7 +230,7 @@ impl Registry {
     async fn load_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<StoredManifest, RegistryError> {
         let (link, _) = self
             .meta
-            .get_json::<ManifestLink>(&keys::manifest_link(repo, digest))
+            .get_json_confirmed::<ManifestLink>(&keys::manifest_link(repo, digest))
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
         let bytes = match (self.manifest_bytes(digest).await?, &link.upstream) {
@@ -245,7 +245,13 @@ impl Registry {
 
     /// A manifest's bytes: from the metadata store, or from the blob store where older versions kept them.
     pub(crate) async fn manifest_bytes(&self, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
-        match self.meta.get(&keys::manifest_content(digest)).await? {
+        let key = keys::manifest_content(digest);
+        // Absent here may be a manifest another replica stored a moment ago: confirmed on the latest copy.
+        let small = match self.meta.get(&key).await? {
+            Some(v) => Some(v),
+            None => self.meta.get_latest(&key).await?,
+        };
+        match small {
             Some(v) => Ok(Some(Bytes::from(v.value))),
             None => Ok(self.blobs.read_all(digest).await?),
         }

@@ -271,6 +271,10 @@ impl MetadataStore for EtcdStore {
                 return Ok(hit.value);
             }
         }
+        self.get_latest(key).await
+    }
+
+    async fn get_latest(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
         let mut kv = self.client.kv_client();
         let response = self.call(kv.get(self.full_key(key), None)).await?;
         let read_at = header_revision(response.header());

@@ -165,6 +165,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// replica's commit once this handle's feed has carried it (milliseconds; a conflicting commit also refreshes
     /// the keys it checked, so a compare-and-swap retry reads fresh data).
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Reads one key as the store has it now, whichever replica wrote it last (on etcd a read of etcd itself,
+    /// which also refreshes this handle's cache). For a decision that would refuse a client on what may be an
+    /// older copy: an upload's offset continued through another replica a moment ago, say.
+    async fn get_latest(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.get(key).await
+    }
     /// Keys starting with `prefix`, in byte order, strictly after `start_after` when given, at most `limit`.
     async fn list(
         &self,
@@ -206,6 +212,22 @@ pub trait MetadataStore: Send + Sync + 'static {
 pub trait MetadataStoreExt: MetadataStore {
     async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, StoreError> {
         match self.get(key).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some((decode(key, &v.value)?, v.version))),
+        }
+    }
+    /// [`MetadataStoreExt::get_json`], with an absence confirmed on the latest copy: for reads whose "not found"
+    /// refuses a client (a blob, manifest or tag another replica recorded a moment ago). Costs a round trip to a
+    /// shared store only when the key is missing.
+    async fn get_json_confirmed<T: DeserializeOwned + Send>(&self, key: &str) -> Result<Option<(T, u64)>, StoreError> {
+        match self.get_json(key).await? {
+            Some(found) => Ok(Some(found)),
+            None => self.get_latest_json(key).await,
+        }
+    }
+    /// [`MetadataStore::get_latest`], decoded.
+    async fn get_latest_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, StoreError> {
+        match self.get_latest(key).await? {
             None => Ok(None),
             Some(v) => Ok(Some((decode(key, &v.value)?, v.version))),
         }
