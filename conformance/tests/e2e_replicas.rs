@@ -497,6 +497,63 @@ fn kill_9_of_a_replica_mid_push_leaves_the_others_serving() {
     assert_eq!(b.get("/v2/ns/app/manifests/v2").body, after);
 }
 
+/// Three replicas started at once on empty remote stores, none given a token: exactly one generates the
+/// administrator's token and shows it (nothing is written locally), and that token works on all three.
+#[test]
+fn the_first_replica_creates_the_administrator_token() {
+    if !tools() {
+        return;
+    }
+    let (Some(etcd), Some(s3)) = (EtcdServer::start(), S3Server::start()) else { return };
+    let env = replica_env(&etcd, &s3);
+    let tmp = tempdir("tributary-e2e-first-token-");
+    let mut children: Vec<(Child, std::path::PathBuf)> = (0..3)
+        .map(|i| {
+            let data_dir = tmp.path().join(format!("unused-data-{i}"));
+            let mut cmd = Command::new(tributary_bin());
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]).arg("--data-dir").arg(&data_dir);
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("TRIBUTARY_") {
+                    cmd.env_remove(k);
+                }
+            }
+            cmd.envs(env.iter().map(|(k, v)| (k, v))).stdout(Stdio::piped()).stderr(Stdio::null());
+            (cmd.spawn().expect("start tributary"), data_dir)
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    let mut hosts = Vec::new();
+    for (child, data_dir) in &mut children {
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "no listening line: {lines:?}");
+            lines.push(line.trim().to_owned());
+            if line.contains("listening on") {
+                break;
+            }
+        }
+        if let Some(i) = lines.iter().position(|l| l.starts_with("generated the cluster administrator token")) {
+            assert!(lines[i].contains("shown only now"), "{lines:?}");
+            tokens.push(lines[i + 1].clone());
+        }
+        hosts.push(lines.last().unwrap().rsplit("http://").next().unwrap().to_owned());
+        assert!(!data_dir.exists(), "a replica wrote to {}", data_dir.display());
+        // Keep the pipe open and drained so later output never blocks or kills the replica.
+        thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    }
+    assert_eq!(tokens.len(), 1, "exactly one replica generated the token: {tokens:?}");
+    for host in &hosts {
+        let reg = Registry::attach(host, &tokens[0]);
+        assert_eq!(reg.get("/apis/tributary.dev/v1/whoami").status, 200, "the token on {host}");
+    }
+    for (child, _) in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// nginx balances the three replicas; skopeo pushes and pulls through it as through one registry.
 #[test]
 fn nginx_in_front_of_three_replicas() {
