@@ -12,7 +12,7 @@ use chrono::Utc;
 use names::{Digest, Namespace, RepositoryName, StreamName, TagName};
 use serde_json::Value;
 use storage_backends::meta::decode;
-use storage_backends::{keys, MetadataStoreExt, Txn};
+use storage_backends::{keys, Expect, MetadataStoreExt, Txn};
 
 use crate::model::{
     Image, ImageStream, ImageStreamImage, ImageStreamMapping, ImageStreamTag, NamedTagEventList, ObjectList,
@@ -172,6 +172,7 @@ impl StreamService {
             Some(ns) => (keys::imagestreams_in(ns), keys::istags_in(ns)),
             None => (keys::IMAGESTREAMS.to_owned(), keys::ISTAGS.to_owned()),
         };
+        let read_at = self.store.revision().await?;
         let mut loaded: BTreeMap<RepositoryName, Loaded> = BTreeMap::new();
         let mut after: Option<String> = None;
         loop {
@@ -180,10 +181,8 @@ impl StreamService {
             after = Some(last.clone());
             for (k, s, v) in page {
                 let Some(repo) = keys::repository_of_imagestream_key(&k) else { continue };
-                loaded.insert(
-                    repo.clone(),
-                    Loaded { repo, stream: Some((s, v)), histories: BTreeMap::new(), conditions: BTreeMap::new() },
-                );
+                let (histories, conditions) = (BTreeMap::new(), BTreeMap::new());
+                loaded.insert(repo.clone(), Loaded { repo, stream: Some((s, v)), histories, conditions, read_at });
             }
         }
         let mut after: Option<String> = None;
@@ -245,10 +244,7 @@ impl StreamService {
             for (k, v) in self.link_copies(repo, &outcome.copies).await? {
                 txn = txn.put(k, v);
             }
-            let txn = before.txn(txn, Some(&state), strict);
-            if !txn.is_empty() {
-                self.store.commit(txn).await?;
-            }
+            self.commit_plan(before.plan(txn, &state, strict)).await?;
             Ok(())
         })?;
         self.get_stream(repo).await?.ok_or_else(|| not_found(ObjectKind::ImageStream, repo.stream().as_str()))
@@ -334,25 +330,24 @@ impl StreamService {
     }
 
     /// Deletes an image stream with all its tags, and the repository's manifest and blob links. Images stay
-    /// (they are cluster-scoped). Returns the stream as it was.
+    /// (they are cluster-scoped). Returns the stream as it was. One transaction however many tags: the stream key
+    /// (compare-and-swapped) and prefix deletes of the repository's tag histories, import conditions, links and
+    /// referrers, so a tag pushed meanwhile (its push expects the stream key as it was) goes too.
     pub async fn delete_stream(&self, repo: &RepositoryName) -> Result<ImageStream, StreamError> {
         retry_on_conflict!(repo, {
             let before = self.load(repo).await?;
             let last =
                 self.assemble(&before).ok_or_else(|| not_found(ObjectKind::ImageStream, repo.stream().as_str()))?;
-            let mut txn = Txn::new();
-            for prefix in [keys::links_of(repo), keys::referrers_in(repo)] {
-                let mut after: Option<String> = None;
-                loop {
-                    let page = self.store.list(&prefix, after.as_deref(), 1000).await?;
-                    let Some((k, _)) = page.last() else { break };
-                    after = Some(k.clone());
-                    for (k, _) in page {
-                        txn = txn.delete(k);
-                    }
-                }
-            }
-            self.store.commit(before.txn(txn, None, false)).await?;
+            let version = before.stream.as_ref().map_or(0, |(_, v)| *v);
+            let key = keys::imagestream(repo);
+            let txn = Txn::new()
+                .expect(key.clone(), Expect::Version(version))
+                .delete(key)
+                .delete_prefix(keys::istags_of(repo))
+                .delete_prefix(keys::import_conditions_of(repo))
+                .delete_prefix(keys::links_of(repo))
+                .delete_prefix(keys::referrers_in(repo));
+            self.store.commit(txn).await?;
             Ok(last)
         })
     }
