@@ -9,6 +9,7 @@ pub mod import;
 pub mod manifest;
 pub mod model;
 pub mod objects;
+pub mod patch;
 mod plan;
 pub mod refs;
 pub mod rules;

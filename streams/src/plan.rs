@@ -260,3 +260,108 @@ pub(crate) fn orphan_plan(loaded: &Loaded, after: &BTreeMap<TagName, NamedTagEve
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use storage_backends::{KvEvent, MemoryStore, MetadataStore};
+
+    use super::*;
+
+    fn tag_writes(n: usize) -> Vec<Write> {
+        let put = |i| Write { key: format!("istags/ns/s/t{i:03}"), expect: Some(Expect::Absent), value: Some(vec![1]) };
+        (0..n).map(put).collect()
+    }
+
+    fn plan(read: u64, tags: Vec<Write>) -> Plan {
+        Plan {
+            leading: vec![Write { key: "links/ns/s/manifests/m".into(), expect: None, value: Some(b"l".to_vec()) }],
+            tags,
+            trailing: vec![Write { key: "links/ns/s/blobs/b".into(), expect: None, value: None }],
+            stream: Some(StreamWrite {
+                key: "imagestreams/ns/s".into(),
+                read: Some((read, b"old".to_vec())),
+                new: Some(b"new".to_vec()),
+            }),
+            unchanged_since: Some((vec!["istags/ns/s/".into()], read)),
+        }
+    }
+
+    async fn setup() -> (MemoryStore, StreamService, u64) {
+        let store = MemoryStore::new();
+        let svc = StreamService::new(Arc::new(store.clone()), "reg.example");
+        let txn = Txn::new().put("imagestreams/ns/s", b"old".to_vec()).put("links/ns/s/blobs/b", b"b".to_vec());
+        let read = store.commit(txn).await.unwrap();
+        (store, svc, read)
+    }
+
+    /// Every event on the feed, by revision.
+    fn drain(feed: &mut tokio::sync::broadcast::Receiver<KvEvent>) -> BTreeMap<u64, Vec<KvEvent>> {
+        let mut out: BTreeMap<u64, Vec<KvEvent>> = BTreeMap::new();
+        while let Ok(e) = feed.try_recv() {
+            out.entry(e.revision).or_default().push(e);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_change_that_fits_is_one_transaction() {
+        let (store, svc, read) = setup().await;
+        let mut feed = store.subscribe();
+        svc.commit_plan(plan(read, tag_writes(120))).await.unwrap();
+        let commits = drain(&mut feed);
+        assert_eq!(commits.len(), 1, "one revision");
+        assert_eq!(commits.values().next().unwrap().len(), 123);
+        assert_eq!(store.get("imagestreams/ns/s").await.unwrap().unwrap().value, b"new");
+    }
+
+    /// Leading writes first, tags a hundred at a time, trailing writes and the new stream key last; every link
+    /// within the store's limits (it refuses more) and moving the stream key.
+    #[tokio::test]
+    async fn a_change_too_large_for_one_transaction_commits_as_a_chain_guarded_by_the_stream_key() {
+        let (store, svc, read) = setup().await;
+        let mut feed = store.subscribe();
+        svc.commit_plan(plan(read, tag_writes(250))).await.unwrap();
+        let commits: Vec<Vec<KvEvent>> = drain(&mut feed).into_values().collect();
+        assert_eq!(commits.len(), 3, "252 writes in links of at most {CHUNK_WRITES}");
+        let stream_value =
+            |c: &[KvEvent]| c.iter().find(|e| e.key == "imagestreams/ns/s").and_then(|e| e.value.clone());
+        assert_eq!(stream_value(&commits[0]).as_deref(), Some(&b"old"[..]), "the old spec until the last link");
+        assert_eq!(stream_value(&commits[1]).as_deref(), Some(&b"old"[..]));
+        assert_eq!(stream_value(&commits[2]).as_deref(), Some(&b"new"[..]));
+        assert_eq!(commits[0][0].key, "links/ns/s/manifests/m", "the leading write goes first");
+        assert!(commits[2].iter().any(|e| e.key == "links/ns/s/blobs/b" && e.value.is_none()), "trailing last");
+        assert!(commits.iter().all(|c| c.len() <= MAX_TXN_OPS));
+        assert_eq!(store.list_keys("istags/ns/s/", None, 1000).await.unwrap().len(), 250);
+    }
+
+    /// A strict chain checks the prefix in its first link: a tag written since the read stops it before anything
+    /// is written.
+    #[tokio::test]
+    async fn a_strict_chain_whose_tags_moved_since_the_read_writes_nothing() {
+        let (store, svc, read) = setup().await;
+        store.commit(Txn::new().put("istags/ns/s/zzz", vec![9])).await.unwrap();
+        let err = svc.commit_plan(plan(read, tag_writes(250))).await;
+        assert!(matches!(err, Err(StreamError::Store(StoreError::Conflict { key })) if key == "istags/ns/s/"));
+        assert_eq!(store.list_keys("istags/ns/s/", None, 1000).await.unwrap(), ["istags/ns/s/zzz"]);
+        assert_eq!(store.get("links/ns/s/manifests/m").await.unwrap(), None);
+    }
+
+    /// A link that loses its race stops the chain: the tags of the links before it stay written, the stream key
+    /// keeps its old content (the retry starts from there).
+    #[tokio::test]
+    async fn a_chain_stops_at_the_link_that_loses_a_race() {
+        let (store, svc, read) = setup().await;
+        let mut p = plan(read, tag_writes(250));
+        p.unchanged_since = None;
+        // Someone wrote a tag of the second link after the read.
+        store.commit(Txn::new().put("istags/ns/s/t150", vec![9])).await.unwrap();
+        let err = svc.commit_plan(p).await;
+        assert!(matches!(err, Err(StreamError::Store(StoreError::Conflict { key })) if key == "istags/ns/s/t150"));
+        assert_eq!(store.list_keys("istags/ns/s/", None, 1000).await.unwrap().len(), 100, "the first link stays");
+        let stream = store.get("imagestreams/ns/s").await.unwrap().unwrap();
+        assert_eq!(stream.value, b"old");
+        assert!(stream.version > read, "the stream key moved with the first link");
+    }
+}

@@ -1,9 +1,9 @@
 //! [`StreamService`]: records ImageStreamMappings and answers every tag question from the streams' tag histories.
 //! All writes are compare-and-swap transactions on the metadata store, retried on conflict, so concurrent pushes
 //! and tag updates to one stream never lose a history event. A stream is read into memory ([`Loaded`]), changed
-//! by the pure rules of [`crate::rules`], and written back as one transaction that expects every key it read to
-//! be unchanged ([`Loaded::txn`]). The API's object operations live in [`crate::objects`], watches in
-//! [`crate::watch`].
+//! by the pure rules of [`crate::rules`], and written back expecting every key it writes to be unchanged (one
+//! transaction, or a chain guarded by the stream key when too many tags change: [`crate::plan`]). The API's
+//! object operations live in [`crate::objects`], watches in [`crate::watch`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
