@@ -109,7 +109,8 @@ pub(crate) struct Loaded {
     pub histories: BTreeMap<TagName, (NamedTagEventList, u64)>,
     /// The conditions of failed imports, by tag (kept beside the histories; see [`crate::import`]).
     pub conditions: BTreeMap<TagName, (Vec<TagEventCondition>, u64)>,
-    /// The store's revision before the first read: a strict write expects nothing of the stream written since.
+    /// The store's revision before the first read: a strict write expects nothing of the stream written since
+    /// (0 when not read: [`StreamService::load_tags`] saves pushes that round trip).
     pub read_at: u64,
 }
 
@@ -226,7 +227,8 @@ impl StreamService {
         stream: Option<(ImageStream, u64)>,
         tags: &BTreeSet<TagName>,
     ) -> Result<Loaded, StreamError> {
-        let read_at = self.store.revision().await?;
+        // Not read for a strict write (which needs every key: `load`); 0 makes a strict plan of it always conflict.
+        let read_at = 0;
         let mut histories = BTreeMap::new();
         let mut conditions = BTreeMap::new();
         for tag in tags {
