@@ -318,7 +318,14 @@ impl StreamService {
         let outcome = self.map_image(repo, Some(tag), image, reference, extra, true).await?;
         let key = keys::import_conditions(repo, tag);
         if let Some(v) = self.store.get(&key).await? {
-            let _ = self.store.commit(Txn::new().expect(key.clone(), Expect::Version(v.version)).delete(key)).await;
+            let mut txn = Txn::new().expect(key.clone(), Expect::Version(v.version)).delete(key);
+            // A deletion under the stream's prefixes rewrites the stream key, which strict writes check (see
+            // `crate::plan`); the stream's resourceVersion goes up with its status.
+            let stream_key = keys::imagestream(repo);
+            if let Some(s) = self.store.get(&stream_key).await? {
+                txn = txn.expect(stream_key.clone(), Expect::Version(s.version)).put(stream_key, s.value);
+            }
+            let _ = self.store.commit(txn).await;
         }
         Ok(outcome)
     }

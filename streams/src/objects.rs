@@ -1,8 +1,8 @@
 //! The image stream API's object operations, in OpenShift's shapes: image streams (list, get, create, replace,
 //! merge-patch, delete), image stream tags (`<stream>:<tag>`: list, get, create, replace, delete), image stream
 //! images (`<stream>@<id>`), image stream mappings and images. Every spec write goes through [`write_spec`]
-//! (read, [`rules::apply_spec`], one compare-and-swap transaction, retried). Called by the registry's HTTP edge
-//! with typed names; no HTTP here.
+//! (read, [`rules::apply_spec`], compare-and-swap writes committed by [`crate::plan`], retried). Called by the
+//! registry's HTTP edge with typed names; no HTTP here. The patch functions live in [`crate::patch`] (re-exported).
 //!
 //! [`write_spec`]: StreamService::write_spec
 
@@ -12,7 +12,9 @@ use chrono::Utc;
 use names::{Digest, Namespace, RepositoryName, StreamName, TagName};
 use serde_json::Value;
 use storage_backends::meta::decode;
-use storage_backends::{keys, MetadataStoreExt, Txn};
+use storage_backends::{keys, Expect, MetadataStoreExt, Txn};
+
+pub use crate::patch::{apply_patch, merge_patch, strategic_merge, PatchKind, KEYED_LISTS};
 
 use crate::model::{
     Image, ImageStream, ImageStreamImage, ImageStreamMapping, ImageStreamTag, NamedTagEventList, ObjectList,
@@ -21,120 +23,6 @@ use crate::model::{
 use crate::refs::{ImageId, IsTagName};
 use crate::rules::{self, StreamState, REFERENCE_LOCAL};
 use crate::service::{retry_on_conflict, stored, Loaded, ObjectKind, StreamError, StreamService};
-
-/// How a PATCH body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatchKind {
-    /// RFC 7386 JSON merge patch (`application/merge-patch+json`): lists are replaced whole.
-    Merge,
-    /// Kubernetes' strategic merge patch (`application/strategic-merge-patch+json`, what `kubectl apply` sends
-    /// when the OpenAPI document allows it): like a merge patch, except that the lists of [`KEYED_LISTS`] are
-    /// merged item by item on their key, and the directives `$patch`, `$setElementOrder/…`, `$retainKeys` and
-    /// `$deleteFromPrimitiveList/…` are honoured.
-    Strategic,
-}
-
-/// The lists merged by key in a strategic merge patch: (field name, key).
-pub const KEYED_LISTS: [(&str, &str); 1] = [("tags", "name")];
-
-/// Applies `patch` to `target` as `kind` says.
-pub fn apply_patch(target: &mut Value, patch: &Value, kind: PatchKind) {
-    match kind {
-        PatchKind::Merge => merge_patch(target, patch),
-        PatchKind::Strategic => strategic_merge(target, patch),
-    }
-}
-
-/// Applies a strategic merge patch (see [`PatchKind::Strategic`]).
-pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Value::Object(fields) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if fields.get("$patch").and_then(Value::as_str) == Some("replace") {
-        *target = without_directives(patch);
-        return;
-    }
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let Value::Object(t) = target else { return };
-    for (k, v) in fields {
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(items)), Value::Array(gone)) = (t.get_mut(field), v) {
-                items.retain(|i| !gone.contains(i));
-            }
-            continue;
-        }
-        if k.starts_with('$') {
-            continue;
-        }
-        if v.is_null() {
-            t.remove(k);
-            continue;
-        }
-        let key = KEYED_LISTS.iter().find(|(f, _)| f == k).map(|(_, key)| *key);
-        match (key, t.get_mut(k), v) {
-            (Some(key), Some(Value::Array(items)), Value::Array(changes)) => {
-                for change in changes {
-                    let id = change.get(key);
-                    let at = items.iter().position(|i| id.is_some() && i.get(key) == id);
-                    match (change.get("$patch").and_then(Value::as_str), at) {
-                        (Some("delete"), Some(i)) => {
-                            items.remove(i);
-                        }
-                        (Some("delete"), None) => {}
-                        (_, Some(i)) => strategic_merge(&mut items[i], change),
-                        (_, None) => items.push(without_directives(change)),
-                    }
-                }
-                if let Some(Value::Array(order)) = fields.get(&format!("$setElementOrder/{k}")) {
-                    let rank = |i: &Value| order.iter().position(|o| o.get(key) == i.get(key)).unwrap_or(usize::MAX);
-                    items.sort_by_key(rank);
-                }
-            }
-            (_, Some(existing), _) => strategic_merge(existing, v),
-            (_, None, _) => {
-                t.insert(k.clone(), without_directives(v));
-            }
-        }
-    }
-    if let Some(Value::Array(keep)) = fields.get("$retainKeys") {
-        t.retain(|k, _| keep.iter().any(|x| x.as_str() == Some(k)));
-    }
-}
-
-/// `v` with every `$`-directive removed, at any depth.
-fn without_directives(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), without_directives(v))).collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_directives).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Applies an RFC 7386 JSON merge patch to `target`.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(fields) => {
-            if !target.is_object() {
-                *target = Value::Object(Default::default());
-            }
-            if let Value::Object(t) = target {
-                for (k, v) in fields {
-                    if v.is_null() {
-                        t.remove(k);
-                    } else {
-                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                    }
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
 
 fn invalid(kind: ObjectKind, name: &str, message: impl Into<String>) -> StreamError {
     StreamError::Invalid { kind, name: name.to_owned(), message: message.into() }
@@ -172,6 +60,7 @@ impl StreamService {
             Some(ns) => (keys::imagestreams_in(ns), keys::istags_in(ns)),
             None => (keys::IMAGESTREAMS.to_owned(), keys::ISTAGS.to_owned()),
         };
+        let read_at = self.store.revision().await?;
         let mut loaded: BTreeMap<RepositoryName, Loaded> = BTreeMap::new();
         let mut after: Option<String> = None;
         loop {
@@ -180,10 +69,8 @@ impl StreamService {
             after = Some(last.clone());
             for (k, s, v) in page {
                 let Some(repo) = keys::repository_of_imagestream_key(&k) else { continue };
-                loaded.insert(
-                    repo.clone(),
-                    Loaded { repo, stream: Some((s, v)), histories: BTreeMap::new(), conditions: BTreeMap::new() },
-                );
+                let (histories, conditions) = (BTreeMap::new(), BTreeMap::new());
+                loaded.insert(repo.clone(), Loaded { repo, stream: Some((s, v)), histories, conditions, read_at });
             }
         }
         let mut after: Option<String> = None;
@@ -245,10 +132,7 @@ impl StreamService {
             for (k, v) in self.link_copies(repo, &outcome.copies).await? {
                 txn = txn.put(k, v);
             }
-            let txn = before.txn(txn, Some(&state), strict);
-            if !txn.is_empty() {
-                self.store.commit(txn).await?;
-            }
+            self.commit_plan(before.plan(txn, &state, strict)).await?;
             Ok(())
         })?;
         self.get_stream(repo).await?.ok_or_else(|| not_found(ObjectKind::ImageStream, repo.stream().as_str()))
@@ -334,25 +218,24 @@ impl StreamService {
     }
 
     /// Deletes an image stream with all its tags, and the repository's manifest and blob links. Images stay
-    /// (they are cluster-scoped). Returns the stream as it was.
+    /// (they are cluster-scoped). Returns the stream as it was. One transaction however many tags: the stream key
+    /// (compare-and-swapped) and prefix deletes of the repository's tag histories, import conditions, links and
+    /// referrers, so a tag pushed meanwhile (its push expects the stream key as it was) goes too.
     pub async fn delete_stream(&self, repo: &RepositoryName) -> Result<ImageStream, StreamError> {
         retry_on_conflict!(repo, {
             let before = self.load(repo).await?;
             let last =
                 self.assemble(&before).ok_or_else(|| not_found(ObjectKind::ImageStream, repo.stream().as_str()))?;
-            let mut txn = Txn::new();
-            for prefix in [keys::links_of(repo), keys::referrers_in(repo)] {
-                let mut after: Option<String> = None;
-                loop {
-                    let page = self.store.list(&prefix, after.as_deref(), 1000).await?;
-                    let Some((k, _)) = page.last() else { break };
-                    after = Some(k.clone());
-                    for (k, _) in page {
-                        txn = txn.delete(k);
-                    }
-                }
-            }
-            self.store.commit(before.txn(txn, None, false)).await?;
+            let version = before.stream.as_ref().map_or(0, |(_, v)| *v);
+            let key = keys::imagestream(repo);
+            let txn = Txn::new()
+                .expect(key.clone(), Expect::Version(version))
+                .delete(key)
+                .delete_prefix(keys::istags_of(repo))
+                .delete_prefix(keys::import_conditions_of(repo))
+                .delete_prefix(keys::links_of(repo))
+                .delete_prefix(keys::referrers_in(repo));
+            self.store.commit(txn).await?;
             Ok(last)
         })
     }
@@ -598,38 +481,5 @@ impl StreamService {
             }));
         }
         Ok(ObjectList::new("Image", revision, items))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn strategic_merge_patches_tags_by_name() {
-        let mut doc = json!({"spec": {"lookupPolicy": {"local": false}, "tags": [
-            {"name": "a", "from": {"kind": "DockerImage", "name": "x"}, "generation": 3},
-            {"name": "b", "from": {"kind": "DockerImage", "name": "y"}},
-            {"name": "c"}]}});
-        let patch = json!({"spec": {
-            "$setElementOrder/tags": [{"name": "c"}, {"name": "a"}, {"name": "d"}],
-            "tags": [{"name": "a", "from": {"name": "x2"}}, {"name": "b", "$patch": "delete"}, {"name": "d", "reference": true}],
-            "lookupPolicy": null}});
-        strategic_merge(&mut doc, &patch);
-        assert_eq!(
-            doc,
-            json!({"spec": {"tags": [
-            {"name": "c"},
-            {"name": "a", "from": {"kind": "DockerImage", "name": "x2"}, "generation": 3},
-            {"name": "d", "reference": true}]}})
-        );
-        // The same patch read as a JSON merge patch replaces the list whole.
-        let mut doc2 = json!({"spec": {"tags": [{"name": "a", "generation": 3}]}});
-        merge_patch(&mut doc2, &json!({"spec": {"tags": [{"name": "a"}]}}));
-        assert_eq!(doc2, json!({"spec": {"tags": [{"name": "a"}]}}));
-        let mut doc3 = json!({"metadata": {"labels": {"k": "v"}, "x": 1}});
-        strategic_merge(&mut doc3, &json!({"metadata": {"$retainKeys": ["labels"], "labels": {"j": "w"}}}));
-        assert_eq!(doc3, json!({"metadata": {"labels": {"k": "v", "j": "w"}}}));
     }
 }

@@ -1,9 +1,9 @@
 //! [`StreamService`]: records ImageStreamMappings and answers every tag question from the streams' tag histories.
 //! All writes are compare-and-swap transactions on the metadata store, retried on conflict, so concurrent pushes
 //! and tag updates to one stream never lose a history event. A stream is read into memory ([`Loaded`]), changed
-//! by the pure rules of [`crate::rules`], and written back as one transaction that expects every key it read to
-//! be unchanged ([`Loaded::txn`]). The API's object operations live in [`crate::objects`], watches in
-//! [`crate::watch`].
+//! by the pure rules of [`crate::rules`], and written back expecting every key it writes to be unchanged (one
+//! transaction, or a chain guarded by the stream key when too many tags change: [`crate::plan`]). The API's
+//! object operations live in [`crate::objects`], watches in [`crate::watch`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,6 +15,7 @@ use storage_backends::meta::{decode, encode};
 use storage_backends::{keys, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn};
 
 use crate::model::{Image, ImageStream, NamedTagEventList, ObjectMeta, TagEvent, TagEventCondition, TagHead};
+use crate::plan::{orphan_plan, Write};
 use crate::rules::{self, StreamState};
 
 /// How often a write is retried after losing a compare-and-swap race before giving up.
@@ -108,6 +109,9 @@ pub(crate) struct Loaded {
     pub histories: BTreeMap<TagName, (NamedTagEventList, u64)>,
     /// The conditions of failed imports, by tag (kept beside the histories; see [`crate::import`]).
     pub conditions: BTreeMap<TagName, (Vec<TagEventCondition>, u64)>,
+    /// The store's revision before the first read: a strict write expects nothing of the stream written since
+    /// (0 when not read: [`StreamService::load_tags`] saves pushes that round trip).
+    pub read_at: u64,
 }
 
 impl Loaded {
@@ -126,62 +130,6 @@ impl Loaded {
             stream,
             histories: self.histories.iter().map(|(t, (h, _))| (t.clone(), h.clone())).collect(),
         })
-    }
-
-    /// The transaction that turns what was read into `after` (`None`: the stream is deleted with every history
-    /// read), expecting every key written to be as read. With `strict`, histories left alone must be unchanged
-    /// too (an update conditional on the whole object's `resourceVersion`). A history that loses its last event
-    /// is deleted; deleting a history rewrites the stream key so the stream's `resourceVersion` still goes up.
-    pub fn txn(&self, mut txn: Txn, after: Option<&StreamState>, strict: bool) -> Txn {
-        let stream_key = keys::imagestream(&self.repo);
-        let empty = BTreeMap::new();
-        let after_histories = after.map(|a| &a.histories).unwrap_or(&empty);
-        let mut deleted_history = false;
-        // Import conditions go with their tag: when the stream goes, or the tag leaves both spec and status.
-        for (tag, (_, v)) in &self.conditions {
-            let kept = after.is_some_and(|a| {
-                a.histories.get(tag).is_some_and(|h| !h.items.is_empty())
-                    || a.stream.spec.tags.iter().any(|t| t.name == tag.as_str())
-            });
-            if !kept {
-                let key = keys::import_conditions(&self.repo, tag);
-                txn = txn.expect(key.clone(), Expect::Version(*v)).delete(key);
-            }
-        }
-        let tags: BTreeSet<&TagName> = self.histories.keys().chain(after_histories.keys()).collect();
-        for tag in tags {
-            let key = keys::istag(&self.repo, tag);
-            let new = after_histories.get(tag).filter(|h| !h.items.is_empty());
-            match (self.histories.get(tag), new) {
-                (Some((old, v)), Some(new)) if old != new => {
-                    txn = txn.expect(key.clone(), Expect::Version(*v)).put(key, encode(new));
-                }
-                (Some((_, v)), Some(_)) if strict => txn = txn.expect(key, Expect::Version(*v)),
-                (Some(_), Some(_)) => {}
-                (Some((_, v)), None) => {
-                    txn = txn.expect(key.clone(), Expect::Version(*v)).delete(key);
-                    deleted_history = true;
-                }
-                (None, Some(new)) => txn = txn.expect(key.clone(), Expect::Absent).put(key, encode(new)),
-                (None, None) => {}
-            }
-        }
-        match (&self.stream, after) {
-            (Some((_, v)), None) => txn.expect(stream_key.clone(), Expect::Version(*v)).delete(stream_key),
-            (Some((old, v)), Some(a)) => {
-                let new = stored(&a.stream);
-                let txn = txn.expect(stream_key.clone(), Expect::Version(*v));
-                if &new != old || deleted_history {
-                    txn.put(stream_key, encode(&new))
-                } else {
-                    txn
-                }
-            }
-            (None, Some(a)) => {
-                txn.expect(stream_key.clone(), Expect::Absent).put(stream_key, encode(&stored(&a.stream)))
-            }
-            (None, None) => txn,
-        }
     }
 }
 
@@ -249,6 +197,7 @@ impl StreamService {
 
     /// Reads the stream key and every history of `repo`.
     pub(crate) async fn load(&self, repo: &RepositoryName) -> Result<Loaded, StreamError> {
+        let read_at = self.store.revision().await?;
         let stream = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await?;
         let mut histories = BTreeMap::new();
         let prefix = keys::istags_of(repo);
@@ -268,7 +217,7 @@ impl StreamService {
                 conditions.insert(tag, (decode::<Vec<TagEventCondition>>(&k, &v.value)?, v.version));
             }
         }
-        Ok(Loaded { repo: repo.clone(), stream, histories, conditions })
+        Ok(Loaded { repo: repo.clone(), stream, histories, conditions, read_at })
     }
 
     /// Reads the stream key and the histories of `tags` only.
@@ -278,6 +227,8 @@ impl StreamService {
         stream: Option<(ImageStream, u64)>,
         tags: &BTreeSet<TagName>,
     ) -> Result<Loaded, StreamError> {
+        // Not read for a strict write (which needs every key: `load`); 0 makes a strict plan of it always conflict.
+        let read_at = 0;
         let mut histories = BTreeMap::new();
         let mut conditions = BTreeMap::new();
         for tag in tags {
@@ -288,7 +239,7 @@ impl StreamService {
                 conditions.insert(tag.clone(), c);
             }
         }
-        Ok(Loaded { repo: repo.clone(), stream, histories, conditions })
+        Ok(Loaded { repo: repo.clone(), stream, histories, conditions, read_at })
     }
 
     /// The stream as served: `resourceVersion` and `status` (pull specs, the tag histories) filled in.
@@ -391,35 +342,43 @@ impl StreamService {
                 txn = txn.put(k.clone(), v.clone());
             }
             let created_image = self.store.get(&image_key).await?.is_none();
-            if created_image {
-                txn = txn.expect(image_key.clone(), Expect::Absent).put(image_key.clone(), encode(image));
-            }
+            let image_write =
+                Write { key: image_key.clone(), expect: Some(Expect::Absent), value: Some(encode(image)) };
             let mut outcome = MappingOutcome { created_stream: false, created_image, new_event: false };
-            if let Some(tag) = tag {
-                let stored = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await?;
-                let stream = match &stored {
-                    Some((s, _)) => s.clone(),
-                    None if may_create_stream => {
-                        outcome.created_stream = true;
-                        self.new_stream(repo)
-                    }
-                    None => return Err(StreamError::StreamNotFound(repo.clone())),
-                };
-                let closure = rules::tracking_closure(repo, &stream, tag);
-                let before = self.load_tags(repo, stored, &closure).await?;
-                let Some(mut state) = before.state(Some(stream)) else { unreachable!("a stream was given") };
-                let event = TagEvent {
-                    created: Utc::now(),
-                    docker_image_reference: reference.clone(),
-                    image: Some(digest.clone()),
-                    generation: state.stream.metadata.generation.unwrap_or(1),
-                };
-                outcome.new_event = rules::tag_event(&mut state, tag, event).contains(tag);
-                txn = before.txn(txn, Some(&state), false);
+            let Some(tag) = tag else {
+                if created_image {
+                    txn = image_write.add_to(txn);
+                }
+                if !txn.is_empty() {
+                    self.store.commit(txn).await?;
+                }
+                return Ok(outcome);
+            };
+            let stored = self.store.get_json::<ImageStream>(&keys::imagestream(repo)).await?;
+            let stream = match &stored {
+                Some((s, _)) => s.clone(),
+                None if may_create_stream => {
+                    outcome.created_stream = true;
+                    self.new_stream(repo)
+                }
+                None => return Err(StreamError::StreamNotFound(repo.clone())),
+            };
+            let closure = rules::tracking_closure(repo, &stream, tag);
+            let before = self.load_tags(repo, stored, &closure).await?;
+            let Some(mut state) = before.state(Some(stream)) else { unreachable!("a stream was given") };
+            let event = TagEvent {
+                created: Utc::now(),
+                docker_image_reference: reference.clone(),
+                image: Some(digest.clone()),
+                generation: state.stream.metadata.generation.unwrap_or(1),
+            };
+            outcome.new_event = rules::tag_event(&mut state, tag, event).contains(tag);
+            let mut plan = before.plan(txn, &state, false);
+            // The image goes before any tag names it.
+            if created_image {
+                plan.leading.insert(0, image_write);
             }
-            if !txn.is_empty() {
-                self.store.commit(txn).await?;
-            }
+            self.commit_plan(plan).await?;
             Ok(outcome)
         })
     }
@@ -480,10 +439,7 @@ impl StreamService {
                 state.stream.spec.tags.retain(|t| t.name != tag.as_str());
                 state.stream.metadata.generation = Some(state.stream.metadata.generation.unwrap_or(1) + 1);
             }
-            let txn = before.txn(Txn::new(), Some(&state), false);
-            if !txn.is_empty() {
-                self.store.commit(txn).await?;
-            }
+            self.commit_plan(before.plan(Txn::new(), &state, false)).await?;
             Ok(existed)
         })
     }
@@ -497,35 +453,24 @@ impl StreamService {
         deletes: Vec<String>,
     ) -> Result<(), StreamError> {
         retry_on_conflict!(repo, {
-            let mut txn = Txn::new();
-            for k in &deletes {
-                txn = txn.delete(k.clone());
-            }
+            let txn = deletes.iter().fold(Txn::new(), |t, k| t.delete(k.clone()));
             let before = self.load(repo).await?;
             let mut after = before.clone();
             for (h, _) in after.histories.values_mut() {
                 h.items.retain(|e| e.image.as_ref() != Some(digest));
             }
-            match before.stream {
-                Some(_) => {
-                    let state = after.state(None);
-                    txn = before.txn(txn, state.as_ref(), false);
-                }
+            let plan = match after.state(None) {
+                Some(state) => before.plan(txn, &state, false),
                 None => {
                     // Histories without a stream (should not happen): clean them up directly.
-                    for (tag, (h, v)) in &after.histories {
-                        let key = keys::istag(repo, tag);
-                        if h.items.is_empty() {
-                            txn = txn.expect(key.clone(), Expect::Version(*v)).delete(key);
-                        } else if Some(h) != before.histories.get(tag).map(|(h, _)| h) {
-                            txn = txn.expect(key.clone(), Expect::Version(*v)).put(key, encode(h));
-                        }
-                    }
+                    let histories = after.histories.into_iter().map(|(t, (h, _))| (t, h)).collect();
+                    let mut plan = orphan_plan(&before, &histories);
+                    plan.trailing =
+                        txn.deletes.into_iter().map(|key| Write { key, expect: None, value: None }).collect();
+                    plan
                 }
-            }
-            if !txn.is_empty() {
-                self.store.commit(txn).await?;
-            }
+            };
+            self.commit_plan(plan).await?;
             Ok(())
         })
     }

@@ -5,6 +5,9 @@
 //!
 //! - versions are etcd `mod_revision`s; [`Expect::Absent`] compares `version == 0`, [`Expect::Present`]
 //!   `version > 0`, [`Expect::Version`] `mod_revision == v`; `commit` returns the transaction's header revision.
+//! - a prefix check is a range compare `mod_revision < since + 1` over the prefix, a prefix delete a range delete:
+//!   one operation each, however many keys. The watch reports a range delete as one event per key, which keeps
+//!   the feed, the cache and `deleted_since` exactly as for single deletes.
 //! - the feed is published before `commit` returns: a commit waits (at most [`PUBLISH_WAIT`]) until the watch has
 //!   passed its revision, asking etcd for a progress notification when no event of ours marks it.
 //! - a `get` is answered from a cache when the watch is live; an entry enters the cache only when no event newer
@@ -19,8 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, TxnOp, TxnOpResponse, WatchOptions,
-    WatchResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
+    TxnOpResponse, WatchOptions, WatchResponse,
 };
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -225,12 +228,6 @@ impl EtcdStore {
             }
         }
     }
-
-    /// Among `checks`, a key whose check fails against `current` (the versions read in the failed transaction).
-    fn failed_check(checks: &[(String, Expect)], current: &[Option<u64>]) -> String {
-        let failed = checks.iter().zip(current).find(|((_, expect), have)| !expect.holds(**have));
-        failed.map(|((key, _), _)| key).or(checks.first().map(|(key, _)| key)).cloned().unwrap_or_default()
-    }
 }
 
 impl Shared {
@@ -309,7 +306,7 @@ impl MetadataStore for EtcdStore {
 
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError> {
         txn.check_limits()?;
-        let compares: Vec<Compare> = txn
+        let mut compares: Vec<Compare> = txn
             .checks
             .iter()
             .map(|(key, expect)| {
@@ -321,24 +318,41 @@ impl MetadataStore for EtcdStore {
                 }
             })
             .collect();
-        // etcd refuses a key twice among a transaction's writes: a delete then a put of one key is the put.
+        // A range compare holds when every key of the range passes (and when the range is empty).
+        compares.extend(txn.prefix_checks.iter().map(|(prefix, since)| {
+            let since = i64::try_from(*since).unwrap_or(i64::MAX - 1);
+            Compare::mod_revision(self.full_key(prefix), CompareOp::Less, since + 1).with_prefix()
+        }));
+        // etcd refuses a key twice among a transaction's writes: a delete then a put of one key is the put, and a
+        // delete under a deleted prefix is the prefix's.
         let mut writes: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
-        for key in &txn.deletes {
+        for key in txn.deletes.iter().filter(|k| !txn.deletes_by_prefix(k)) {
             writes.insert(key, None);
         }
         for (key, value) in &txn.puts {
             writes.insert(key, Some(value));
         }
-        let ops: Vec<TxnOp> = writes
+        let mut ops: Vec<TxnOp> = txn
+            .delete_prefixes
             .iter()
-            .map(|(key, value)| match value {
-                Some(value) => TxnOp::put(self.full_key(key), value.to_vec(), None),
-                None => TxnOp::delete(self.full_key(key), None),
-            })
+            .map(|prefix| TxnOp::delete(self.full_key(prefix), Some(DeleteOptions::new().with_prefix())))
             .collect();
+        ops.extend(writes.iter().map(|(key, value)| match value {
+            Some(value) => TxnOp::put(self.full_key(key), value.to_vec(), None),
+            None => TxnOp::delete(self.full_key(key), None),
+        }));
         let has_writes = !ops.is_empty();
-        // On failure, read the checked keys in the same transaction to name one whose check failed.
-        let reads: Vec<TxnOp> = txn.checks.iter().map(|(key, _)| TxnOp::get(self.full_key(key), None)).collect();
+        // On failure, read the checked keys in the same transaction to name one whose check failed (for a prefix:
+        // its most recently written key).
+        let mut reads: Vec<TxnOp> = txn.checks.iter().map(|(key, _)| TxnOp::get(self.full_key(key), None)).collect();
+        reads.extend(txn.prefix_checks.iter().map(|(prefix, _)| {
+            let newest = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Mod, SortOrder::Descend)
+                .with_limit(1)
+                .with_keys_only();
+            TxnOp::get(self.full_key(prefix), Some(newest))
+        }));
         let request = etcd_client::Txn::new().when(compares).and_then(ops).or_else(reads);
         let mut kv = self.client.kv_client();
         let response = self.call(kv.txn(request)).await?;
@@ -358,8 +372,24 @@ impl MetadataStore for EtcdStore {
                 for (key, _) in &txn.checks {
                     self.shared.cache.remove(key);
                 }
+                if !txn.prefix_checks.is_empty() {
+                    let stale = |k: &String| txn.prefix_checks.iter().any(|(p, _)| k.starts_with(p.as_str()));
+                    self.shared.cache.retain(|k, _| !stale(k));
+                }
             }
-            return Err(StoreError::Conflict { key: Self::failed_check(&txn.checks, &current) });
+            let (single, by_prefix) = current.split_at(txn.checks.len().min(current.len()));
+            let failed_single = txn.checks.iter().zip(single).find(|((_, expect), have)| !expect.holds(**have));
+            let failed_prefix =
+                txn.prefix_checks.iter().zip(by_prefix).find(|((_, since), newest)| newest.is_some_and(|n| n > *since));
+            // Nothing failed in the reads only when the state moved on between the checks and the reads.
+            let key = failed_single
+                .map(|((key, _), _)| key)
+                .or(failed_prefix.map(|((prefix, _), _)| prefix))
+                .or(txn.checks.first().map(|(key, _)| key))
+                .or(txn.prefix_checks.first().map(|(prefix, _)| prefix))
+                .cloned()
+                .unwrap_or_default();
+            return Err(StoreError::Conflict { key });
         }
         if has_writes {
             self.wait_published(revision).await;

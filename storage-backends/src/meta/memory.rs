@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the whole [`MetadataStore`] contract in process memory (revisions, CAS, listing, the feed,
 //! tombstones, compaction, leases), for unit tests of the seams above the store. Nothing durable; not for serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +54,14 @@ impl MemoryStore {
     }
 }
 
+/// The entries of `map` whose key starts with `prefix`, in order.
+fn under<'m>(
+    map: &'m BTreeMap<String, Versioned>,
+    prefix: &'m str,
+) -> impl Iterator<Item = (&'m String, &'m Versioned)> {
+    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)).take_while(move |(k, _)| k.starts_with(prefix))
+}
+
 #[async_trait]
 impl MetadataStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
@@ -67,10 +75,7 @@ impl MetadataStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<(String, Versioned)>, StoreError> {
         let state = self.lock();
-        let rows = state
-            .kv
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+        let rows = under(&state.kv, prefix)
             .filter(|(k, _)| start_after.is_none_or(|s| k.as_str() > s))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -87,14 +92,24 @@ impl MetadataStore for MemoryStore {
                 return Err(StoreError::Conflict { key: key.clone() });
             }
         }
+        for (prefix, since) in &txn.prefix_checks {
+            if under(&state.kv, prefix).any(|(_, v)| v.version > *since) {
+                return Err(StoreError::Conflict { key: prefix.clone() });
+            }
+        }
         state.revision += 1;
         let revision = state.revision;
-        for key in &txn.deletes {
-            if let Some(last) = state.kv.remove(key).filter(|_| keys::keeps_tombstone(key)) {
+        // Single deletes and every key under a deleted prefix, each once, in key order.
+        let mut gone: BTreeSet<String> = txn.deletes.iter().cloned().collect();
+        for prefix in &txn.delete_prefixes {
+            gone.extend(under(&state.kv, prefix).map(|(k, _)| k.clone()));
+        }
+        for key in gone {
+            if let Some(last) = state.kv.remove(&key).filter(|_| keys::keeps_tombstone(&key)) {
                 state.tombstones.insert(key.clone(), Versioned { value: last.value, version: revision });
             }
-            if !keys::is_unwatched(key) {
-                let _ = self.events.send(KvEvent { key: key.clone(), value: None, revision });
+            if !keys::is_unwatched(&key) {
+                let _ = self.events.send(KvEvent { key, value: None, revision });
             }
         }
         for (key, value) in txn.puts {
@@ -120,10 +135,7 @@ impl MetadataStore for MemoryStore {
         if since < state.compacted {
             return Err(StoreError::Compacted { since, compacted: state.compacted });
         }
-        let rows = state
-            .tombstones
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+        let rows = under(&state.tombstones, prefix)
             .filter(|(_, t)| t.version > since)
             .map(|(k, t)| (k.clone(), t.clone()))
             .collect();

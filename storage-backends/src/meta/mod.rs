@@ -14,6 +14,13 @@
 //!
 //! Every backend refuses what etcd would refuse ([`MAX_TXN_OPS`], [`MAX_VALUE_BYTES`], [`MAX_TXN_BYTES`]) with
 //! [`StoreError::TooLarge`] before touching anything, so tests on the embedded store catch it.
+//!
+//! Prefix operations let a transaction cover any number of keys in one operation each: [`Txn::delete_prefix`]
+//! (etcd's range delete) and [`Txn::expect_prefix_unchanged`] (etcd's range compare). The rule a caller must know:
+//! a prefix check looks at the keys that exist when it runs, so it sees every put under the prefix since the
+//! revision given but not a deletion. A caller that must notice deletions too guards them with a key it checks
+//! by version: every deleter of a key under the prefix also writes (or deletes) that guard key in the same
+//! transaction (the streams crate uses the stream's own key).
 
 pub mod etcd;
 pub mod lease;
@@ -53,12 +60,17 @@ impl Expect {
     }
 }
 
-/// An atomic set of checks and writes.
+/// An atomic set of checks and writes. Deletes (single and by prefix) apply before puts.
 #[derive(Debug, Default, Clone)]
 pub struct Txn {
     pub checks: Vec<(String, Expect)>,
+    /// `(prefix, since)`: no key under `prefix` may have a version above `since` (see
+    /// [`Txn::expect_prefix_unchanged`]).
+    pub prefix_checks: Vec<(String, u64)>,
     pub puts: Vec<(String, Vec<u8>)>,
     pub deletes: Vec<String>,
+    /// Every key starting with one of these is deleted (see [`Txn::delete_prefix`]).
+    pub delete_prefixes: Vec<String>,
     /// The store may acknowledge before the writes are durable: a crash may lose them (together with every later
     /// lazy transaction, never out of order), and the next durable commit makes them durable too. For records
     /// that describe data not yet durable either, such as upload sessions of staged bytes.
@@ -81,13 +93,49 @@ impl Txn {
         self.deletes.push(key.into());
         self
     }
+    /// Deletes every key starting with `prefix`, however many, as one write toward [`MAX_TXN_OPS`]. Each key
+    /// deleted is on the feed and (if [`crate::keys::keeps_tombstone`] names it) in
+    /// [`MetadataStore::deleted_since`] exactly as a single delete would put it. A transaction may not also put a
+    /// key under a prefix it deletes (etcd refuses that; [`StoreError::InvalidTxn`]).
+    pub fn delete_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.delete_prefixes.push(prefix.into());
+        self
+    }
+    /// Requires that no key under `prefix` has a version above `since` (nothing under it was written after that
+    /// revision), as one check toward [`MAX_TXN_OPS`]; an empty prefix holds. Only keys present when the
+    /// transaction runs are looked at: a key deleted after `since` does not fail the check (etcd's range compare
+    /// cannot see it), so callers that must notice deletions guard them with a key checked by version (see the
+    /// module documentation). A failure is [`StoreError::Conflict`] naming `prefix`.
+    pub fn expect_prefix_unchanged(mut self, prefix: impl Into<String>, since: u64) -> Self {
+        self.prefix_checks.push((prefix.into(), since));
+        self
+    }
     /// Marks the transaction [`Txn::lazy`].
     pub fn lazy(mut self) -> Self {
         self.lazy = true;
         self
     }
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty()
+        self.puts.is_empty() && self.deletes.is_empty() && self.delete_prefixes.is_empty()
+    }
+    /// How many writes (puts, deletes, prefix deletes) it holds, toward [`MAX_TXN_OPS`].
+    pub fn writes(&self) -> usize {
+        self.puts.len() + self.deletes.len() + self.delete_prefixes.len()
+    }
+    /// How many checks (by key and by prefix) it holds, toward [`MAX_TXN_OPS`].
+    pub fn check_count(&self) -> usize {
+        self.checks.len() + self.prefix_checks.len()
+    }
+    /// Its size in bytes toward [`MAX_TXN_BYTES`]: every key, prefix and value.
+    pub fn bytes(&self) -> usize {
+        self.puts.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self.deletes.iter().chain(&self.delete_prefixes).map(String::len).sum::<usize>()
+            + self.checks.iter().map(|(k, _)| k.len()).sum::<usize>()
+            + self.prefix_checks.iter().map(|(k, _)| k.len()).sum::<usize>()
+    }
+    /// Whether `key` is under one of the prefixes the transaction deletes.
+    pub fn deletes_by_prefix(&self, key: &str) -> bool {
+        self.delete_prefixes.iter().any(|p| key.starts_with(p.as_str()))
     }
 }
 
@@ -122,9 +170,13 @@ pub enum StoreError {
     /// The transaction exceeds a limit every backend enforces (see [`MAX_TXN_OPS`]); nothing was written.
     #[error("transaction too large: {what} is {size}, at most {max}")]
     TooLarge { what: &'static str, size: usize, max: usize },
+    /// The transaction contradicts itself (it puts a key under a prefix it deletes); nothing was written.
+    #[error("invalid transaction: {0}")]
+    InvalidTxn(String),
 }
 
-/// Most puts plus deletes in one transaction, and separately most checks (etcd's `--max-txn-ops` default).
+/// Most puts plus deletes (a prefix delete counts one) in one transaction, and separately most checks (a prefix
+/// check counts one): etcd's `--max-txn-ops` default.
 pub const MAX_TXN_OPS: usize = 128;
 /// Largest value of one put (etcd refuses requests over 1.5 MiB; large bytes belong in the blob store).
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -132,24 +184,26 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_TXN_BYTES: usize = 1400 * 1024;
 
 impl Txn {
-    /// [`StoreError::TooLarge`] when the transaction exceeds a limit; every backend calls it before anything else.
+    /// [`StoreError::TooLarge`] when the transaction exceeds a limit, [`StoreError::InvalidTxn`] when it puts a key
+    /// under a prefix it deletes; every backend calls it before anything else.
     pub fn check_limits(&self) -> Result<(), StoreError> {
         let too_large = |what, size, max| Err(StoreError::TooLarge { what, size, max });
-        let writes = self.puts.len() + self.deletes.len();
+        let writes = self.writes();
         if writes > MAX_TXN_OPS {
             return too_large("the number of puts and deletes", writes, MAX_TXN_OPS);
         }
-        if self.checks.len() > MAX_TXN_OPS {
-            return too_large("the number of checks", self.checks.len(), MAX_TXN_OPS);
+        if self.check_count() > MAX_TXN_OPS {
+            return too_large("the number of checks", self.check_count(), MAX_TXN_OPS);
         }
         if let Some(big) = self.puts.iter().map(|(_, v)| v.len()).max().filter(|&n| n > MAX_VALUE_BYTES) {
             return too_large("a value's size in bytes", big, MAX_VALUE_BYTES);
         }
-        let bytes = self.puts.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            + self.deletes.iter().map(String::len).sum::<usize>()
-            + self.checks.iter().map(|(k, _)| k.len()).sum::<usize>();
+        let bytes = self.bytes();
         if bytes > MAX_TXN_BYTES {
             return too_large("the transaction's size in bytes", bytes, MAX_TXN_BYTES);
+        }
+        if let Some((key, _)) = self.puts.iter().find(|(k, _)| self.deletes_by_prefix(k)) {
+            return Err(StoreError::InvalidTxn(format!("{key} is put under a prefix the transaction deletes")));
         }
         Ok(())
     }
@@ -187,9 +241,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError> {
         Ok(self.list(prefix, start_after, limit).await?.into_iter().map(|(k, _)| k).collect())
     }
-    /// Applies a transaction atomically; returns the new revision. Either every put and delete applies or none does
-    /// (a failed check gives [`StoreError::Conflict`] naming a key whose check failed; a transaction over the
-    /// limits [`StoreError::TooLarge`]).
+    /// Applies a transaction atomically; returns the new revision. Either every put and delete (single or by
+    /// prefix) applies or none does (a failed check gives [`StoreError::Conflict`] naming a key whose check failed,
+    /// or the prefix of a failed prefix check; a transaction over the limits [`StoreError::TooLarge`]).
     async fn commit(&self, txn: Txn) -> Result<u64, StoreError>;
     /// The latest committed revision.
     async fn revision(&self) -> Result<u64, StoreError>;

@@ -2,6 +2,7 @@
 //! thread, with in-process leases. Built by the registry's startup (and tests); everything else sees it as a
 //! [`MetadataStore`].
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -276,8 +277,36 @@ fn apply_batch<'a>(
                     continue 'txns;
                 }
             }
+            for (prefix, since) in &txn.prefix_checks {
+                let mut newer = false;
+                for item in kv.range(prefix.as_str()..).map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    if !k.value().starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    if split(k.value(), v.value())?.version > *since {
+                        newer = true;
+                        break;
+                    }
+                }
+                if newer {
+                    results.push(Err(StoreError::Conflict { key: prefix.clone() }));
+                    continue 'txns;
+                }
+            }
             revision += 1;
-            for key in &txn.deletes {
+            // Single deletes and every key under a deleted prefix, each once, in key order.
+            let mut gone: BTreeSet<String> = txn.deletes.iter().cloned().collect();
+            for prefix in &txn.delete_prefixes {
+                for item in kv.range(prefix.as_str()..).map_err(backend)? {
+                    let (k, _) = item.map_err(backend)?;
+                    if !k.value().starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    gone.insert(k.value().to_owned());
+                }
+            }
+            for key in &gone {
                 let last = kv.remove(key.as_str()).map_err(backend)?;
                 if let Some(last) = last.filter(|_| keys::keeps_tombstone(key)) {
                     let last = split(key, last.value())?;

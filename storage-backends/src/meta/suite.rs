@@ -15,6 +15,8 @@ pub async fn run_all(a: Arc<dyn MetadataStore>, b: Arc<dyn MetadataStore>) {
     pagination(a.as_ref()).await;
     limits(a.as_ref()).await;
     deletions(a.as_ref()).await;
+    prefix_deletes(a.as_ref()).await;
+    prefix_checks(a.as_ref()).await;
     feed_published_before_commit_returns(a.as_ref()).await;
     feed_on_a_second_handle(a.as_ref(), b.as_ref()).await;
     concurrent_cas(a.clone(), b.clone()).await;
@@ -151,6 +153,137 @@ pub async fn deletions(store: &dyn MetadataStore) {
     assert_eq!(deleted, [("istags/ns/s/t".to_owned(), Versioned { value: b"t2".to_vec(), version: again })]);
     let now = store.revision().await.unwrap();
     assert!(store.deleted_since("istags/", now).await.unwrap().is_empty());
+}
+
+/// A prefix delete removes every key under the prefix (not a sibling sharing its first characters) as one write,
+/// atomically with the rest of its transaction; each key deleted is on the feed and in `deleted_since` as a
+/// single delete would put it, once even when also deleted by name.
+pub async fn prefix_deletes(store: &dyn MetadataStore) {
+    let before = store.revision().await.unwrap();
+    let tags: Vec<String> = (0..300).map(|i| format!("istags/pd/s/t{i:03}")).collect();
+    for chunk in tags.chunks(MAX_TXN_OPS) {
+        let txn = chunk.iter().fold(Txn::new(), |t, k| t.put(k.clone(), k.as_bytes().to_vec()));
+        store.commit(txn).await.unwrap();
+    }
+    let stream = store
+        .commit(
+            Txn::new()
+                .put("imagestreams/pd/s", b"s".to_vec())
+                .put("istags/pd/s2/x", b"x".to_vec())
+                .put("istags/pd/s0", b"0".to_vec())
+                .put("links/pd/s/blobs/d", b"l".to_vec())
+                .put("manifest-content/pd", b"m".to_vec()),
+        )
+        .await
+        .unwrap();
+    // A failing check leaves every key in place.
+    let stale = Txn::new().expect("imagestreams/pd/s", Expect::Version(stream - 1)).delete_prefix("istags/pd/s/");
+    assert!(matches!(store.commit(stale).await, Err(StoreError::Conflict { key }) if key == "imagestreams/pd/s"));
+    assert_eq!(store.list_keys("istags/pd/s/", None, 1000).await.unwrap(), tags);
+    // A transaction may not put under a prefix it deletes; nothing is written.
+    let contradiction = Txn::new().delete_prefix("istags/pd/s/").put("istags/pd/s/t000", b"again".to_vec());
+    assert!(matches!(store.commit(contradiction).await, Err(StoreError::InvalidTxn(_))));
+    assert_eq!(store.list_keys("istags/pd/s/", None, 1000).await.unwrap().len(), 300);
+    let too_many = (0..=MAX_TXN_OPS).fold(Txn::new(), |t, i| t.delete_prefix(format!("pd-none/{i}/")));
+    assert!(matches!(store.commit(too_many).await, Err(StoreError::TooLarge { .. })));
+    let mut feed = store.subscribe();
+    let gone = store
+        .commit(
+            Txn::new()
+                .expect("imagestreams/pd/s", Expect::Version(stream))
+                .delete("imagestreams/pd/s")
+                .delete("istags/pd/s/t007")
+                .delete_prefix("istags/pd/s/")
+                .delete_prefix("links/pd/s/")
+                .delete_prefix("manifest-content/pd")
+                .delete_prefix("pd-none/")
+                .put("pd-done", b"d".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(store.list_keys("istags/pd/s/", None, 10).await.unwrap().is_empty());
+    assert!(store.list_keys("links/pd/", None, 10).await.unwrap().is_empty());
+    assert!(store.get("manifest-content/pd").await.unwrap().is_none());
+    assert!(store.get("imagestreams/pd/s").await.unwrap().is_none());
+    assert_eq!(store.get("pd-done").await.unwrap().map(|v| v.version), Some(gone));
+    // Siblings whose names merely start alike stay.
+    assert_eq!(store.list_keys("istags/pd/", None, 10).await.unwrap(), ["istags/pd/s0", "istags/pd/s2/x"]);
+    // The feed has one deletion per key, in the commit's revision, unwatched keys excepted.
+    let mut deleted = Vec::new();
+    while let Ok(event) = feed.try_recv() {
+        assert_eq!(event.revision, gone, "{event:?}");
+        if event.value.is_none() {
+            deleted.push(event.key);
+        }
+    }
+    deleted.sort();
+    let mut want: Vec<String> = tags.clone();
+    want.extend(["imagestreams/pd/s".to_owned(), "links/pd/s/blobs/d".to_owned()]);
+    want.sort();
+    assert_eq!(deleted, want, "every deleted key on the feed, once");
+    // Tombstones as for single deletes: each key with its last value, at the deleting revision.
+    let tombs = store.deleted_since("istags/pd/", before).await.unwrap();
+    let want: Vec<(String, Versioned)> =
+        tags.iter().map(|k| (k.clone(), Versioned { value: k.as_bytes().to_vec(), version: gone })).collect();
+    assert_eq!(tombs, want);
+    let streams = store.deleted_since("imagestreams/pd/", before).await.unwrap();
+    assert_eq!(streams, [("imagestreams/pd/s".to_owned(), Versioned { value: b"s".to_vec(), version: gone })]);
+    assert!(store.deleted_since("istags/pd/", gone).await.unwrap().is_empty());
+    // Written again, a key is no longer deleted; a prefix with nothing under it deletes nothing.
+    store.commit(Txn::new().put("istags/pd/s/t001", b"back".to_vec()).delete_prefix("istags/pd/q/")).await.unwrap();
+    assert_eq!(store.deleted_since("istags/pd/", before).await.unwrap().len(), 299);
+}
+
+/// A prefix check fails when a key under the prefix was written (or created) after the revision given, holds
+/// otherwise (and on an empty range), counts as one check, and does not see deletions: those are noticed through
+/// a guard key the deleter writes in the same transaction.
+pub async fn prefix_checks(store: &dyn MetadataStore) {
+    let r0 = store
+        .commit(Txn::new().put("pc/a/1", b"1".to_vec()).put("pc/a/2", b"2".to_vec()).put("pc/guard", b"g".to_vec()))
+        .await
+        .unwrap();
+    let held = |since| Txn::new().expect_prefix_unchanged("pc/a/", since).put("pc/out", b"o".to_vec());
+    store.commit(held(r0)).await.unwrap();
+    store.commit(Txn::new().expect_prefix_unchanged("pc/none/", 0).put("pc/out", b"o".to_vec())).await.unwrap();
+    // A sibling sharing the first characters is not under the prefix.
+    let sibling = store.commit(Txn::new().put("pc/ab", b"x".to_vec())).await.unwrap();
+    store.commit(held(r0)).await.unwrap();
+    assert!(sibling > r0);
+    // A rewrite after `since` fails the check, and the failed transaction writes nothing.
+    let r1 = store.commit(Txn::new().put("pc/a/2", b"2b".to_vec())).await.unwrap();
+    let failed = store.commit(Txn::new().expect_prefix_unchanged("pc/a/", r0).put("pc/never", b"n".to_vec())).await;
+    assert!(matches!(failed, Err(StoreError::Conflict { key }) if key == "pc/a/"), "a write after since fails it");
+    assert!(store.get("pc/never").await.unwrap().is_none());
+    store.commit(held(r1)).await.unwrap();
+    // So does a key created after `since`.
+    store.commit(Txn::new().put("pc/a/3", b"3".to_vec())).await.unwrap();
+    assert!(matches!(store.commit(held(r1)).await, Err(StoreError::Conflict { key }) if key == "pc/a/"));
+    // A failing single check is named even beside a prefix check that holds.
+    let now = store.revision().await.unwrap();
+    let mixed = Txn::new().expect_prefix_unchanged("pc/a/", now).expect("pc/missing", Expect::Present);
+    assert!(
+        matches!(store.commit(mixed.put("pc/x", vec![1])).await, Err(StoreError::Conflict { key }) if key == "pc/missing")
+    );
+    // A deletion alone is invisible to a prefix check (etcd's range compare sees only keys that exist) ...
+    let before_delete = store.revision().await.unwrap();
+    store.commit(Txn::new().delete("pc/a/1")).await.unwrap();
+    store.commit(held(before_delete)).await.unwrap();
+    // ... so deleters write a guard key that the checker expects by version.
+    let guard = store.get("pc/guard").await.unwrap().unwrap().version;
+    let since = store.revision().await.unwrap();
+    store
+        .commit(Txn::new().delete("pc/a/3").expect("pc/guard", Expect::Version(guard)).put("pc/guard", vec![2]))
+        .await
+        .unwrap();
+    let guarded = held(since).expect("pc/guard", Expect::Version(guard));
+    assert!(matches!(store.commit(guarded).await, Err(StoreError::Conflict { key }) if key == "pc/guard"));
+    // Limits: a prefix check counts as one check.
+    let checks = (0..MAX_TXN_OPS).fold(Txn::new(), |t, i| t.expect(format!("pc/c{i}"), Expect::Absent));
+    assert!(matches!(
+        store.commit(checks.clone().expect_prefix_unchanged("pc/a/", 0).put("pc/y", vec![1])).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    store.commit(checks.put("pc/y", vec![1])).await.unwrap();
 }
 
 /// The feed carries a commit's changes by the time `commit` returns, unwatched keys excepted.

@@ -210,3 +210,30 @@ async fn reads_racing_writes_never_leave_a_stale_cache_entry() {
     let got = b.get("istags/ns/s/hot").await.unwrap().unwrap();
     assert_eq!((got.version, got.value), (last, 199u32.to_be_bytes().to_vec()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_delete_drops_every_cached_key_on_every_replica() {
+    let Some(etcd) = etcd() else { return };
+    let (a, b) = (etcd.connect("/reg/").await, etcd.connect("/reg/").await);
+    let keys: Vec<String> = (0..50).map(|i| format!("istags/ns/s/t{i:02}")).collect();
+    a.commit(keys.iter().fold(Txn::new(), |t, k| t.put(k.clone(), b"v".to_vec()))).await.unwrap();
+    // Both replicas have every key cached.
+    for store in [&a, &b] {
+        for k in &keys {
+            assert!(store.get(k).await.unwrap().is_some());
+        }
+    }
+    let mut feed = b.subscribe();
+    let gone = a.commit(Txn::new().delete_prefix("istags/ns/s/")).await.unwrap();
+    let mut seen = 0;
+    while seen < keys.len() {
+        let event = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.expect("feed stalled").unwrap();
+        assert_eq!((event.value, event.revision), (None, gone));
+        seen += 1;
+    }
+    for store in [&a, &b] {
+        for k in &keys {
+            assert!(store.get(k).await.unwrap().is_none(), "{k} is still served from the cache");
+        }
+    }
+}
