@@ -374,6 +374,7 @@ async fn relay(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry, 
 mod tests {
     use super::*;
     use names::Digest;
+    use storage_backends::MetadataStoreExt;
     use streams::model::TagEvent;
 
     fn change(tag: &str, image: Option<&str>) -> TagChange {
@@ -388,6 +389,47 @@ mod tests {
             }),
             revision: 7,
         }
+    }
+
+    /// Runs one term of delivery to a URL nobody listens on; the cursor is stored once the term has started.
+    async fn term(meta: &Arc<dyn MetadataStore>) -> (JoinHandle<()>, watch::Sender<bool>) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url: url::Url = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
+        let retry = Retry { attempts: 1, ..Retry::default() };
+        let (stop, stopping) = watch::channel(false);
+        let term = tokio::spawn(relay(meta.clone(), vec![url], retry, stopping));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while meta.get(keys::WEBHOOK_CURSOR).await.unwrap().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the cursor was never saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (term, stop)
+    }
+
+    #[tokio::test]
+    async fn a_cursor_moved_by_another_holder_makes_this_one_step_down() {
+        let meta: Arc<dyn MetadataStore> = Arc::new(storage_backends::MemoryStore::new());
+        let (mut term, _stop) = term(&meta).await;
+        // Another replica that believes it holds the lease saves its own cursor.
+        meta.commit(Txn::new().put(keys::WEBHOOK_CURSOR, encode(&1_000_000u64))).await.unwrap();
+        // Any change moves this term's cursor: its compare-and-swap fails, and it stops delivering.
+        meta.commit(Txn::new().put("namespaces/ns", b"{}".to_vec())).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3), &mut term).await.expect("stepped down").unwrap();
+        let stored = meta.get_json::<u64>(keys::WEBHOOK_CURSOR).await.unwrap().unwrap().0;
+        assert_eq!(stored, 1_000_000, "the other holder's cursor is not overwritten");
+    }
+
+    #[tokio::test]
+    async fn an_undisturbed_holder_keeps_its_cursor_moving_and_saves_it_when_stopped() {
+        let meta: Arc<dyn MetadataStore> = Arc::new(storage_backends::MemoryStore::new());
+        let (mut term, stop) = term(&meta).await;
+        let revision = meta.commit(Txn::new().put("namespaces/ns", b"{}".to_vec())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!term.is_finished(), "still delivering");
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), &mut term).await.expect("stopped").unwrap();
+        let stored = meta.get_json::<u64>(keys::WEBHOOK_CURSOR).await.unwrap().unwrap().0;
+        assert_eq!(stored, revision, "the cursor reached the last change");
     }
 
     #[test]
