@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use storage_backends::MetadataStore;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -36,6 +36,7 @@ pub struct LeaderTask {
     task: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     leading: watch::Receiver<bool>,
+    crash: Arc<Notify>,
 }
 
 impl LeaderTask {
@@ -48,15 +49,16 @@ impl LeaderTask {
     {
         let (stop, stopping) = watch::channel(false);
         let (leading_tx, leading) = watch::channel(false);
-        let task = tokio::spawn(lead(meta, name.to_owned(), leading_tx, stopping, work));
-        LeaderTask { name: name.to_owned(), task: Some(task), stop, leading }
+        let crash = Arc::new(Notify::new());
+        let task = tokio::spawn(lead(meta, name.to_owned(), leading_tx, stopping, crash.clone(), work));
+        LeaderTask { name: name.to_owned(), task: Some(task), stop, leading, crash }
     }
 
     /// A task that never campaigns (this replica has nothing to do for lease `name`).
     pub fn idle(name: &str) -> LeaderTask {
         let (stop, _) = watch::channel(false);
         let (_, leading) = watch::channel(false);
-        LeaderTask { name: name.to_owned(), task: None, stop, leading }
+        LeaderTask { name: name.to_owned(), task: None, stop, leading, crash: Arc::default() }
     }
 
     /// Whether this replica holds the lease and runs the work now.
@@ -80,6 +82,15 @@ impl LeaderTask {
             }
         }
     }
+
+    /// Cuts the work off and stops keeping the lease alive without releasing it, as a killed process would: another
+    /// replica takes over when the lease expires (etcd: its TTL). For tests of failover.
+    pub async fn crash(mut self) {
+        self.crash.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }
 
 impl Drop for LeaderTask {
@@ -96,6 +107,7 @@ async fn lead<W, F>(
     name: String,
     leading: watch::Sender<bool>,
     mut stopping: watch::Receiver<bool>,
+    crash: Arc<Notify>,
     mut work: W,
 ) where
     W: FnMut(watch::Receiver<bool>) -> F,
@@ -106,6 +118,7 @@ async fn lead<W, F>(
         tokio::select! {
             _ = leadership.acquired() => {}
             _ = stopped(&mut stopping) => return,
+            _ = crash.notified() => return leadership.abandon(),
         }
         leading.send_replace(true);
         tracing::info!(lease = name, "this replica leads");
@@ -113,6 +126,10 @@ async fn lead<W, F>(
         let lost = tokio::select! {
             _ = leadership.lost() => true,
             _ = job => false,
+            _ = crash.notified() => {
+                leading.send_replace(false);
+                return leadership.abandon();
+            }
         };
         leading.send_replace(false);
         if lost {
@@ -158,6 +175,12 @@ impl Background {
     pub async fn stop(self) {
         let Background { imports, webhooks } = self;
         futures::join!(imports.stop(), webhooks.stop());
+    }
+
+    /// Stops as a killed process would ([`LeaderTask::crash`]).
+    pub async fn crash(self) {
+        let Background { imports, webhooks } = self;
+        futures::join!(imports.crash(), webhooks.crash());
     }
 }
 

@@ -26,6 +26,8 @@ pub struct TestRegistry {
     admin_token: Option<String>,
     registry: Registry,
     leading: Leading,
+    /// Set by [`TestRegistry::crash`]: the background work stops as in a killed process.
+    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Whether this replica holds each background lease now.
@@ -151,6 +153,8 @@ impl TestRegistry {
             storage,
         };
         let (tx, rx) = std::sync::mpsc::channel();
+        let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let crashing = crashed.clone();
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
@@ -176,7 +180,11 @@ impl TestRegistry {
                 let server = crate::http::serve(registry.clone(), listener).expect("serve");
                 tx.send((server.handle(), registry, leading)).expect("hand back the server handle");
                 let _ = server.await;
-                background.stop().await;
+                if crashing.load(std::sync::atomic::Ordering::SeqCst) {
+                    background.crash().await;
+                } else {
+                    background.stop().await;
+                }
             });
         });
         let (handle, registry, leading) = rx.recv().expect("server started");
@@ -189,6 +197,7 @@ impl TestRegistry {
             admin_token,
             registry,
             leading,
+            crashed,
         }
     }
 
@@ -214,6 +223,14 @@ impl TestRegistry {
     /// The running registry's state (same stores), for tests that reach behind the HTTP API.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Stops as a killed process would, as far as other replicas can tell: the background work is cut off (the
+    /// webhook cursor not saved) and its leases are not released, so another replica takes over only when they
+    /// expire (etcd: the lease TTL).
+    pub fn crash(self) {
+        self.crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self);
     }
 
     /// Whether this replica runs the import controller now (holds the lease `imports`).
