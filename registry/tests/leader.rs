@@ -353,7 +353,8 @@ fn answer(conn: TcpStream, routes: &HashMap<String, (&'static str, Vec<u8>)>, hi
             Some((content_type, body)) => ("200 OK", content_type, body),
             None => ("404 Not Found", "application/json", br#"{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}"#),
         };
-        let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
+        let head =
+            format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
         let sent = out.write_all(head.as_bytes()).is_ok() && (method == "HEAD" || out.write_all(body).is_ok());
         if !sent {
             return;
