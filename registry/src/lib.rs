@@ -1,12 +1,16 @@
 //! Tributary's registry: configuration ([`config`]), the composition root that opens the stores ([`open`]), the
-//! registry operations free of HTTP ([`service`]), the HTTP edge ([`http`]) and a test harness ([`testing`]).
+//! registry operations free of HTTP ([`service`]), the HTTP edge ([`http`]), the background work one replica at a
+//! time runs ([`background`]) and a test harness ([`testing`]).
 //! The `tributary` binary (src/main.rs) is a thin CLI over this library.
 
+pub mod background;
 pub mod config;
 pub mod http;
 pub mod service;
 pub mod testing;
 pub mod upstream;
+
+pub use background::spawn_background;
 
 use std::sync::Arc;
 

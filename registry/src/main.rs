@@ -158,9 +158,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let registry = registry::open(&config).await?;
         registry::check(&registry).await?;
         cli::bootstrap(&registry, &config).await?;
-        let _webhooks =
-            registry::http::webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), Default::default());
-        registry::service::import::spawn_controller(registry.clone());
+        let background = registry::spawn_background(&registry, &config);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let server = match tls {
             Some(tls) => registry::http::serve_tls(registry, listener, tls)?,
@@ -168,7 +166,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         println!("tributary listening on {scheme}://{bound}");
         tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), public_host = %config.public_host, "serving");
-        server.await?;
+        let served = server.await;
+        // Stopped (SIGTERM, SIGINT): the webhook cursor is saved and the leases handed over before exiting.
+        background.stop().await;
+        served?;
         Ok(())
     })
 }

@@ -1,5 +1,7 @@
 //! A real registry for tests: bound on 127.0.0.1:0 (the port is read back from the bound socket, never guessed),
-//! served on its own thread with a fresh temporary data directory, stopped on drop.
+//! served on its own thread with a fresh temporary data directory, running the same background work as
+//! `tributary serve` ([`crate::spawn_background`]), stopped on drop (the background work first: the webhook cursor is
+//! saved and the leases handed over, as a stopped server does).
 //!
 //! `TestRegistry::start()` runs without access control (`auth = none`) so that protocol tests need no
 //! credentials; `TestRegistry::builder().with_admin_token("…").start()` runs with it on, `admin` holding that token.
@@ -23,6 +25,15 @@ pub struct TestRegistry {
     thread: Option<std::thread::JoinHandle<()>>,
     admin_token: Option<String>,
     registry: Registry,
+    leading: Leading,
+    /// Set by [`TestRegistry::crash`]: the background work stops as in a killed process.
+    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Whether this replica holds each background lease now.
+struct Leading {
+    imports: tokio::sync::watch::Receiver<bool>,
+    webhooks: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How to start a [`TestRegistry`].
@@ -33,9 +44,16 @@ pub struct Builder {
     allowed_registries: Vec<String>,
     scheduled_import_interval: Option<std::time::Duration>,
     storage: Storage,
+    webhooks: Vec<url::Url>,
 }
 
 impl Builder {
+    /// POST tag change events to these URLs (the `webhooks` setting).
+    pub fn with_webhooks(mut self, urls: &[&str]) -> Builder {
+        self.webhooks = urls.iter().map(|u| u.parse().expect("a webhook URL")).collect();
+        self
+    }
+
     /// Open these stores (blobs in an S3 bucket, metadata in etcd) rather than both under the data directory.
     pub fn with_storage(mut self, storage: Storage) -> Builder {
         self.storage = storage;
@@ -74,6 +92,7 @@ impl Builder {
                 .scheduled_import_interval
                 .unwrap_or(std::time::Duration::from_secs(crate::config::DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS)),
             storage: self.storage,
+            webhooks: self.webhooks,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -92,6 +111,7 @@ struct Options {
     allowed_registries: Vec<String>,
     scheduled_import_interval: std::time::Duration,
     storage: Storage,
+    webhooks: Vec<url::Url>,
 }
 
 impl TestRegistry {
@@ -115,6 +135,7 @@ impl TestRegistry {
             allowed_registries: builder_allowed,
             scheduled_import_interval: builder_interval,
             storage,
+            webhooks,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -126,12 +147,14 @@ impl TestRegistry {
             auth: if admin_token.is_some() { AuthMode::Token } else { AuthMode::None },
             admin_token: admin_token.clone().map(Secret::new),
             tls: None,
-            webhooks: Vec::new(),
+            webhooks,
             allowed_registries: builder_allowed,
             scheduled_import_interval: builder_interval,
             storage,
         };
         let (tx, rx) = std::sync::mpsc::channel();
+        let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let crashing = crashed.clone();
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
@@ -151,13 +174,20 @@ impl TestRegistry {
                 crate::check(&registry).await.expect("the blob store answers");
                 let token = config.admin_token.as_ref().map(Secret::expose);
                 registry.auth.bootstrap(token, Some(&config.data_dir)).await.expect("bootstrap access control");
-                crate::service::import::spawn_controller(registry.clone());
+                let background = crate::spawn_background(&registry, &config);
+                let leading =
+                    Leading { imports: background.imports.leading(), webhooks: background.webhooks.leading() };
                 let server = crate::http::serve(registry.clone(), listener).expect("serve");
-                tx.send((server.handle(), registry)).expect("hand back the server handle");
+                tx.send((server.handle(), registry, leading)).expect("hand back the server handle");
                 let _ = server.await;
+                if crashing.load(std::sync::atomic::Ordering::SeqCst) {
+                    background.crash().await;
+                } else {
+                    background.stop().await;
+                }
             });
         });
-        let (handle, registry) = rx.recv().expect("server started");
+        let (handle, registry, leading) = rx.recv().expect("server started");
         TestRegistry {
             addr,
             data_dir: data_dir.to_path_buf(),
@@ -166,6 +196,8 @@ impl TestRegistry {
             thread: Some(thread),
             admin_token,
             registry,
+            leading,
+            crashed,
         }
     }
 
@@ -191,6 +223,24 @@ impl TestRegistry {
     /// The running registry's state (same stores), for tests that reach behind the HTTP API.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Stops as a killed process would, as far as other replicas can tell: the background work is cut off (the
+    /// webhook cursor not saved) and its leases are not released, so another replica takes over only when they
+    /// expire (etcd: the lease TTL).
+    pub fn crash(self) {
+        self.crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self);
+    }
+
+    /// Whether this replica runs the import controller now (holds the lease `imports`).
+    pub fn leads_imports(&self) -> bool {
+        *self.leading.imports.borrow()
+    }
+
+    /// Whether this replica delivers webhooks now (holds the lease `webhooks`).
+    pub fn leads_webhooks(&self) -> bool {
+        *self.leading.webhooks.borrow()
     }
 }
 

@@ -18,12 +18,14 @@ use std::time::Duration;
 use chrono::Utc;
 use names::{RepositoryName, TagName};
 use serde::Serialize;
-use storage_backends::meta::encode;
-use storage_backends::{keys, KvEvent, MetadataStore, MetadataStoreExt, StoreError, Txn};
+use storage_backends::meta::{decode, encode};
+use storage_backends::{keys, Expect, KvEvent, MetadataStore, StoreError, Txn};
 use streams::watch::{tag_change, TagChange};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
+
+use crate::background::{stopped, LeaderTask};
 
 /// How deliveries are retried.
 #[derive(Debug, Clone, Copy)]
@@ -189,14 +191,12 @@ async fn deliver(http: &reqwest::Client, url: &url::Url, n: &TagNotification, re
     false
 }
 
-/// Running webhook deliveries; dropping this stops them (tests restart them this way).
-pub struct Webhooks {
-    tasks: Vec<JoinHandle<()>>,
-}
+/// Aborts its tasks when dropped: a leader's delivery tasks go with its term.
+struct Tasks(Vec<JoinHandle<()>>);
 
-impl Drop for Webhooks {
+impl Drop for Tasks {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in &self.0 {
             t.abort();
         }
     }
@@ -251,23 +251,55 @@ async fn fan_out(queues: &[(url::Url, Arc<Queue>)], seen: &mut Seen, changes: Ve
     }
 }
 
+/// The lease of webhook delivery.
+pub const WEBHOOKS_LEASE: &str = "webhooks";
+
 /// Starts notifying `urls` of tag changes in `meta`, on the current tokio runtime, from where the last run left
-/// off. Returns at once; the deliveries run until the returned handle is dropped or the runtime stops.
-pub fn spawn(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry) -> Webhooks {
-    let mut tasks = Vec::new();
+/// off, on whichever replica holds the lease [`WEBHOOKS_LEASE`] ([`crate::background`]). Returns at once; the
+/// deliveries run until the returned task is stopped or dropped, or the runtime stops. Without URLs this replica
+/// does not campaign (a replica configured without them never holds up delivery).
+pub fn spawn(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry) -> LeaderTask {
     if urls.is_empty() {
-        return Webhooks { tasks };
+        return LeaderTask::idle(WEBHOOKS_LEASE);
     }
+    let store = meta.clone();
+    LeaderTask::spawn(meta, WEBHOOKS_LEASE, move |stopping| relay(store.clone(), urls.clone(), retry, stopping))
+}
+
+/// One leader's term of delivery: from the stored cursor, until asked to stop (the cursor is saved first) or the
+/// cursor was moved by someone else (another replica that believed itself the holder: this one steps down and
+/// the next term starts from what is stored). The cursor is only written with a compare-and-swap on the version
+/// this term read or last wrote, so two overlapping holders never both advance it unnoticed.
+async fn relay(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry, mut stopping: watch::Receiver<bool>) {
+    // Subscribed first: changes committed after the cursor was read are on the feed.
     let mut feed = meta.subscribe();
+    let (cursor, mut expect) = match meta.get(keys::WEBHOOK_CURSOR).await {
+        Ok(None) => (None, Expect::Absent),
+        Ok(Some(v)) => match decode::<u64>(keys::WEBHOOK_CURSOR, &v.value) {
+            Ok(c) => (Some(c), Expect::Version(v.version)),
+            Err(e) => {
+                tracing::warn!(cause = %e, "webhooks: the stored cursor is unreadable; starting from now");
+                (None, Expect::Version(v.version))
+            }
+        },
+        Err(e) => {
+            tracing::warn!(cause = %e, "webhooks: could not read the cursor; stepping down");
+            return;
+        }
+    };
     let queues: Vec<(url::Url, Arc<Queue>)> = urls.into_iter().map(|u| (u, Arc::new(Queue::new()))).collect();
     let http = reqwest::Client::new();
+    // Told each time a URL has handled an event, so that the cursor follows promptly.
+    let progressed = Arc::new(Notify::new());
+    let mut tasks = Tasks(Vec::new());
     for (url, queue) in &queues {
-        let (url, queue, http) = (url.clone(), queue.clone(), http.clone());
-        tasks.push(tokio::spawn(async move {
+        let (url, queue, http, progressed) = (url.clone(), queue.clone(), http.clone(), progressed.clone());
+        tasks.0.push(tokio::spawn(async move {
             loop {
                 let n = queue.front().await;
                 deliver(&http, &url, &n, retry).await;
                 queue.handled().await;
+                progressed.notify_one();
             }
         }));
     }
@@ -275,66 +307,74 @@ pub fn spawn(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry) ->
     let observed = Arc::new(AtomicU64::new(0));
     {
         let (meta, queues, observed) = (meta.clone(), queues.clone(), observed.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut saved = 0;
+        tasks.0.push(tokio::spawn(async move {
+            let start = meta.revision().await.unwrap_or(0);
+            let mut seen = Seen::new();
+            let missed = catch_up(meta.as_ref(), cursor, &mut seen).await;
+            fan_out(&queues, &mut seen, missed).await;
+            observed.store(start.max(1), Ordering::Release);
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let seen = observed.load(Ordering::Acquire);
-                if seen == 0 {
-                    continue;
-                }
-                let mut cursor = seen;
-                for (_, q) in &queues {
-                    cursor = cursor.min(q.progress(seen).await);
-                }
-                if cursor > saved {
-                    match meta.commit(Txn::new().put(keys::WEBHOOK_CURSOR, encode(&cursor)).lazy()).await {
-                        Ok(_) => saved = cursor,
-                        Err(e) => tracing::warn!(cause = %e, "webhooks: could not save the cursor"),
+                let (changes, revision) = match feed.recv().await {
+                    Ok(ev) => (tag_change(&ev).into_iter().collect::<Vec<_>>(), ev.revision),
+                    Err(RecvError::Lagged(missed)) => {
+                        // As after a restart: from the last revision fully queued.
+                        tracing::warn!(missed, "webhooks fell behind the change feed; catching up from the store");
+                        feed = feed.resubscribe();
+                        let revision = meta.revision().await.unwrap_or(0);
+                        let from = observed.load(Ordering::Acquire);
+                        let changes = catch_up(meta.as_ref(), Some(from), &mut seen).await;
+                        (changes, revision)
                     }
-                }
+                    Err(RecvError::Closed) => return,
+                };
+                fan_out(&queues, &mut seen, changes).await;
+                observed.fetch_max(revision, Ordering::AcqRel);
             }
         }));
     }
-    tasks.push(tokio::spawn(async move {
-        // Where the last run left off; changes committed from now on are on the feed (subscribed first).
-        let cursor = match meta.get_json::<u64>(keys::WEBHOOK_CURSOR).await {
-            Ok(c) => c.map(|(c, _)| c),
-            Err(e) => {
-                tracing::warn!(cause = %e, "webhooks: could not read the cursor; starting from now");
-                None
-            }
+    // The cursor: saved whenever a URL made progress (or every 500 ms), and once more when asked to stop.
+    let mut saved = cursor.unwrap_or(0);
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => false,
+            _ = progressed.notified() => false,
+            _ = stopped(&mut stopping) => true,
         };
-        let start = meta.revision().await.unwrap_or(0);
-        let mut seen = Seen::new();
-        let missed = catch_up(meta.as_ref(), cursor, &mut seen).await;
-        fan_out(&queues, &mut seen, missed).await;
-        observed.store(start.max(1), Ordering::Release);
-        loop {
-            let (changes, revision) = match feed.recv().await {
-                Ok(ev) => (tag_change(&ev).into_iter().collect::<Vec<_>>(), ev.revision),
-                Err(RecvError::Lagged(missed)) => {
-                    // As after a restart: from the last revision fully queued.
-                    tracing::warn!(missed, "webhooks fell behind the change feed; catching up from the store");
-                    feed = feed.resubscribe();
-                    let revision = meta.revision().await.unwrap_or(0);
-                    let from = observed.load(Ordering::Acquire);
-                    let changes = catch_up(meta.as_ref(), Some(from), &mut seen).await;
-                    (changes, revision)
+        let seen = observed.load(Ordering::Acquire);
+        if seen != 0 {
+            let mut cursor = seen;
+            for (_, q) in &queues {
+                cursor = cursor.min(q.progress(seen).await);
+            }
+            if cursor > saved {
+                let txn = Txn::new().expect(keys::WEBHOOK_CURSOR, expect).put(keys::WEBHOOK_CURSOR, encode(&cursor));
+                match meta.commit(txn.lazy()).await {
+                    Ok(revision) => {
+                        saved = cursor;
+                        expect = Expect::Version(revision);
+                    }
+                    Err(StoreError::Conflict { .. }) => {
+                        tracing::warn!(
+                            cursor,
+                            "webhooks: another replica moved the cursor (two holders overlapped); stepping down"
+                        );
+                        return;
+                    }
+                    Err(e) => tracing::warn!(cause = %e, "webhooks: could not save the cursor"),
                 }
-                Err(RecvError::Closed) => return,
-            };
-            fan_out(&queues, &mut seen, changes).await;
-            observed.fetch_max(revision, Ordering::AcqRel);
+            }
         }
-    }));
-    Webhooks { tasks }
+        if stop {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use names::Digest;
+    use storage_backends::MetadataStoreExt;
     use streams::model::TagEvent;
 
     fn change(tag: &str, image: Option<&str>) -> TagChange {
@@ -349,6 +389,47 @@ mod tests {
             }),
             revision: 7,
         }
+    }
+
+    /// Runs one term of delivery to a URL nobody listens on; the cursor is stored once the term has started.
+    async fn term(meta: &Arc<dyn MetadataStore>) -> (JoinHandle<()>, watch::Sender<bool>) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url: url::Url = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
+        let retry = Retry { attempts: 1, ..Retry::default() };
+        let (stop, stopping) = watch::channel(false);
+        let term = tokio::spawn(relay(meta.clone(), vec![url], retry, stopping));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while meta.get(keys::WEBHOOK_CURSOR).await.unwrap().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the cursor was never saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (term, stop)
+    }
+
+    #[tokio::test]
+    async fn a_cursor_moved_by_another_holder_makes_this_one_step_down() {
+        let meta: Arc<dyn MetadataStore> = Arc::new(storage_backends::MemoryStore::new());
+        let (mut term, _stop) = term(&meta).await;
+        // Another replica that believes it holds the lease saves its own cursor.
+        meta.commit(Txn::new().put(keys::WEBHOOK_CURSOR, encode(&1_000_000u64))).await.unwrap();
+        // Any change moves this term's cursor: its compare-and-swap fails, and it stops delivering.
+        meta.commit(Txn::new().put("namespaces/ns", b"{}".to_vec())).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(3), &mut term).await.expect("stepped down").unwrap();
+        let stored = meta.get_json::<u64>(keys::WEBHOOK_CURSOR).await.unwrap().unwrap().0;
+        assert_eq!(stored, 1_000_000, "the other holder's cursor is not overwritten");
+    }
+
+    #[tokio::test]
+    async fn an_undisturbed_holder_keeps_its_cursor_moving_and_saves_it_when_stopped() {
+        let meta: Arc<dyn MetadataStore> = Arc::new(storage_backends::MemoryStore::new());
+        let (mut term, stop) = term(&meta).await;
+        let revision = meta.commit(Txn::new().put("namespaces/ns", b"{}".to_vec())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!term.is_finished(), "still delivering");
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), &mut term).await.expect("stopped").unwrap();
+        let stored = meta.get_json::<u64>(keys::WEBHOOK_CURSOR).await.unwrap().unwrap().0;
+        assert_eq!(stored, revision, "the cursor reached the last change");
     }
 
     #[test]

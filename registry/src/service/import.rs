@@ -15,7 +15,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use names::{Digest, Namespace, RepositoryName, StreamName, TagName};
 use storage_backends::meta::encode;
-use storage_backends::{keys, StoreError};
+use storage_backends::{keys, Leadership, StoreError};
 use streams::import::{
     self, ImageImportStatus, ImageStreamImport, ImportMode, ImportStatus, RepositoryImportStatus, TagImport,
 };
@@ -26,6 +26,7 @@ use streams::{ObjectKind, StreamError};
 use super::blobs::{BlobLink, UpstreamLink};
 use super::manifests::ManifestLink;
 use super::{Registry, RegistryError};
+use crate::background::{stopped, LeaderTask};
 use crate::upstream::{ExternalRef, FetchedManifest, Source, UpstreamError};
 
 /// Largest image config fetched at import.
@@ -50,14 +51,17 @@ impl Default for ImportSettings {
 }
 
 /// One lock per stream, held while its imports run, so that the API's import and the controller's reaction to
-/// the spec change it wrote do not fetch the same image twice (the second one finds nothing due).
+/// the spec change it wrote do not fetch the same image twice (the second one finds nothing due), also when they
+/// run on different replicas: the lock is the store's lease `import/<ns>/<stream>`. It only saves work: should
+/// two imports of a tag overlap anyway (a holder's lease lost mid-import), recording one is idempotent.
 #[derive(Default)]
-pub struct ImportLocks(std::sync::Mutex<HashMap<RepositoryName, std::sync::Arc<tokio::sync::Mutex<()>>>>);
+pub struct ImportLocks;
 
 impl ImportLocks {
-    async fn lock(&self, repo: &RepositoryName) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(repo.clone()).or_default().clone();
-        m.lock_owned().await
+    async fn lock(&self, meta: &dyn storage_backends::MetadataStore, repo: &RepositoryName) -> Leadership {
+        let mut lease = meta.elect(&format!("import/{repo}"));
+        lease.acquired().await;
+        lease
     }
 }
 
@@ -306,7 +310,7 @@ impl Registry {
         };
         let stream: StreamName = isi.metadata.name.parse().map_err(|e| bad(format!("metadata.name: {e}")))?;
         let repo = RepositoryName::new(ns.clone(), stream.clone());
-        let _importing = self.import_locks.lock(&repo).await;
+        let _importing = self.import_locks.lock(self.meta.as_ref(), &repo).await;
         let existing = self.streams.get_stream(&repo).await?;
         let stream_insecure = existing.as_ref().is_some_and(import::insecure_stream);
         // Which tags, from where.
@@ -389,7 +393,7 @@ impl Registry {
         if !self.streams.wants_imports(repo).await? {
             return Ok(Vec::new());
         }
-        let _importing = self.import_locks.lock(repo).await;
+        let _importing = self.import_locks.lock(self.meta.as_ref(), repo).await;
         let Some(stream) = self.streams.get_stream(repo).await? else { return Ok(Vec::new()) };
         let stream = &stream;
         for t in import::imports_due(stream) {
@@ -418,7 +422,7 @@ impl Registry {
 
     /// A scheduled re-import of one tag (the controller's timetable says it is time).
     pub async fn import_scheduled(&self, repo: &RepositoryName, t: &TagImport) {
-        let _importing = self.import_locks.lock(repo).await;
+        let _importing = self.import_locks.lock(self.meta.as_ref(), repo).await;
         let _ = self.import_tag(repo, &t.tag, &t.from, t.insecure, t.mode).await;
     }
 }
@@ -435,12 +439,26 @@ fn manifest_link(fetched: &FetchedManifest, parsed: &ParsedManifest) -> Link {
 // ---------------------------------------------------------------------------------------------------------------
 // The controller
 
-/// Starts the import controller on the current runtime: a first pass over every stream, then every stream
-/// change (from the store's change feed) is looked at for due imports, and scheduled tags are imported again
-/// every [`ImportSettings::scheduled_interval`].
-pub fn spawn_controller(registry: Registry) {
-    actix_web::rt::spawn(async move { controller(registry).await });
+/// Starts the import controller on the current runtime, on whichever replica holds the lease `imports`
+/// ([`crate::background`]): a first pass over every stream, then every stream change (from the store's change
+/// feed) is looked at for due imports, and scheduled tags are imported again every
+/// [`ImportSettings::scheduled_interval`]. A replica that becomes leader starts with the first pass (so nothing
+/// due is missed) and a fresh timetable (a scheduled tag is next imported an interval after the takeover).
+pub fn spawn_controller(registry: Registry) -> LeaderTask {
+    let meta = registry.meta.clone();
+    LeaderTask::spawn(meta, IMPORTS_LEASE, move |mut stopping| {
+        let registry = registry.clone();
+        async move {
+            tokio::select! {
+                _ = controller(registry) => {}
+                _ = stopped(&mut stopping) => {}
+            }
+        }
+    })
 }
+
+/// The lease of the import controller.
+pub const IMPORTS_LEASE: &str = "imports";
 
 async fn controller(reg: Registry) {
     let mut feed = reg.meta.subscribe();

@@ -115,6 +115,43 @@ async fn a_stalled_leader_loses_its_lease_within_the_ttl() {
     eprintln!("etcd lease moved {moved:?} after its holder stopped (TTL 2 s)");
 }
 
+#[tokio::test]
+async fn a_resigning_leader_hands_over_at_once_and_an_abandoned_one_is_not_leader() {
+    let Some(etcd) = etcd() else { return };
+    let (a, b) = (etcd.connect("/reg/").await, etcd.connect("/reg/").await);
+    let mut first = a.elect("webhooks");
+    tokio::time::timeout(Duration::from_secs(10), first.acquired()).await.unwrap();
+    let mut second = b.elect("webhooks");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_leader());
+    let started = std::time::Instant::now();
+    first.resign().await;
+    tokio::time::timeout(Duration::from_secs(10), second.acquired()).await.expect("the lease moved");
+    let moved = started.elapsed();
+    assert!(moved < Duration::from_secs(1), "a resigned lease moved after {moved:?}, as if it had expired");
+    second.abandon();
+    assert!(!second.is_leader(), "an abandoned holder no longer claims the lease");
+    let mut third = a.elect("webhooks");
+    tokio::time::timeout(Duration::from_secs(10), third.acquired()).await.expect("the TTL frees it");
+    eprintln!("etcd lease moved {moved:?} after its holder resigned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_steps_down_before_its_lease_could_expire_when_etcd_goes() {
+    let Some(mut etcd) = etcd() else { return };
+    let a = etcd.connect("/reg/").await;
+    let mut leader = a.elect("imports");
+    tokio::time::timeout(Duration::from_secs(10), leader.acquired()).await.unwrap();
+    tokio::task::block_in_place(|| etcd.stop());
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), leader.lost()).await.expect("the leader noticed");
+    let noticed = started.elapsed();
+    // The TTL is 2 s: etcd (had it stayed up for others) could expire the lease 2 s after the last keep-alive.
+    assert!(noticed < Duration::from_secs(2), "stepped down {noticed:?} after etcd went, past the TTL");
+    assert!(!leader.is_leader());
+    tokio::task::block_in_place(|| etcd.start_again());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_and_the_cache_recover_when_etcd_restarts() {
     let Some(mut etcd) = etcd() else { return };

@@ -1,0 +1,232 @@
+//! The registry's background work, and the rule that work which must happen once runs on one replica at a time.
+//! [`spawn_background`] starts what `tributary serve` and [`crate::testing::TestRegistry`] both run: the import
+//! controller (pending and scheduled imports, lease `imports`) and webhook delivery (lease `webhooks`). Each is a
+//! [`LeaderTask`]: every replica campaigns for the lease ([`storage_backends::MetadataStore::elect`]: an etcd
+//! lease, or the embedded store's in-process one); only the holder runs the work; when the lease is lost the work
+//! is dropped at once (cancelled at its next await: every store write is an atomic transaction, so what a cancelled
+//! pass leaves is either done or still due for the next holder) and the replica campaigns again.
+//!
+//! Imports asked for through the API (`imagestreamimports`, `import-image`) are not leader work: the replica that
+//! got the request imports inline and answers with the result. The leader's controller reacts to the spec tags
+//! that request wrote (it sees them on the change feed within milliseconds), and a per-stream lease
+//! ([`crate::service::import`]) makes it wait for the requesting replica's import and then find nothing due.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage_backends::MetadataStore;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::webhooks;
+use crate::service::Registry;
+
+/// How long [`LeaderTask::stop`] lets the work finish (the webhook cursor is saved) before cutting it off.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Pause before campaigning again after the work stepped down by itself (a conflict, a store error).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Work that runs only while this replica holds a lease. Dropping it cuts the work off and releases the lease
+/// (without waiting); [`LeaderTask::stop`] lets the work finish and waits for the release.
+pub struct LeaderTask {
+    name: String,
+    task: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    leading: watch::Receiver<bool>,
+    crash: Arc<Notify>,
+}
+
+impl LeaderTask {
+    /// Campaigns for lease `name` on the current tokio runtime; each time it is won, runs `work` (given a receiver
+    /// that turns `true` when the task is asked to stop) until the work returns (steps down) or the lease is lost.
+    pub fn spawn<W, F>(meta: Arc<dyn MetadataStore>, name: &str, work: W) -> LeaderTask
+    where
+        W: FnMut(watch::Receiver<bool>) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopping) = watch::channel(false);
+        let (leading_tx, leading) = watch::channel(false);
+        let crash = Arc::new(Notify::new());
+        let task = tokio::spawn(lead(meta, name.to_owned(), leading_tx, stopping, crash.clone(), work));
+        LeaderTask { name: name.to_owned(), task: Some(task), stop, leading, crash }
+    }
+
+    /// A task that never campaigns (this replica has nothing to do for lease `name`).
+    pub fn idle(name: &str) -> LeaderTask {
+        let (stop, _) = watch::channel(false);
+        let (_, leading) = watch::channel(false);
+        LeaderTask { name: name.to_owned(), task: None, stop, leading, crash: Arc::default() }
+    }
+
+    /// Whether this replica holds the lease and runs the work now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// A view of [`LeaderTask::is_leader`] that outlives the task's owner being elsewhere (tests read it).
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
+    }
+
+    /// Asks the work to finish (within [`STOP_GRACE`], else it is cut off), then releases the lease and waits for
+    /// that, so another replica takes over at once.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(STOP_GRACE * 2, &mut task).await.is_err() {
+                tracing::warn!(lease = self.name, "background work did not stop in time; cut off");
+                task.abort();
+            }
+        }
+    }
+
+    /// Cuts the work off and stops keeping the lease alive without releasing it, as a killed process would: another
+    /// replica takes over when the lease expires (etcd: its TTL). For tests of failover.
+    pub async fn crash(mut self) {
+        self.crash.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LeaderTask {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The campaign loop of a [`LeaderTask`].
+async fn lead<W, F>(
+    meta: Arc<dyn MetadataStore>,
+    name: String,
+    leading: watch::Sender<bool>,
+    mut stopping: watch::Receiver<bool>,
+    crash: Arc<Notify>,
+    mut work: W,
+) where
+    W: FnMut(watch::Receiver<bool>) -> F,
+    F: Future<Output = ()>,
+{
+    loop {
+        let mut leadership = meta.elect(&name);
+        tokio::select! {
+            _ = leadership.acquired() => {}
+            _ = stopped(&mut stopping) => return,
+            _ = crash.notified() => return leadership.abandon(),
+        }
+        leading.send_replace(true);
+        tracing::info!(lease = name, "this replica leads");
+        let job = work(stopping.clone());
+        let lost = tokio::select! {
+            _ = leadership.lost() => true,
+            _ = job => false,
+            _ = crash.notified() => {
+                leading.send_replace(false);
+                return leadership.abandon();
+            }
+        };
+        leading.send_replace(false);
+        if lost {
+            tracing::warn!(lease = name, "lease lost: work stopped; campaigning again");
+        } else {
+            tracing::info!(lease = name, "stepped down");
+        }
+        tokio::time::timeout(STOP_GRACE, leadership.resign()).await.ok();
+        if *stopping.borrow() {
+            return;
+        }
+        if !lost {
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                _ = stopped(&mut stopping) => return,
+            }
+        }
+    }
+}
+
+/// Returns once `stopping` turns true (or its sender is gone).
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// The background work of one replica (see the module documentation). Stop it with [`Background::stop`].
+pub struct Background {
+    pub imports: LeaderTask,
+    pub webhooks: LeaderTask,
+}
+
+/// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
+/// what tests get from [`crate::testing::TestRegistry`].
+pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
+    Background {
+        imports: crate::service::import::spawn_controller(registry.clone()),
+        webhooks: webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), webhooks::Retry::default()),
+    }
+}
+
+impl Background {
+    /// Lets the work finish (the webhook cursor saved) and hands the leases over.
+    pub async fn stop(self) {
+        let Background { imports, webhooks } = self;
+        futures::join!(imports.stop(), webhooks.stop());
+    }
+
+    /// Stops as a killed process would ([`LeaderTask::crash`]).
+    pub async fn crash(self) {
+        let Background { imports, webhooks } = self;
+        futures::join!(imports.crash(), webhooks.crash());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use storage_backends::MemoryStore;
+
+    #[tokio::test]
+    async fn only_the_holder_works_and_the_next_one_takes_over() {
+        let meta: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let start = |runs: Arc<AtomicUsize>| {
+            LeaderTask::spawn(meta.clone(), "work", move |mut stopping| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    stopped(&mut stopping).await;
+                }
+            })
+        };
+        let a = start(runs.clone());
+        let b = start(runs.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "one replica works");
+        assert!(a.is_leader() != b.is_leader());
+        let (leader, other) = if a.is_leader() { (a, b) } else { (b, a) };
+        leader.stop().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(other.is_leader());
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "the other replica took over");
+        other.stop().await;
+    }
+
+    #[tokio::test]
+    async fn work_that_steps_down_runs_again_after_a_pause() {
+        let meta: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let task = LeaderTask::spawn(meta, "work", move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        tokio::time::sleep(RETRY_PAUSE + Duration::from_millis(500)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "stepped down, paused, led again");
+        task.stop().await;
+    }
+}
