@@ -25,6 +25,7 @@
 //! username = "…"                       # optional, with password
 //! password = "…"
 //! ca-file = "/etc/etcd/ca.pem"         # optional: TLS to etcd, verified with this CA
+//! lease-ttl-secs = 5                   # how soon another replica takes over work from one that died
 //! ```
 
 use std::path::PathBuf;
@@ -168,6 +169,16 @@ pub struct EtcdSettings {
         help_heading = "Storage"
     )]
     pub ca_file: Option<PathBuf>,
+    /// Seconds a replica's lease (imports, webhooks) outlives its last keep-alive: how soon another replica takes
+    /// over from one that died [default: 5].
+    #[arg(
+        id = "etcd-lease-ttl",
+        long = "etcd-lease-ttl",
+        value_name = "SECONDS",
+        env = "TRIBUTARY_ETCD_LEASE_TTL",
+        help_heading = "Storage"
+    )]
+    pub lease_ttl_secs: Option<u64>,
 }
 
 /// The `[storage]` table of the TOML file, and the storage flags and variables: every field optional.
@@ -240,6 +251,7 @@ impl Storage {
             username: over.etcd.username.or(file.etcd.username),
             password: over.etcd.password.or(file.etcd.password),
             ca_file: over.etcd.ca_file.or(file.etcd.ca_file),
+            lease_ttl_secs: over.etcd.lease_ttl_secs.or(file.etcd.lease_ttl_secs),
         };
         let blobs = match over.blobs.or(file.blobs).unwrap_or_default() {
             BlobBackendKind::Filesystem => {
@@ -332,12 +344,18 @@ impl EtcdSettings {
         if prefix.is_empty() {
             anyhow::bail!("the etcd key prefix must not be empty (it keeps Tributary's keys apart)");
         }
+        let defaults = EtcdConfig::new(endpoints);
+        let lease_ttl_secs = self.lease_ttl_secs.unwrap_or(defaults.lease_ttl_secs);
+        if !(2..=300).contains(&lease_ttl_secs) {
+            anyhow::bail!("the etcd lease TTL must be between 2 and 300 seconds (got {lease_ttl_secs})");
+        }
         Ok(EtcdConfig {
             prefix,
+            lease_ttl_secs,
             username: self.username,
             password: self.password,
             ca_file: self.ca_file,
-            ..EtcdConfig::new(endpoints)
+            ..defaults
         })
     }
 }
@@ -407,6 +425,7 @@ mod tests {
         assert!(bad("[storage]\nmetadata = \"etcd\"\n[storage.etcd]\nendpoints = [\"127.0.0.1:2379\"]\n")
             .contains("etcd endpoint"));
         assert!(bad("[storage]\nmetadata = \"etcd\"\n[storage.etcd]\nusername = \"u\"\n").contains("password"));
+        assert!(bad("[storage]\nmetadata = \"etcd\"\n[storage.etcd]\nlease-ttl-secs = 1\n").contains("lease TTL"));
         let unknown = toml::from_str::<toml::Table>("[storage]\nblobs = \"tape\"\n").unwrap();
         assert!(StorageSettings::deserialize(unknown["storage"].clone()).is_err());
         let s = Storage::resolve(StorageSettings::default(), file("[storage]\nmetadata = \"etcd\"\n")).unwrap();
