@@ -185,7 +185,7 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     if wants("push") {
         timed(bench.push(&mut report)).await?;
     }
-    if plan.quick {
+    if plan.quick && wants("push") {
         for mode in ["monolithic", "chunked 8 MiB", "chunked 1 MiB"] {
             report.note(&format!("push 512 MiB {mode}"), Unit::MibPerSec, "skipped (--quick)");
         }
@@ -193,7 +193,7 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     if wants("pull") {
         timed(bench.pull(&mut report)).await?;
     }
-    if plan.quick {
+    if plan.quick && wants("pull") {
         report.note("pull 512 MiB", Unit::MibPerSec, "skipped (--quick)");
     }
     if wants("pullthrough") {

@@ -55,18 +55,20 @@ impl Bins {
         }
     }
 
-    /// `moto_server --version` and `etcd --version`, for the header.
+    /// moto's and etcd's versions, for the header (moto's from the Python package beside `moto_server`).
     pub fn versions(&self) -> String {
-        let v = |bin: &PathBuf| {
+        let v = |bin: &PathBuf, args: &[&str]| {
             std::process::Command::new(bin)
-                .arg("--version")
+                .args(args)
                 .output()
                 .ok()
                 .and_then(|o| String::from_utf8(o.stdout).ok())
                 .and_then(|s| s.lines().next().map(str::to_owned))
                 .unwrap_or_default()
         };
-        format!("s3 group: moto {} ({}), {}", v(&self.moto), self.moto.display(), v(&self.etcd))
+        let python = self.moto.with_file_name("python");
+        let moto = v(&python, &["-c", "import moto; print(moto.__version__)"]);
+        format!("s3 group: moto {moto} ({}), {}", self.moto.display(), v(&self.etcd, &["--version"]))
     }
 }
 

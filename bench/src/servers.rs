@@ -279,6 +279,11 @@ impl Server {
                     PeerRole::Upstream => Command::new(&tools.peer),
                     _ => tools.command(&tools.peer),
                 };
+                if storage.s3.is_some() {
+                    // The AWS SDK of distribution 2.8 panics at start when AWS_CA_BUNDLE is set ("unable to load
+                    // custom CA bundle, HTTPClient's transport unsupported type"); moto is plain HTTP anyway.
+                    command.env_remove("AWS_CA_BUNDLE");
+                }
                 let child = command
                     .arg("serve")
                     .arg(&config)
