@@ -288,7 +288,8 @@ impl Bench {
             true => None,
             false => Some(self.start(Kind::Peer).await?),
         };
-        let all: Vec<&Live> = [Some(&fs_etcd), Some(&s3_etcd), Some(&fs_redb), peer.as_ref()].into_iter().flatten().collect();
+        let all: Vec<&Live> =
+            [Some(&fs_etcd), Some(&s3_etcd), Some(&fs_redb), peer.as_ref()].into_iter().flatten().collect();
         let mut images = Vec::new();
         for l in &all {
             let image = Image::seed(&l.client, "bench/app").await?;
@@ -374,7 +375,8 @@ fn sorted(mut v: Vec<Duration>) -> Vec<Duration> {
 /// The point-8 targets, judged on the medians of the group's rows (rows the run did not make are n/a).
 pub fn targets(r: &Report) -> Vec<Target> {
     let med = |label: &str, kind| r.get(label).and_then(|row| row.median(kind));
-    let na = |what, label: &str| Target { what, verdict: Verdict::NotMeasured, detail: format!("{label}: not measured") };
+    let na =
+        |what, label: &str| Target { what, verdict: Verdict::NotMeasured, detail: format!("{label}: not measured") };
     let judge = |what, ok: bool, detail: String| Target {
         what,
         verdict: if ok { Verdict::Met } else { Verdict::Missed },
@@ -413,9 +415,7 @@ pub fn targets(r: &Report) -> Vec<Target> {
         });
         let get = format!("S3 pull {s} [peer: moto's own GET]");
         t.push(match (med(&get, Kind::Ours), med(&get, Kind::Peer)) {
-            (Some(o), Some(c)) => {
-                judge(w3, o >= 0.85 * c, format!("{o:.0} vs {c:.0} MiB/s, {:.0}%", 100.0 * o / c))
-            }
+            (Some(o), Some(c)) => judge(w3, o >= 0.85 * c, format!("{o:.0} vs {c:.0} MiB/s, {:.0}%", 100.0 * o / c)),
             _ => na(w3, &get),
         });
     }
@@ -428,8 +428,14 @@ pub fn targets(r: &Report) -> Vec<Target> {
         _ => na(what, b),
     });
     for (what, label) in [
-        ("manifest GET c=16 with etcd metadata ≥ 20,000/s (fs+etcd)", "etcd manifest GET c=16, fs+etcd [peer: ours on fs+redb]"),
-        ("manifest GET c=16 with etcd metadata ≥ 20,000/s (S3+etcd)", "replica manifest GET c=16, S3+etcd [peer: ours on fs+redb]"),
+        (
+            "manifest GET c=16 with etcd metadata ≥ 20,000/s (fs+etcd)",
+            "etcd manifest GET c=16, fs+etcd [peer: ours on fs+redb]",
+        ),
+        (
+            "manifest GET c=16 with etcd metadata ≥ 20,000/s (S3+etcd)",
+            "replica manifest GET c=16, S3+etcd [peer: ours on fs+redb]",
+        ),
     ] {
         t.push(match med(label, Kind::Ours) {
             Some(v) => judge(what, v >= 20_000.0, format!("{v:.0} ops/s")),
