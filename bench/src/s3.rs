@@ -247,7 +247,7 @@ impl Bench {
                         Ok(firsts)
                     })
                     .await?;
-                let sample = throughput(size * count as u64, wall, cpu);
+                let sample = throughput(size * count, wall, cpu);
                 let first = plain(crate::report::quantile_ms(&sorted(firsts), 0.5));
                 match (i, l.kind()) {
                     (0, _) => {
