@@ -119,7 +119,7 @@ impl Bench {
         }
     }
 
-    /// The whole group. Returns notes for the header.
+    /// The whole group: blobs of each size, manifests, memory, each phase on its own moto and etcd.
     pub async fn s3(&self, report: &mut Report, bins: &Bins) -> anyhow::Result<()> {
         let (sizes, big) = self.s3_sizes();
         for &size in &sizes {
