@@ -155,6 +155,11 @@ impl Client {
     /// Chunked push: `POST`, a `PATCH` per chunk with `Content-Range`, then `PUT ?digest=` with no body.
     /// Returns the number of requests made.
     pub async fn push_chunked(&self, repo: &str, blob: &Blob, chunk: u64) -> anyhow::Result<u64> {
+        Ok(self.push_chunked_timed(repo, blob, chunk).await?.0)
+    }
+
+    /// [`Client::push_chunked`], also returning how long the closing `PUT` took (the finish of the upload).
+    pub async fn push_chunked_timed(&self, repo: &str, blob: &Blob, chunk: u64) -> anyhow::Result<(u64, Duration)> {
         let mut location = self.start_upload(repo).await?;
         let mut requests = 1;
         let mut at = 0;
@@ -172,8 +177,9 @@ impl Client {
             at = end;
         }
         let req = self.request(Method::PUT, &Self::with_digest(&location, &blob.digest)).header("Content-Length", "0");
+        let start = Instant::now();
         self.send("closing PUT", req, StatusCode::CREATED).await?;
-        Ok(requests + 1)
+        Ok((requests + 1, start.elapsed()))
     }
 
     /// A small blob pushed whole (configs, layers of test images).

@@ -8,7 +8,9 @@ mod client;
 mod content;
 mod pullthrough;
 mod report;
+mod s3;
 mod servers;
+mod stores;
 mod workloads;
 
 use std::path::PathBuf;
@@ -27,7 +29,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these workload groups (comma-separated): push, pull, pullthrough, manifest, tags, catalog, memory,
-    /// growth.
+    /// growth, s3.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Pairs of alternated measurements (ours, peer) per workload [default: 3].
@@ -36,12 +38,15 @@ struct Args {
     /// Measure Tributary alone (no peer, no ratios): quicker turns while profiling.
     #[arg(long)]
     ours_only: bool,
+    /// Also run the S3 and etcd group (moto and etcd on loopback; `--only s3` runs it alone).
+    #[arg(long)]
+    s3: bool,
     /// Save the plan and every raw sample to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
-const GROUPS: [&str; 8] = ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory", "growth"];
+const GROUPS: [&str; 9] = ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory", "growth", "s3"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -128,7 +133,16 @@ fn version(bin: &std::path::Path, arg: &str) -> String {
 }
 
 async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow::Result<()> {
-    let wants = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
+    // The S3 group runs only when asked for (--s3 or --only s3); the others by default.
+    let wants = |g: &str| {
+        if g == "s3" {
+            args.s3 || args.only.iter().any(|o| o == g)
+        } else {
+            args.only.is_empty() || args.only.iter().any(|o| o == g)
+        }
+    };
+    let only_s3 = !args.only.is_empty() && args.only.iter().all(|o| o == "s3");
+    let s3_bins = if wants("s3") { Some(s3::Bins::find()?) } else { None };
     let plan = Plan::new(args.quick, args.pairs);
     anyhow::ensure!(plan.pairs >= 1, "--pairs must be at least 1");
     let started = Instant::now();
@@ -152,6 +166,15 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
             plan.pairs
         ),
     ];
+    if let Some(bins) = &s3_bins {
+        header.push(bins.versions());
+        header.push(
+            "s3 group: one moto and one etcd per phase, on every core; ours on S3 keeps metadata on etcd; the peer on \
+             S3 is distribution's s3 driver on the same moto (chunksize 8 MiB like ours, redirect disabled so blobs go \
+             through it as through ours); a label ending in [peer: …] holds that in the peer column"
+                .into(),
+        );
+    }
     for h in &header {
         eprintln!("{h}");
     }
@@ -162,7 +185,7 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     if wants("push") {
         timed(bench.push(&mut report)).await?;
     }
-    if plan.quick {
+    if plan.quick && wants("push") {
         for mode in ["monolithic", "chunked 8 MiB", "chunked 1 MiB"] {
             report.note(&format!("push 512 MiB {mode}"), Unit::MibPerSec, "skipped (--quick)");
         }
@@ -170,7 +193,7 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     if wants("pull") {
         timed(bench.pull(&mut report)).await?;
     }
-    if plan.quick {
+    if plan.quick && wants("pull") {
         report.note("pull 512 MiB", Unit::MibPerSec, "skipped (--quick)");
     }
     if wants("pullthrough") {
@@ -191,6 +214,9 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
             header.push(note);
         }
     }
+    if let Some(bins) = &s3_bins {
+        timed(bench.s3(&mut report, bins)).await?;
+    }
 
     // Targets are judged at the issue's sizes only; --quick rows at smaller sizes do not count.
     let targets = report::targets(
@@ -209,12 +235,19 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     println!();
     print!("{}", report.table());
     println!();
-    println!(
-        "issue-6 targets (ours){}:",
-        if plan.quick { ", at the issue's sizes, which --quick does not run" } else { "" }
-    );
-    print!("{}", report::print_targets(&targets));
-    println!();
+    if !only_s3 {
+        println!(
+            "issue-6 targets (ours){}:",
+            if plan.quick { ", at the issue's sizes, which --quick does not run" } else { "" }
+        );
+        print!("{}", report::print_targets(&targets));
+        println!();
+    }
+    if s3_bins.is_some() {
+        println!("scale-out point-8 targets (ours){}:", if plan.quick { ", --quick runs 64 MiB only" } else { "" });
+        print!("{}", report::print_targets(&s3::targets(&report)));
+        println!();
+    }
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
 
     if let Some(path) = &args.json {

@@ -144,6 +144,49 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Where a server keeps blobs and metadata: by default its data directory; blobs on the run's S3 server (moto)
+/// and, for ours, metadata on etcd when given. Each server gets its own key prefix, so several share one S3 server
+/// and one etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// S3 `endpoint`, `bucket` and key `prefix`.
+    pub s3: Option<(String, String, String)>,
+    /// etcd `endpoint` and key prefix (ours only: the peer has no such store).
+    pub etcd: Option<(String, String)>,
+}
+
+/// The credentials every server gives moto (which checks none).
+const S3_KEY: &str = "testing";
+
+impl Storage {
+    /// Tributary's flags for this storage.
+    fn ours_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some((endpoint, bucket, prefix)) = &self.s3 {
+            a.extend(["--blob-backend", "s3", "--s3-endpoint", endpoint, "--s3-bucket", bucket, "--s3-prefix", prefix]);
+            a.extend(["--s3-access-key-id", S3_KEY, "--s3-secret-access-key", S3_KEY]);
+        }
+        if let Some((endpoint, prefix)) = &self.etcd {
+            a.extend(["--metadata-backend", "etcd", "--etcd-endpoint", endpoint, "--etcd-prefix", prefix]);
+        }
+        a.into_iter().map(str::to_owned).collect()
+    }
+
+    /// distribution's storage driver section (indented under `storage:`). On S3: 8 MiB parts like ours, and
+    /// blobs served through the registry (`redirect: disable`), as ours serves them, rather than by redirecting
+    /// the client to a pre-signed S3 URL.
+    fn peer_driver(&self, data: &Path) -> String {
+        match &self.s3 {
+            None => format!("  filesystem:\n    rootdirectory: {}\n", data.display()),
+            Some((endpoint, bucket, prefix)) => format!(
+                "  s3:\n    region: us-east-1\n    bucket: {bucket}\n    regionendpoint: {endpoint}\n    accesskey: \
+                 {S3_KEY}\n    secretkey: {S3_KEY}\n    secure: false\n    v4auth: true\n    chunksize: 8388608\n    \
+                 rootdirectory: /{prefix}\n  redirect:\n    disable: true\n"
+            ),
+        }
+    }
+}
+
 /// How a peer (distribution) is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerRole {
@@ -156,13 +199,19 @@ pub enum PeerRole {
 }
 
 impl Server {
-    /// Starts `kind` in a new directory under `scratch`.
-    pub fn start(tools: &Tools, kind: Kind, scratch: &Path) -> anyhow::Result<Server> {
-        Server::start_as(tools, kind, scratch, PeerRole::Plain)
-    }
-
     /// Starts `kind`; a peer in the given role.
     pub fn start_as(tools: &Tools, kind: Kind, scratch: &Path, role: PeerRole) -> anyhow::Result<Server> {
+        Server::start_on(tools, kind, scratch, role, &Storage::default())
+    }
+
+    /// Starts `kind` on `storage`; a peer in the given role.
+    pub fn start_on(
+        tools: &Tools,
+        kind: Kind,
+        scratch: &Path,
+        role: PeerRole,
+        storage: &Storage,
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new().prefix(&format!("{}-", kind.name())).tempdir_in(scratch)?.keep();
         let log = std::fs::File::create(dir.join("server.log"))?;
         let data = dir.join("data");
@@ -173,6 +222,7 @@ impl Server {
                     .command(&tools.tributary)
                     .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
                     .arg(&data)
+                    .args(storage.ours_args())
                     .env("TRIBUTARY_ADMIN_TOKEN", &token)
                     .env("TRIBUTARY_LOG", "warn")
                     .stdin(Stdio::null())
@@ -220,15 +270,20 @@ impl Server {
                     &config,
                     format!(
                         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {access_log}\nstorage:\n  \
-                         cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {}\n  delete:\n    \
-                         enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{proxy}",
-                        data.display()
+                         cache:\n    blobdescriptor: inmemory\n{}  delete:\n    enabled: true\nhttp:\n  addr: \
+                         127.0.0.1:{port}\n{proxy}",
+                        storage.peer_driver(&data)
                     ),
                 )?;
                 let mut command = match role {
                     PeerRole::Upstream => Command::new(&tools.peer),
                     _ => tools.command(&tools.peer),
                 };
+                if storage.s3.is_some() {
+                    // The AWS SDK of distribution 2.8 panics at start when AWS_CA_BUNDLE is set ("unable to load
+                    // custom CA bundle, HTTPClient's transport unsupported type"); moto is plain HTTP anyway.
+                    command.env_remove("AWS_CA_BUNDLE");
+                }
                 let child = command
                     .arg("serve")
                     .arg(&config)

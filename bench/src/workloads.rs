@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::client::{Client, OCI_MANIFEST};
 use crate::content::{random_bytes, Contents};
 use crate::report::{quantile_ms, Cost, Report, Sample, Unit};
-use crate::servers::{Kind, Server, Tools};
+use crate::servers::{Kind, PeerRole, Server, Storage, Tools};
 
 pub const MIB: u64 = 1 << 20;
 /// Every namespace a workload pushes into.
@@ -23,7 +23,7 @@ const NAMESPACES: [&str; 21] = [
     "bench", "cat0", "cat1", "cat2", "cat3", "cat4", "cat5", "cat6", "cat7", "cat8", "cat9", "grow0", "grow1", "grow2",
     "grow3", "grow4", "grow5", "grow6", "grow7", "grow8", "grow9",
 ];
-const GIB: f64 = (1u64 << 30) as f64;
+pub const GIB: f64 = (1u64 << 30) as f64;
 
 /// Sizes, counts and durations of a run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -142,7 +142,7 @@ pub struct Live {
 }
 
 impl Live {
-    fn kind(&self) -> Kind {
+    pub fn kind(&self) -> Kind {
         self.server.kind
     }
 
@@ -155,21 +155,21 @@ impl Live {
         Ok((out, wall, self.server.cpu_seconds() - cpu))
     }
 
-    fn mib(bytes: u64) -> f64 {
+    pub fn mib(bytes: u64) -> f64 {
         bytes as f64 / MIB as f64
     }
 }
 
 /// A tiny image already in a repository: config and one layer.
 #[derive(Clone)]
-struct Image {
+pub struct Image {
     config: (String, usize),
     layer: (String, usize),
 }
 
 impl Image {
     /// Its manifest; a distinct `seq` makes a distinct manifest (a new image, not a retag).
-    fn manifest(&self, seq: Option<u64>) -> Bytes {
+    pub fn manifest(&self, seq: Option<u64>) -> Bytes {
         let mut m = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -183,7 +183,7 @@ impl Image {
     }
 
     /// Pushes a config and a layer to `repo` and tags the image `v1`.
-    async fn seed(client: &Client, repo: &str) -> anyhow::Result<Image> {
+    pub async fn seed(client: &Client, repo: &str) -> anyhow::Result<Image> {
         let layer = Bytes::from(random_bytes(42, 2048));
         let layer_digest = client.push_bytes(repo, layer.clone()).await?;
         let config = serde_json::to_vec(&json!({
@@ -198,14 +198,14 @@ impl Image {
     }
 
     /// Makes the image's blobs available in `repo` by cross-repository mount.
-    async fn mount(&self, client: &Client, repo: &str, from: &str) -> anyhow::Result<()> {
+    pub async fn mount(&self, client: &Client, repo: &str, from: &str) -> anyhow::Result<()> {
         client.mount(repo, from, &self.config.0).await?;
         client.mount(repo, from, &self.layer.0).await
     }
 }
 
 /// Prints the ops/s, p50 and p99 rows of `label` as measured so far.
-fn progress_ops(report: &Report, label: &str) {
+pub fn progress_ops(report: &Report, label: &str) {
     progress(report, label);
     progress(report, &format!("{label} p50"));
     progress(report, &format!("{label} p99"));
@@ -257,7 +257,7 @@ fn growth_repo(i: usize) -> String {
 }
 
 /// Flushes dirty pages so one server's writeback does not land in the other's measurement.
-fn sync_disks() {
+pub fn sync_disks() {
     let _ = std::process::Command::new("sync").status();
 }
 
@@ -274,13 +274,18 @@ impl Bench {
         Bench { tools, plan, contents, scratch, ours_only, seq: AtomicU64::new(1) }
     }
 
-    fn next(&self) -> u64 {
+    pub fn next(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Starts a server; on ours, creates the namespaces the workloads push into (untimed).
     pub async fn start(&self, kind: Kind) -> anyhow::Result<Live> {
-        let server = Server::start(&self.tools, kind, &self.scratch)?;
+        self.start_on(kind, &Storage::default()).await
+    }
+
+    /// [`Bench::start`] on the given storage.
+    pub async fn start_on(&self, kind: Kind, storage: &Storage) -> anyhow::Result<Live> {
+        let server = Server::start_on(&self.tools, kind, &self.scratch, PeerRole::Plain, storage)?;
         let client = Client::new(kind.name(), &server.base, server.token.clone())?;
         if kind == Kind::Ours {
             for ns in NAMESPACES {
@@ -464,12 +469,28 @@ impl Bench {
         F: Fn(u64) -> Fut + Copy,
         Fut: Future<Output = anyhow::Result<()>>,
     {
+        self.ops_sample_as(report, l, l.kind(), label, c, op).await
+    }
+
+    /// [`Bench::ops_sample`], recording the samples in `kind`'s column (a row comparing two of ours).
+    pub async fn ops_sample_as<F, Fut>(
+        &self,
+        report: &mut Report,
+        l: &Live,
+        kind: Kind,
+        label: &str,
+        c: usize,
+        op: F,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn(u64) -> Fut + Copy,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
         let dur = Duration::from_secs_f64(self.plan.manifest_secs);
         let warm = Duration::from_secs_f64((self.plan.manifest_secs / 4.0).min(0.3));
         closed_loop(c, warm, &self.seq, op).await?;
         let ((lat, wall), _, cpu) = l.measure(closed_loop(c, dur, &self.seq, op)).await?;
         let n = lat.len() as f64;
-        let kind = l.kind();
         let s = |value| Sample { value, cpu_seconds: cpu, work: n / 1000.0 };
         report.add(label, Unit::OpsPerSec, Cost::PerKiloRequest, kind, s(n / wall));
         report.add(&format!("{label} p50"), Unit::Millis, Cost::None, kind, s(quantile_ms(&lat, 0.5)));

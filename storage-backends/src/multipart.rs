@@ -5,7 +5,9 @@
 //! are kept between requests as small objects under `uploads/<id>/` (one per request that left bytes, merged into
 //! one past [`MAX_TAIL_OBJECTS`]), never in one process's memory, so the next chunk may arrive at another replica.
 //! A request thus writes only its own bytes; the tail is read back once, when it becomes part of a part. What is staged (multipart id, part ETags and sizes, the tail) is recorded
-//! in the upload session ([`StagedUpload`]); memory per writer is one part being gathered and one being uploaded.
+//! in the upload session ([`StagedUpload`]); memory per writer is one part being gathered and up to
+//! [`PARTS_IN_FLIGHT`] being uploaded (parts go up concurrently: one S3 request at a time leaves the link idle
+//! between parts, and a slow-to-write store at a fraction of its speed).
 //!
 //! Part numbers are the index in the session's part list: a writer uploads part `n` only under a live claim on
 //! the session (renewed before every part, so that it has two thirds of the lease left, and while a part is in
@@ -13,6 +15,7 @@
 //! Should a writer outlive its claim anyway (cut off from the metadata store but not from S3 while a part is on
 //! its way), completion fails on S3's ETag check of every part rather than publishing other bytes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -32,6 +35,10 @@ const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Parts of the same size come in runs of this many; each run's parts are twice the previous run's.
 const PARTS_PER_SIZE: usize = 1000;
+
+/// Parts of one writer uploaded at the same time (each in its own task), while the next is gathered. A failed
+/// part cancels the ones after it, so that the recorded parts are always the first `n`.
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// A tail made of more objects than this is merged into one when the next request saves it.
 pub const MAX_TAIL_OBJECTS: usize = 16;
@@ -92,8 +99,8 @@ pub struct StagedTail {
 
 type InFlight = JoinHandle<Result<PartId, object_store::Error>>;
 
-/// One writer's multipart appends: resumes from the session's state, gathers parts, uploads them one at a time
-/// in the background while the next is gathered.
+/// One writer's multipart appends: resumes from the session's state, gathers parts, uploads up to
+/// [`PARTS_IN_FLIGHT`] of them in the background while the next is gathered.
 pub(crate) struct Appender {
     store: Arc<dyn ObjectStore>,
     mp: Arc<dyn MultipartStore>,
@@ -109,7 +116,8 @@ pub(crate) struct Appender {
     consumed: Vec<Path>,
     /// Bytes received by this writer and not yet in a part nor in a tail object.
     buf: BytesMut,
-    in_flight: Option<(InFlight, u64)>,
+    /// Parts on their way, in part order, with their sizes.
+    in_flight: VecDeque<(InFlight, u64)>,
     /// This writer created the multipart upload without a session to record it in: it aborts it on failure.
     owned: bool,
 }
@@ -137,7 +145,7 @@ impl Appender {
             segments,
             consumed: Vec::new(),
             buf: BytesMut::with_capacity(room as usize),
-            in_flight: None,
+            in_flight: VecDeque::new(),
             owned: false,
         })
     }
@@ -176,7 +184,7 @@ impl Appender {
     }
 
     fn next_part_size(&self) -> u64 {
-        part_size(self.base, self.state.parts.len() + usize::from(self.in_flight.is_some()))
+        part_size(self.base, self.state.parts.len() + self.in_flight.len())
     }
 
     /// Streams `body` in, feeding `hasher`; stops with [`BlobError::TooLarge`] past `limit` bytes. Full parts are
@@ -233,35 +241,70 @@ impl Appender {
         Ok(id)
     }
 
-    /// Uploads the gathered part in the background (after the previous one is done).
+    /// Uploads the gathered part in the background (once fewer than [`PARTS_IN_FLIGHT`] are on their way).
     async fn send_part(&mut self, lease: &mut Lease) -> Result<(), BlobError> {
         let multipart_id = self.multipart(lease).await?;
-        self.settle(lease).await?;
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.settle_one(lease).await?;
+        }
         lease.keep().await?;
         let size = self.next_part_size() as usize;
         let data = self.gather().await?;
-        let index = self.state.parts.len();
+        let index = self.state.parts.len() + self.in_flight.len();
         let (mp, target) = (self.mp.clone(), self.target.clone());
         let len = data.len() as u64;
         debug_assert_eq!(data.len(), size);
         let task =
             tokio::spawn(async move { mp.put_part(&target, &multipart_id, index, PutPayload::from(data)).await });
-        self.in_flight = Some((task, len));
+        self.in_flight.push_back((task, len));
         Ok(())
     }
 
-    /// Waits for the part in flight and adds it to the state, renewing the claim meanwhile (a large part on a
-    /// slow link may take longer than the lease).
+    /// Waits for every part in flight and adds them to the state.
     async fn settle(&mut self, lease: &mut Lease) -> Result<(), BlobError> {
-        let Some((mut task, size)) = self.in_flight.take() else { return Ok(()) };
+        while !self.in_flight.is_empty() {
+            self.settle_one(lease).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part in flight and adds it to the state, renewing the claim meanwhile (a large part on
+    /// a slow link may take longer than the lease). When it failed, the parts after it are cancelled and dropped:
+    /// the state only ever holds the first parts, in order.
+    async fn settle_one(&mut self, lease: &mut Lease) -> Result<(), BlobError> {
+        let Some((mut task, size)) = self.in_flight.pop_front() else { return Ok(()) };
+        let mut finished = false;
         let part = loop {
             tokio::select! {
-                done = &mut task => break done.map_err(|e| BlobError::Io(std::io::Error::other(e)))??,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => lease.keep().await?,
+                done = &mut task => {
+                    finished = true;
+                    break done.map_err(|e| BlobError::Io(std::io::Error::other(e))).and_then(|r| Ok(r?));
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                    if let Err(e) = lease.keep().await {
+                        break Err(e);
+                    }
+                }
             }
         };
-        self.state.parts.push(StagedPart { etag: part.content_id, size });
-        Ok(())
+        match part {
+            Ok(part) => {
+                self.state.parts.push(StagedPart { etag: part.content_id, size });
+                Ok(())
+            }
+            Err(e) => {
+                // Cancelled and waited for: none of them may land after this writer lets go of its claim.
+                if !finished {
+                    task.abort();
+                    let _ = task.await;
+                }
+                for (later, _) in self.in_flight.drain(..) {
+                    later.abort();
+                    let _ = later.await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Stores the bytes this writer gathered as a new tail object (merging the tail into one object when it has
@@ -311,10 +354,10 @@ impl Appender {
         Ok(())
     }
 
-    /// Waits for the part in flight, if any, and records nothing: a writer that failed stops touching the
+    /// Waits for the parts in flight, if any, and records nothing: a writer that failed stops touching the
     /// multipart upload before its claim is released.
     pub(crate) async fn stop(mut self) {
-        if let Some((task, _)) = self.in_flight.take() {
+        for (task, _) in self.in_flight.drain(..) {
             let _ = task.await;
         }
     }
