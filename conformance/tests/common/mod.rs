@@ -592,6 +592,13 @@ impl Registry {
         }
     }
 
+    /// Waits (up to `timeout`) for the process to exit by itself, without signalling it; reaps it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_timeout(self.child.as_mut().expect("registry running"), timeout)?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Crash: SIGKILL, and reaps the process.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("registry running");
