@@ -611,6 +611,11 @@ impl Registry {
         self.spawn();
     }
 
+    /// The file the registry's stdout and stderr go to (with `===== start #N =====` markers).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub fn log_text(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(80).collect();

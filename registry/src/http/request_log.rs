@@ -69,9 +69,29 @@ pub async fn log_request(
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let user = user.as_deref().unwrap_or("-");
         if probe {
-            tracing::debug!(method, route, status, bytes_in, bytes_out, duration_ms, client, user, "request");
+            tracing::debug!(
+                method = %method,
+                route = %route,
+                status,
+                bytes_in,
+                bytes_out,
+                duration_ms,
+                client = %client,
+                user = %user,
+                "request"
+            );
         } else {
-            tracing::info!(method, route, status, bytes_in, bytes_out, duration_ms, client, user, "request");
+            tracing::info!(
+                method = %method,
+                route = %route,
+                status,
+                bytes_in,
+                bytes_out,
+                duration_ms,
+                client = %client,
+                user = %user,
+                "request"
+            );
         }
         result
     }
