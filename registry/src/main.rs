@@ -168,9 +168,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cli::bootstrap(&registry, &config).await?;
         let background = registry::spawn_background(&registry, &config);
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let signals = StopSignals::install().map_err(|e| anyhow::anyhow!("handling SIGTERM and SIGINT: {e}"))?;
         let options = registry::http::ServeOptions { shutdown_timeout, os_signals: false };
         let server = registry::http::serve_with(registry, listener, tls, options)?;
-        actix_web::rt::spawn(stop_on_signals(server.handle(), shutdown_timeout));
+        actix_web::rt::spawn(stop_on_signals(signals, server.handle(), shutdown_timeout));
         println!("tributary listening on {scheme}://{bound}");
         tracing::info!(
             listen = %bound,
@@ -189,21 +190,30 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// SIGTERM and SIGINT, caught from now on (before the server listens, so that no signal in between kills it).
+struct StopSignals {
+    term: actix_web::rt::signal::unix::Signal,
+    int: actix_web::rt::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
 /// The first SIGTERM or SIGINT stops the server gracefully: the listener closes at once (new connections are
 /// refused), in-flight requests get `deadline` to finish. A second signal stops it at once.
-async fn stop_on_signals(server: ServerHandle, deadline: Duration) {
-    use actix_web::rt::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "cannot handle SIGTERM/SIGINT: they will kill the process");
-            return;
-        }
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+async fn stop_on_signals(mut signals: StopSignals, server: ServerHandle, deadline: Duration) {
+    let name = signals.next().await;
     tracing::info!(
         signal = name,
         deadline_secs = deadline.as_secs(),
@@ -212,8 +222,8 @@ async fn stop_on_signals(server: ServerHandle, deadline: Duration) {
     let graceful = server.stop(true);
     tokio::select! {
         _ = graceful => {}
-        _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
-            tracing::warn!("second signal: stopping at once");
+        name = signals.next() => {
+            tracing::warn!(signal = name, "second signal: stopping at once");
             server.stop(false).await;
         }
     }
