@@ -17,6 +17,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# `tributary version` shows it (.git is not in the build context): docker build --build-arg TRIBUTARY_GIT_COMMIT=$(git rev-parse --short=12 HEAD)
+ARG TRIBUTARY_GIT_COMMIT=unknown
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
@@ -44,5 +46,7 @@ WORKDIR /var/lib/tributary
 VOLUME ["/var/lib/tributary"]
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["tributary-healthcheck"]
+# SIGTERM stops gracefully: new connections refused, in-flight requests get TRIBUTARY_SHUTDOWN_TIMEOUT (30 s).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["tributary"]
 CMD ["serve"]

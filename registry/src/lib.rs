@@ -12,6 +12,15 @@ pub mod upstream;
 
 pub use background::spawn_background;
 
+/// The version of this build (the crate's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit this build was made from (see build.rs), or `unknown`.
+pub const GIT_COMMIT: &str = env!("TRIBUTARY_GIT_COMMIT");
+
+/// `<version> (commit <commit>)`, as `tributary version` and `--version` print it.
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TRIBUTARY_GIT_COMMIT"), ")");
+
 use std::sync::Arc;
 
 use storage_backends::{BlobBackend, BlobStore, EtcdStore, MetadataStore, RedbStore};

@@ -1,18 +1,25 @@
 //! The `tributary` command: `serve` runs the registry; the client verbs (`login`, `new-project`, `create`, `get`,
 //! `delete`, `whoami`, `policy`, and the image stream verbs `tag`, `describe`, `set image-lookup`) live in [`cli`].
-//! A thin layer over the `registry` library.
+//! `version` prints the build. A thin layer over the `registry` library; [`logging`] sets up the log output.
 
 mod cli;
+mod logging;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
 
 use clap::{Parser, Subcommand};
 use registry::config::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "tributary", version, about = "An OCI registry with OpenShift-style image streams")]
+#[command(name = "tributary", version = registry::LONG_VERSION, about = "An OCI registry with OpenShift-style image streams")]
 struct Cli {
+    /// Log lines as text (coloured only on a terminal) or json (one object per line).
+    #[arg(long, global = true, value_enum, env = "TRIBUTARY_LOG_FORMAT", default_value = "text")]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(ServeArgs),
+    /// Print the version and the git commit of this build.
+    Version,
     #[command(flatten)]
     Client(cli::Command),
 }
@@ -66,15 +75,14 @@ struct ServeArgs {
     /// Seconds between imports of tags with importPolicy.scheduled (at least 5) [default: 900].
     #[arg(long, env = "TRIBUTARY_SCHEDULED_IMPORT_INTERVAL")]
     scheduled_import_interval: Option<u64>,
+    /// Seconds in-flight requests (uploads included) may take to finish after SIGTERM or SIGINT before their
+    /// connections are closed.
+    #[arg(long, env = "TRIBUTARY_SHUTDOWN_TIMEOUT", default_value_t = registry::http::DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
+    shutdown_timeout: u64,
     /// Blob and metadata stores (`[storage]` in the configuration file).
     #[command(flatten)]
     storage: registry::config::storage::StorageSettings,
 }
-
-/// Log filter unless `TRIBUTARY_LOG` says otherwise. actix logs each unparsable request at ERROR, and a client told
-/// to reach the registry without TLS verification (skopeo, podman) sends a TLS hello first, then falls back to
-/// plain HTTP: that client gets its 400 and the log stays quiet.
-const DEFAULT_LOG: &str = "info,actix_http::h1::dispatcher=off";
 
 /// `oc -n ns tag …` works, and so does `tributary -n ns tag …`: a leading `-n NS` / `--namespace NS` (or
 /// `-nNS`, `--namespace=NS`) moves after the verb, where each verb's own `-n` takes it (before a `--`, if any).
@@ -114,20 +122,20 @@ fn limit_malloc_arenas() {}
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse_from(namespace_after_verb(std::env::args_os().collect())).command {
+    let cli = Cli::parse_from(namespace_after_verb(std::env::args_os().collect()));
+    logging::init(cli.log_format);
+    match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Version => {
+            println!("tributary {}", registry::LONG_VERSION);
+            Ok(())
+        }
         Command::Client(c) => cli::run(c),
     }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let overrides = Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -160,18 +168,65 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cli::bootstrap(&registry, &config).await?;
         let background = registry::spawn_background(&registry, &config);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let server = match tls {
-            Some(tls) => registry::http::serve_tls(registry, listener, tls)?,
-            None => registry::http::serve(registry, listener)?,
-        };
+        let signals = StopSignals::install().map_err(|e| anyhow::anyhow!("handling SIGTERM and SIGINT: {e}"))?;
+        let options = registry::http::ServeOptions { shutdown_timeout, os_signals: false };
+        let server = registry::http::serve_with(registry, listener, tls, options)?;
+        actix_web::rt::spawn(stop_on_signals(signals, server.handle(), shutdown_timeout));
         println!("tributary listening on {scheme}://{bound}");
-        tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), public_host = %config.public_host, "serving");
+        tracing::info!(
+            listen = %bound,
+            data_dir = %config.data_dir.display(),
+            public_host = %config.public_host,
+            version = registry::LONG_VERSION,
+            "serving"
+        );
         let served = server.await;
-        // Stopped (SIGTERM, SIGINT): the webhook cursor is saved and the leases handed over before exiting.
+        // Stopped (SIGTERM, SIGINT): the webhook cursor is saved and the leases handed over before exiting; the
+        // stores are closed (redb: flushed) as the last handles on them drop.
         background.stop().await;
         served?;
+        tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// SIGTERM and SIGINT, caught from now on (before the server listens, so that no signal in between kills it).
+struct StopSignals {
+    term: actix_web::rt::signal::unix::Signal,
+    int: actix_web::rt::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// The first SIGTERM or SIGINT stops the server gracefully: the listener closes at once (new connections are
+/// refused), in-flight requests get `deadline` to finish. A second signal stops it at once.
+async fn stop_on_signals(mut signals: StopSignals, server: ServerHandle, deadline: Duration) {
+    let name = signals.next().await;
+    tracing::info!(
+        signal = name,
+        deadline_secs = deadline.as_secs(),
+        "stopping: new connections refused, in-flight requests may finish (a second signal stops at once)"
+    );
+    let graceful = server.stop(true);
+    tokio::select! {
+        _ = graceful => {}
+        name = signals.next() => {
+            tracing::warn!(signal = name, "second signal: stopping at once");
+            server.stop(false).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -354,7 +354,15 @@ impl BlobStore {
 
     /// Checks that the store answers (bucket exists, credentials work) within a few seconds; the composition
     /// root calls it at start. The error names the store: `S3 bucket X at http://…: <reason>`.
+    /// On the filesystem the store's directory must exist (listing a missing one would find it empty).
     pub async fn check(&self) -> Result<(), BlobError> {
+        if let Some(root) = self.local_root() {
+            match tokio::fs::metadata(root).await {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(BlobError::Unavailable(format!("{}: not a directory", self.describe))),
+                Err(e) => return Err(BlobError::Unavailable(format!("{}: {e}", self.describe))),
+            }
+        }
         let probe = self.probe.clone();
         let listing = async move { probe.list_with_delimiter(Some(&Path::from("blobs"))).await };
         match tokio::time::timeout(CHECK_TIMEOUT, listing).await {

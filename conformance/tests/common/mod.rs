@@ -592,6 +592,13 @@ impl Registry {
         }
     }
 
+    /// Waits (up to `timeout`) for the process to exit by itself, without signalling it; reaps it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_timeout(self.child.as_mut().expect("registry running"), timeout)?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Crash: SIGKILL, and reaps the process.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("registry running");
@@ -602,6 +609,11 @@ impl Registry {
     /// Starts the registry again on the same data directory (on a new port).
     pub fn restart(&mut self) {
         self.spawn();
+    }
+
+    /// The file the registry's stdout and stderr go to (with `===== start #N =====` markers).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn log_text(&self) -> String {

@@ -11,7 +11,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use auth::{AuthError, Caller, Credentials, Need, Resource, Scope, Verb, Verdict};
 use names::{Namespace, RepositoryName, StreamName};
 use serde_json::json;
@@ -39,8 +39,11 @@ pub fn credentials(req: &HttpRequest) -> Result<Credentials, AuthError> {
 }
 
 /// Authenticates a request (anonymous when it has no credentials).
+/// The caller's name is left for the request log ([`super::request_log::LoggedUser`]).
 pub async fn caller(req: &HttpRequest, reg: &Registry) -> Result<Caller, AuthError> {
-    reg.auth.authenticate(&credentials(req)?).await
+    let caller = reg.auth.authenticate(&credentials(req)?).await?;
+    req.extensions_mut().insert(super::request_log::LoggedUser(caller.identity.name()));
+    Ok(caller)
 }
 
 /// `<scheme>://<host>/openshift/token`, as the client reached us.

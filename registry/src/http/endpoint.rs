@@ -37,6 +37,20 @@ pub enum EndpointError {
 }
 
 impl Endpoint {
+    /// The route's name without its parameters (a bounded set, for logs and metrics labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Catalog => "catalog",
+            Endpoint::Manifest(..) => "manifest",
+            Endpoint::Blob(..) => "blob",
+            Endpoint::StartUpload(_) => "start_upload",
+            Endpoint::Upload(..) => "upload",
+            Endpoint::Tags(_) => "tags",
+            Endpoint::Referrers(..) => "referrers",
+        }
+    }
+
     /// Parses the path of a request (without query string).
     pub fn parse(path: &str) -> Result<Endpoint, EndpointError> {
         let rest = path.strip_prefix("/v2").ok_or(EndpointError::NotFound)?;

@@ -1,13 +1,16 @@
-//! The HTTP edge: the actix application (OCI routes under `/v2`, the image stream API), the request span, and the
-//! server start on a given listener. The only module of Tributary that knows HTTP.
+//! The HTTP edge: the actix application (OCI routes under `/v2`, the image stream API, the health endpoints), the
+//! request log, and the server start on a given listener with its shutdown rules ([`ServeOptions`]). The only
+//! module of Tributary that knows HTTP.
 
 mod admin_api;
 pub mod auth;
 pub mod endpoint;
 pub mod errors;
+pub mod health;
 pub mod kube;
 mod oci;
 mod openapi;
+pub mod request_log;
 mod secrets;
 mod streams_api;
 pub mod tls;
@@ -15,28 +18,13 @@ pub mod webhooks;
 
 use std::net::TcpListener;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, Next};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpServer};
-use tracing::Instrument;
 
 use crate::service::Registry;
-
-/// Wraps each request in one tracing span and logs its outcome.
-async fn request_span(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.path());
-    async move {
-        let res = next.call(req).await?;
-        tracing::debug!(status = res.status().as_u16(), "done");
-        Ok(res)
-    }
-    .instrument(span)
-    .await
-}
 
 /// Registers every route on an actix app.
 pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -44,6 +32,7 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
         // Routes are tried in order: the token endpoint's `/v2/token` first, then everything else under `/v2` (the
         // hot path, matched by a plain prefix rather than after every API route's pattern), then the APIs.
         cfg.app_data(web::Data::new(registry))
+            .configure(health::configure)
             .configure(self::auth::configure)
             .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(secrets::configure)
@@ -52,23 +41,55 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// How a server stops.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long in-flight requests (uploads included) may take to finish once a graceful stop began; then their
+    /// connections are closed.
+    pub shutdown_timeout: Duration,
+    /// Whether actix itself stops the server on SIGTERM (graceful), SIGINT and SIGQUIT (forced). `tributary serve`
+    /// turns it off and handles SIGTERM and SIGINT itself (both graceful); so does the test harness.
+    pub os_signals: bool,
+}
+
+/// Default of `--shutdown-timeout` (seconds).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS), os_signals: false }
+    }
+}
+
+/// `tributary/<version>`, sent in the `Server` header of every response.
+pub fn server_header() -> String {
+    format!("tributary/{}", crate::VERSION)
+}
+
 /// Starts serving on `listener` (already bound). The returned server runs until stopped.
 pub fn serve(registry: Registry, listener: TcpListener) -> std::io::Result<Server> {
-    serve_with(registry, listener, None)
+    serve_with(registry, listener, None, ServeOptions::default())
 }
 
-/// Like [`serve`], speaking https with `tls` (see [`tls::server_config`]).
-pub fn serve_tls(registry: Registry, listener: TcpListener, tls: rustls::ServerConfig) -> std::io::Result<Server> {
-    serve_with(registry, listener, Some(tls))
-}
-
-fn serve_with(registry: Registry, listener: TcpListener, tls: Option<rustls::ServerConfig>) -> std::io::Result<Server> {
+/// Starts serving on `listener`, speaking https when `tls` is given (see [`tls::server_config`]), stopping as
+/// `options` say. The returned server runs until stopped ([`actix_web::dev::ServerHandle::stop`]).
+pub fn serve_with(
+    registry: Registry,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    options: ServeOptions,
+) -> std::io::Result<Server> {
+    let readiness = web::Data::new(health::Readiness::default());
     let server = HttpServer::new(move || {
         App::new()
+            .app_data(readiness.clone())
             .wrap(from_fn(self::auth::stream_api_guard))
-            .wrap(from_fn(request_span))
+            .wrap(DefaultHeaders::new().add(("Server", server_header())))
+            .wrap(from_fn(request_log::log_request))
             .configure(configure(registry.clone()))
-    });
+    })
+    .shutdown_timeout(options.shutdown_timeout.as_secs());
+    let server = if options.os_signals { server } else { server.disable_signals() };
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls)?,
         None => server.listen(listener)?,

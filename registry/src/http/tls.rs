@@ -1,5 +1,5 @@
 //! TLS for the HTTP server: a rustls server configuration from a PEM certificate chain and a PEM private key.
-//! Needed by Kubernetes clients, which send bearer tokens only over https. Called by [`super::serve_tls`].
+//! Needed by Kubernetes clients, which send bearer tokens only over https. Called by [`super::serve_with`].
 
 use std::path::Path;
 use std::sync::Arc;
