@@ -657,6 +657,8 @@ fn bad_or_unreachable_backends_are_clear_errors_at_start() {
     let tmp = tempdir("tributary-e2e-bad-backends-");
     for (env, says) in cases {
         let mut cmd = Command::new(tributary_bin());
+        // As on many developers' machines: the error must still be one message.
+        cmd.env("RUST_BACKTRACE", "1");
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-token", "bad-backend-test-token"])
             .arg("--data-dir")
             .arg(tmp.path().join("data"));
@@ -672,6 +674,7 @@ fn bad_or_unreachable_backends_are_clear_errors_at_start() {
         assert!(!out.success(), "{env:?}: tributary started\n{}", out.stdout);
         assert!(out.stderr.contains(says), "{env:?}: stderr does not say {says:?}:\n{}", out.stderr);
         assert!(!out.stderr.contains("panicked"), "{env:?}: panicked:\n{}", out.stderr);
+        assert!(!out.stderr.contains("Stack backtrace"), "{env:?}: a backtrace, not a message:\n{}", out.stderr);
         assert!(took < Duration::from_secs(30), "{env:?}: took {took:?} to give up");
         eprintln!("{env:?} -> after {took:?}: {}", out.stderr.lines().last().unwrap_or_default());
     }

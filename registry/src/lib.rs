@@ -40,9 +40,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
     }
     let meta: Arc<dyn MetadataStore> = match &config.storage.metadata {
         Metadata::Redb => Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?),
-        Metadata::Etcd(etcd) => Arc::new(
-            EtcdStore::connect(etcd).await.map_err(|e| anyhow::anyhow!("etcd at {}: {e}", etcd.endpoints.join(",")))?,
-        ),
+        // The error names the store and its endpoints ("metadata store: etcd at http://…: …").
+        Metadata::Etcd(etcd) => Arc::new(EtcdStore::connect(etcd).await?),
     };
     let backend = match &config.storage.blobs {
         Blobs::Filesystem => BlobBackend::Filesystem { root: config.data_dir.join("blobs") },

@@ -120,17 +120,25 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse_from(namespace_after_verb(std::env::args_os().collect()));
     logging::init(cli.log_format);
-    match cli.command {
+    let done = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Version => {
             println!("tributary {}", registry::LONG_VERSION);
             Ok(())
         }
         Command::Client(c) => cli::run(c),
+    };
+    match done {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with its causes, never a backtrace (RUST_BACKTRACE is set on many developers' machines).
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
