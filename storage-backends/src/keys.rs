@@ -147,6 +147,8 @@ pub fn referrers_in(repo: &RepositoryName) -> String {
     format!("referrers/{repo}/")
 }
 
+pub const UPLOADS: &str = "uploads/";
+
 pub fn upload(id: UploadId) -> String {
     format!("uploads/{id}")
 }
