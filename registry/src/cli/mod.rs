@@ -8,7 +8,6 @@ mod bootstrap;
 mod client;
 mod config;
 mod describe;
-mod duration;
 mod imports;
 pub mod streams;
 mod yaml;
@@ -20,6 +19,7 @@ use serde_json::{json, Value};
 
 pub use bootstrap::bootstrap;
 use client::Client;
+use registry::config::duration;
 
 /// Where the server is and who we are there.
 #[derive(Args, Debug, Clone)]
