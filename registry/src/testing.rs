@@ -108,10 +108,9 @@ impl Builder {
                 .unwrap_or(std::time::Duration::from_secs(crate::config::DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS)),
             storage: self.storage,
             webhooks: self.webhooks,
-            upload_purge: self.upload_purge.unwrap_or((
-                crate::config::DEFAULT_UPLOAD_PURGE_AFTER,
-                crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL,
-            )),
+            upload_purge: self
+                .upload_purge
+                .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
         };
         match &self.data_dir {
