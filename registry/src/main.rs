@@ -1,5 +1,6 @@
 //! The `tributary` command: `serve` runs the registry; the client verbs (`login`, `new-project`, `create`, `get`,
-//! `delete`, `whoami`, `policy`, and the image stream verbs `tag`, `describe`, `set image-lookup`) live in [`cli`].
+//! `delete`, `whoami`, `policy`, `adm read-only`, and the image stream verbs `tag`, `describe`, `set image-lookup`)
+//! live in [`cli`].
 //! A thin layer over the `registry` library.
 
 mod cli;

@@ -232,3 +232,42 @@ async fn a_second_replica_on_etcd_follows_the_switch_within_a_second() {
     eprintln!("replica b refused writes {on:?} after the switch on a; a accepted them {off:?} after b's");
     tokio::task::block_in_place(|| drop((a, b)));
 }
+
+/// Runs `tributary ARGS` against `reg` with the administrator's token; stdout, or the failure's stderr.
+fn tributary(reg: &TestRegistry, args: &[&str]) -> Result<String, String> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(args)
+        .args(["--server", &reg.url(), "--token", reg.admin_token().unwrap()])
+        .env("TRIBUTARY_CLIENT_CONFIG", reg.data_dir().join("no-client-config"))
+        .output()
+        .expect("run tributary");
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    if o.status.success() {
+        Ok(out.into_owned())
+    } else {
+        Err(err.into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adm_read_only_on_off_status() {
+    let reg = TestRegistry::builder().with_admin_token("cli-admin-secret-token").start();
+    let cli = |args: &'static [&'static str]| {
+        let reg = &reg;
+        tokio::task::block_in_place(|| tributary(reg, args))
+    };
+    cli(&["new-project", "ns"]).unwrap();
+    assert_eq!(cli(&["adm", "read-only", "status"]).unwrap().trim(), "read-only: off");
+    let on = cli(&["adm", "read-only", "on"]).unwrap();
+    assert!(on.starts_with("read-only: on (switched by admin at "), "{on}");
+    let r = Client::new()
+        .post(format!("{}/v2/ns/app/blobs/uploads/", reg.url()))
+        .bearer_auth("cli-admin-secret-token")
+        .send()
+        .await
+        .unwrap();
+    expect_read_only(r).await;
+    assert!(cli(&["adm", "read-only", "status"]).unwrap().starts_with("read-only: on"));
+    assert!(cli(&["adm", "read-only", "off"]).unwrap().starts_with("read-only: off"));
+    assert!(cli(&["adm", "read-only", "maybe"]).is_err());
+}

@@ -1,5 +1,5 @@
 //! The `tributary` client verbs (OpenShift's `oc` for access control): `login`, `new-project`, `create`, `get`,
-//! `delete`, `whoami`, `policy`; the image stream verbs ([`streams`]) and `import-image`/`create secret
+//! `delete`, `whoami`, `policy`, `adm read-only`; the image stream verbs ([`streams`]) and `import-image`/`create secret
 //! docker-registry` (`imports`). Each talks HTTP to a running server's `/apis/tributary.dev/v1/` API (see
 //! `registry::http::admin_api`), with `--server`/`--token`, `TRIBUTARY_SERVER`/`TRIBUTARY_TOKEN`, or the file
 //! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores.
