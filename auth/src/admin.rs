@@ -52,6 +52,12 @@ impl AuthService {
         Err(AuthError::Forbidden)
     }
 
+    /// Refuses unless the caller is a cluster administrator: for cluster-wide settings (read-only mode). The test
+    /// is cluster-wide `create users`, which only `cluster-admin` holds.
+    pub async fn require_cluster_admin(&self, caller: &Caller) -> Result<(), AuthError> {
+        self.require(caller, Verb::Create, Resource::Users, None).await
+    }
+
     pub fn whoami(&self, caller: &Caller) -> WhoAmI {
         caller.identity.describe()
     }

@@ -1,6 +1,7 @@
 //! The registry's background work, and the rule that work which must happen once runs on one replica at a time.
 //! [`spawn_background`] starts what `tributary serve` and [`crate::testing::TestRegistry`] both run: the import
-//! controller (pending and scheduled imports, lease `imports`) and webhook delivery (lease `webhooks`). Each is a
+//! controller (pending and scheduled imports, lease `imports`), webhook delivery (lease `webhooks`) and the upload
+//! purge (idle upload sessions and their staged data, lease `uploads`; see `storage_backends::purge`). Each is a
 //! [`LeaderTask`]: every replica campaigns for the lease ([`storage_backends::MetadataStore::elect`]: an etcd
 //! lease, or the embedded store's in-process one); only the holder runs the work; when the lease is lost the work
 //! is dropped at once (cancelled at its next await: every store write is an atomic transaction, so what a cancelled
@@ -155,10 +156,50 @@ pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
 }
 
+/// The lease of the upload purge.
+pub const UPLOADS_LEASE: &str = "uploads";
+
+/// Purges upload sessions untouched for `after`, every `every`, while this replica holds [`UPLOADS_LEASE`]; not
+/// while the registry is read-only (nothing is written then, housekeeping included).
+pub fn spawn_upload_purge(registry: Registry, after: Duration, every: Duration) -> LeaderTask {
+    LeaderTask::spawn(registry.meta.clone(), UPLOADS_LEASE, move |mut stopping| {
+        let registry = registry.clone();
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped(&mut stopping) => return,
+                }
+                match registry.read_only.is_on().await {
+                    Ok(false) => {}
+                    Ok(true) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upload purge: reading the read-only switch");
+                        continue;
+                    }
+                }
+                match registry.blobs.purge_uploads(after).await {
+                    Ok(r) if r.sessions.is_empty() && r.orphans.is_empty() => {}
+                    Ok(r) => tracing::info!(
+                        sessions = r.sessions.len(),
+                        bytes = r.bytes,
+                        orphans = r.orphans.len(),
+                        "purged idle uploads"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "upload purge failed; trying again at the next interval"),
+                }
+            }
+        }
+    })
+}
+
 /// The background work of one replica (see the module documentation). Stop it with [`Background::stop`].
 pub struct Background {
     pub imports: LeaderTask,
     pub webhooks: LeaderTask,
+    pub uploads: LeaderTask,
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -167,20 +208,21 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
     Background {
         imports: crate::service::import::spawn_controller(registry.clone()),
         webhooks: webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), webhooks::Retry::default()),
+        uploads: spawn_upload_purge(registry.clone(), config.upload_purge_after, config.upload_purge_interval),
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks } = self;
-        futures::join!(imports.stop(), webhooks.stop());
+        let Background { imports, webhooks, uploads } = self;
+        futures::join!(imports.stop(), webhooks.stop(), uploads.stop());
     }
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks } = self;
-        futures::join!(imports.crash(), webhooks.crash());
+        let Background { imports, webhooks, uploads } = self;
+        futures::join!(imports.crash(), webhooks.crash(), uploads.crash());
     }
 }
 

@@ -48,7 +48,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
         Blobs::S3(s3) => BlobBackend::S3(s3.clone()),
     };
     let blobs = BlobStore::open(&backend, meta.clone())?;
+    let read_only = Arc::new(service::readonly::ReadOnly::new(meta.clone(), config.read_only));
     Ok(Registry {
+        read_only,
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
         auth: auth::AuthService::new(meta.clone(), config.auth),

@@ -1,6 +1,7 @@
 //! The `tributary` command: `serve` runs the registry; the client verbs (`login`, `new-project`, `create`, `get`,
-//! `delete`, `whoami`, `policy`, and the image stream verbs `tag`, `describe`, `set image-lookup`) live in [`cli`].
-//! `version` prints the build. A thin layer over the `registry` library; [`logging`] sets up the log output.
+//! `delete`, `whoami`, `policy`, `adm read-only`, and the image stream verbs `tag`, `describe`, `set image-lookup`)
+//! live in [`cli`]. `version` prints the build. A thin layer over the `registry` library; [`logging`] sets up the
+//! log output.
 
 mod cli;
 mod logging;
@@ -79,6 +80,16 @@ struct ServeArgs {
     /// connections are closed.
     #[arg(long, env = "TRIBUTARY_SHUTDOWN_TIMEOUT", default_value_t = registry::http::DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     shutdown_timeout: u64,
+    /// Purge upload sessions untouched for this long, with their staged data: seconds or e.g. 24h [default: 24h].
+    #[arg(long, env = "TRIBUTARY_UPLOAD_PURGE_AFTER", value_parser = registry::config::duration::seconds_or_duration)]
+    upload_purge_after: Option<std::time::Duration>,
+    /// How often the upload purge runs: seconds or e.g. 1h [default: 1h].
+    #[arg(long, env = "TRIBUTARY_UPLOAD_PURGE_INTERVAL", value_parser = registry::config::duration::seconds_or_duration)]
+    upload_purge_interval: Option<std::time::Duration>,
+    /// Refuse every write (pushes, deletes, tag changes, imports); the admin API cannot lift it [default: false].
+    #[arg(long, env = "TRIBUTARY_READ_ONLY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    read_only: Option<bool>,
     /// Blob and metadata stores (`[storage]` in the configuration file).
     #[command(flatten)]
     storage: registry::config::storage::StorageSettings,
@@ -156,6 +167,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhooks: args.webhooks,
         allowed_registries: args.allowed_registries,
         scheduled_import_interval: args.scheduled_import_interval,
+        upload_purge_after: args.upload_purge_after,
+        upload_purge_interval: args.upload_purge_interval,
+        read_only: args.read_only,
         storage: args.storage,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;

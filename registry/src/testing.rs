@@ -34,6 +34,7 @@ pub struct TestRegistry {
 struct Leading {
     imports: tokio::sync::watch::Receiver<bool>,
     webhooks: tokio::sync::watch::Receiver<bool>,
+    uploads: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How to start a [`TestRegistry`].
@@ -45,9 +46,23 @@ pub struct Builder {
     scheduled_import_interval: Option<std::time::Duration>,
     storage: Storage,
     webhooks: Vec<url::Url>,
+    upload_purge: Option<(std::time::Duration, std::time::Duration)>,
+    read_only: bool,
 }
 
 impl Builder {
+    /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
+    pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
+        self.upload_purge = Some((after, interval));
+        self
+    }
+
+    /// Read-only by the configuration (the `read-only` setting).
+    pub fn read_only(mut self) -> Builder {
+        self.read_only = true;
+        self
+    }
+
     /// POST tag change events to these URLs (the `webhooks` setting).
     pub fn with_webhooks(mut self, urls: &[&str]) -> Builder {
         self.webhooks = urls.iter().map(|u| u.parse().expect("a webhook URL")).collect();
@@ -93,6 +108,10 @@ impl Builder {
                 .unwrap_or(std::time::Duration::from_secs(crate::config::DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS)),
             storage: self.storage,
             webhooks: self.webhooks,
+            upload_purge: self
+                .upload_purge
+                .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
+            read_only: self.read_only,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -112,6 +131,8 @@ struct Options {
     scheduled_import_interval: std::time::Duration,
     storage: Storage,
     webhooks: Vec<url::Url>,
+    upload_purge: (std::time::Duration, std::time::Duration),
+    read_only: bool,
 }
 
 impl TestRegistry {
@@ -136,6 +157,8 @@ impl TestRegistry {
             scheduled_import_interval: builder_interval,
             storage,
             webhooks,
+            upload_purge,
+            read_only,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -150,6 +173,9 @@ impl TestRegistry {
             webhooks,
             allowed_registries: builder_allowed,
             scheduled_import_interval: builder_interval,
+            upload_purge_after: upload_purge.0,
+            upload_purge_interval: upload_purge.1,
+            read_only,
             storage,
         };
         let (tx, rx) = std::sync::mpsc::channel();
@@ -175,8 +201,11 @@ impl TestRegistry {
                 let token = config.admin_token.as_ref().map(Secret::expose);
                 registry.auth.bootstrap(token, Some(&config.data_dir)).await.expect("bootstrap access control");
                 let background = crate::spawn_background(&registry, &config);
-                let leading =
-                    Leading { imports: background.imports.leading(), webhooks: background.webhooks.leading() };
+                let leading = Leading {
+                    imports: background.imports.leading(),
+                    webhooks: background.webhooks.leading(),
+                    uploads: background.uploads.leading(),
+                };
                 let server = crate::http::serve(registry.clone(), listener).expect("serve");
                 tx.send((server.handle(), registry, leading)).expect("hand back the server handle");
                 let _ = server.await;
@@ -241,6 +270,11 @@ impl TestRegistry {
     /// Whether this replica delivers webhooks now (holds the lease `webhooks`).
     pub fn leads_webhooks(&self) -> bool {
         *self.leading.webhooks.borrow()
+    }
+
+    /// Whether this replica purges idle uploads now (holds the lease `uploads`).
+    pub fn leads_uploads(&self) -> bool {
+        *self.leading.uploads.borrow()
     }
 }
 

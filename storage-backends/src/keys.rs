@@ -24,6 +24,7 @@
 //! webhooks/cursor                                 the revision up to which webhooks were told every tag change
 //! secrets/<ns>/<name>                             a pull secret (`.dockerconfigjson`) of a namespace
 //! leases/<name>                                   the holder of a lease (etcd only; attached to an etcd lease)
+//! settings/read-only                              the run-time read-only switch (`registry::service::readonly`)
 //! ```
 //! Identity names (users, service accounts, roles, token ids, key ids) come from `auth`'s typed names, which only
 //! admit characters that cannot break out of a key segment.
@@ -147,9 +148,14 @@ pub fn referrers_in(repo: &RepositoryName) -> String {
     format!("referrers/{repo}/")
 }
 
+pub const UPLOADS: &str = "uploads/";
+
 pub fn upload(id: UploadId) -> String {
     format!("uploads/{id}")
 }
+
+/// The run-time read-only switch every replica follows.
+pub const READ_ONLY: &str = "settings/read-only";
 
 pub const NAMESPACES: &str = "namespaces/";
 

@@ -1,5 +1,5 @@
 //! Storage for Tributary: content-addressed blobs over `object_store` ([`blobs`]: local filesystem, memory, S3),
-//! upload sessions over one staging seam ([`uploads`], with local staging files in [`staging`] and multipart
+//! upload sessions over one staging seam ([`uploads`], purged when idle by [`purge`], with local staging files in [`staging`] and multipart
 //! uploads in [`multipart`]), and the metadata store ([`meta`]: a compare-and-swap key-value trait with embedded
 //! redb, etcd and in-memory implementations, and leases). Knows nothing about HTTP, streams or auth; `streams`,
 //! `auth` and `registry` call it, it calls no Tributary crate but `names`. [`suite`] is the blob-and-upload suite
@@ -10,6 +10,7 @@ pub mod keys;
 pub mod meta;
 pub mod multipart;
 pub mod paths;
+pub mod purge;
 pub mod staging;
 pub mod suite;
 pub mod testing;
@@ -21,4 +22,5 @@ pub use meta::{
     EtcdConfig, EtcdStore, Expect, KvEvent, Leadership, MemoryStore, MetadataStore, MetadataStoreExt, RedbStore,
     StoreError, Txn, Versioned,
 };
+pub use purge::PurgeReport;
 pub use uploads::{ChunkStart, UploadSession};

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use names::{Algorithm, Digest, RepositoryName, UploadId};
 use object_store::path::Path;
+use object_store::ObjectStoreExt;
 
 use crate::blobs::{BlobError, BlobStore};
 use crate::uploads::no_body;
@@ -78,6 +79,7 @@ pub async fn run(a: &BlobStore, b: &BlobStore) {
     cancel_discards(a, b).await;
     put_stream(a, b).await;
     large_blob_of_several_parts(a, b).await;
+    idle_uploads_are_purged(a, b).await;
     assert_clean(a).await;
 }
 
@@ -402,4 +404,70 @@ pub async fn large_blob_of_several_parts(a: &BlobStore, b: &BlobStore) {
     a.delete(&d).await.unwrap();
     assert_eq!(a.stat(&d).await.unwrap(), None);
     assert!(a.read(&d, None).await.unwrap().is_none());
+}
+
+/// Objects under `uploads/<id>/`.
+async fn staged_objects(store: &BlobStore, id: UploadId) -> Vec<Path> {
+    let dir = crate::paths::upload_dir(id);
+    store.store().list(Some(&dir)).map_ok(|m| m.location).try_collect().await.unwrap()
+}
+
+/// An upload untouched for longer than the TTL is purged with its staged bytes (more than a part: a multipart
+/// upload and a tail on multipart stores), and so is a staging folder no session names; an upload whose writer
+/// holds a live claim (though it was last touched before the cutoff) and one touched within the TTL are kept and
+/// finish normally.
+pub async fn idle_uploads_are_purged(a: &BlobStore, b: &BlobStore) {
+    let ttl = Duration::from_millis(1200);
+    let idle = a.start_upload(&repo()).await.unwrap();
+    let data = noise(a.part_size as usize + 777, 11);
+    a.append_upload(idle, None, body(chunks_of(&data, &[1 << 20]))).await.unwrap();
+    assert!(!staged_objects(a, idle).await.is_empty(), "bytes are staged");
+    // A writer that streams (its claim live) but was last touched before the cutoff.
+    let active = a.start_upload(&repo()).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let slow = futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"still ")) })
+        .chain(futures::stream::once(async move {
+            let _ = rx.await;
+            Ok(Bytes::from_static(b"writing"))
+        }))
+        .boxed();
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move { a.append_upload(active, Some(0), slow).await })
+    };
+    for _ in 0..200 {
+        if a.upload_session(active).await.unwrap().is_some_and(|(s, _)| s.busy()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Staged bytes a crash left behind, named by no session.
+    let orphan = UploadId::random();
+    let orphan_object = crate::paths::upload_tail(orphan, 0);
+    a.store().put(&orphan_object, Bytes::from_static(b"left by a crash").into()).await.unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let recent = b.start_upload(&repo()).await.unwrap();
+    b.append_upload(recent, None, body([Bytes::from_static(b"recent")])).await.unwrap();
+
+    let report = b.purge_uploads(ttl).await.unwrap();
+    assert_eq!(report.sessions, [idle], "only the idle upload is purged");
+    assert_eq!(report.bytes, data.len() as u64);
+    assert_eq!(report.orphans, [orphan], "the orphaned staging folder is removed");
+    assert!(a.upload_session(idle).await.unwrap().is_none());
+    assert!(matches!(a.append_upload(idle, None, body([])).await, Err(BlobError::UploadUnknown(_))));
+    assert!(staged_objects(a, idle).await.is_empty(), "the idle upload's staged bytes are gone");
+    assert!(staged_objects(a, orphan).await.is_empty(), "the orphan's bytes are gone");
+    if let Some(root) = a.local_root() {
+        assert!(!root.join(crate::paths::upload_dir(idle).as_ref()).exists(), "the staging directory is gone");
+    }
+    assert_eq!(b.purge_uploads(ttl).await.unwrap(), Default::default(), "nothing more to purge");
+
+    tx.send(()).unwrap();
+    assert_eq!(writer.await.unwrap().unwrap(), 13, "the active writer was not disturbed");
+    let d = Digest::sha256_of(b"still writing");
+    b.finish_upload(active, &d, Some(13), no_body()).await.unwrap();
+    assert_eq!(read(a, &d).await, b"still writing");
+    let d = Digest::sha256_of(b"recent");
+    a.finish_upload(recent, &d, None, no_body()).await.unwrap();
+    assert_eq!(read(b, &d).await, b"recent");
 }

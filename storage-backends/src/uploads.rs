@@ -36,6 +36,10 @@ pub struct UploadSession {
     /// The hash state after `size` bytes (see [`DigestHasher::save`]), hex-encoded.
     pub hash_state: String,
     pub started: DateTime<Utc>,
+    /// When a writer last claimed, renewed or released the session (absent in sessions written before it was
+    /// recorded: then `started`). [`crate::purge`] removes sessions untouched for longer than its TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touched: Option<DateTime<Utc>>,
     /// The writer appending right now, if its claim is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<WriterClaim>,
@@ -66,6 +70,11 @@ impl UploadSession {
     /// Whether another writer's claim is live now.
     pub fn busy(&self) -> bool {
         self.writer.as_ref().is_some_and(|w| w.until > Utc::now())
+    }
+
+    /// When the session was last written by a writer (or started).
+    pub fn last_touched(&self) -> DateTime<Utc> {
+        self.touched.unwrap_or(self.started).max(self.started)
     }
 }
 
@@ -120,6 +129,7 @@ impl Lease {
                 return Err(BlobError::RangeInvalid { have, start: start.unwrap_or(have) });
             }
             session.writer = Some(WriterClaim { id: UploadId::random().to_string(), until: until(store.lease) });
+            session.touched = Some(Utc::now());
             let txn = Txn::new().expect(key.clone(), Expect::Version(version)).put(key.clone(), encode(&session));
             match meta.commit(txn.lazy()).await {
                 Ok(version) => {
@@ -160,6 +170,7 @@ impl Lease {
         let Some(h) = &mut self.held else { return Ok(()) };
         let mut next = h.session.clone();
         change(&mut next);
+        next.touched = Some(Utc::now());
         if let Some(w) = &mut next.writer {
             w.until = until(h.duration);
         }
@@ -268,6 +279,7 @@ impl BlobStore {
             size: 0,
             hash_state: hex::encode(DigestHasher::new(Algorithm::Sha256).save()),
             started: Utc::now(),
+            touched: None,
             writer: None,
             staged: StagedUpload::default(),
         };

@@ -48,6 +48,10 @@ async fn s3() {
     assert_eq!(server.unfinished_multipart_uploads(BUCKET, None), [format!("registry-a/blobs/uploaded/{id}")]);
     b.cancel_upload(id).await.unwrap();
     assert!(server.unfinished_multipart_uploads(BUCKET, None).is_empty());
+    // An idle upload's multipart upload is aborted when it is purged.
+    suite::idle_uploads_are_purged(&a, &b).await;
+    let unfinished = server.unfinished_multipart_uploads(BUCKET, None);
+    assert!(unfinished.is_empty(), "purged uploads left multipart uploads unfinished: {unfinished:?}");
     suite::run(&a, &b).await;
     let unfinished = server.unfinished_multipart_uploads(BUCKET, None);
     assert!(unfinished.is_empty(), "multipart uploads left unfinished: {unfinished:?}");

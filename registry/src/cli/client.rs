@@ -67,6 +67,10 @@ impl Client {
         self.send(self.http.post(format!("{}{BASE}{path}", self.server)).json(&body)).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{BASE}{path}", self.server)).json(&body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.delete(format!("{}{BASE}{path}", self.server))).await
     }

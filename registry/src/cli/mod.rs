@@ -1,5 +1,5 @@
 //! The `tributary` client verbs (OpenShift's `oc` for access control): `login`, `new-project`, `create`, `get`,
-//! `delete`, `whoami`, `policy`; the image stream verbs ([`streams`]) and `import-image`/`create secret
+//! `delete`, `whoami`, `policy`, `adm read-only`; the image stream verbs ([`streams`]) and `import-image`/`create secret
 //! docker-registry` (`imports`). Each talks HTTP to a running server's `/apis/tributary.dev/v1/` API (see
 //! `registry::http::admin_api`), with `--server`/`--token`, `TRIBUTARY_SERVER`/`TRIBUTARY_TOKEN`, or the file
 //! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores.
@@ -8,7 +8,6 @@ mod bootstrap;
 mod client;
 mod config;
 mod describe;
-mod duration;
 mod imports;
 pub mod streams;
 mod yaml;
@@ -20,6 +19,7 @@ use serde_json::{json, Value};
 
 pub use bootstrap::bootstrap;
 use client::Client;
+use registry::config::duration;
 
 /// Where the server is and who we are there.
 #[derive(Args, Debug, Clone)]
@@ -78,6 +78,40 @@ pub enum Command {
     /// Image stream verbs: `tag`, `describe`, `set image-lookup`.
     #[command(flatten)]
     Streams(streams::Command),
+    /// Cluster administration: `adm read-only on|off|status`.
+    #[command(subcommand)]
+    Adm(Adm),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Adm {
+    /// Turn read-only mode on or off on every replica (cluster-admin), or show it. While on, every push, delete,
+    /// tag change and import is refused; pulls go on.
+    ReadOnly {
+        #[arg(value_enum)]
+        action: ReadOnlyAction,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOnlyAction {
+    On,
+    Off,
+    Status,
+}
+
+/// `read-only: on (set by admin at …)`, as `adm read-only` prints it.
+fn describe_read_only(v: &Value) -> String {
+    let on = if v["readOnly"] == json!(true) { "on" } else { "off" };
+    let mut out = format!("read-only: {on}");
+    if v["config"] == json!(true) {
+        out.push_str(" (set by the configuration; the switch cannot lift it)");
+    } else if let Some(by) = v["switch"]["changedBy"].as_str() {
+        out.push_str(&format!(" (switched by {by} at {})", v["switch"]["changed"].as_str().unwrap_or("?")));
+    }
+    out
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,6 +292,15 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
         Command::Create(Create::Secret(kind)) => imports::create_secret(kind).await?,
         Command::Get { what } => get(what).await?,
         Command::Streams(c) => streams::run(c).await?,
+        Command::Adm(Adm::ReadOnly { action, conn }) => {
+            let client = Client::from(conn)?;
+            let state = match action {
+                ReadOnlyAction::Status => client.get("/readonly").await?,
+                ReadOnlyAction::On => client.put("/readonly", json!({"readOnly": true})).await?,
+                ReadOnlyAction::Off => client.put("/readonly", json!({"readOnly": false})).await?,
+            };
+            println!("{}", describe_read_only(&state));
+        }
         Command::Delete(Delete::Token { id, conn }) => {
             Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;
             println!("token/{id} deleted");

@@ -2,6 +2,7 @@
 //! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data; [`storage`] chooses
 //! other blob and metadata stores.
 
+pub mod duration;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -31,6 +32,12 @@ pub struct FileConfig {
     pub allowed_registries_for_import: Option<Vec<String>>,
     /// Seconds between imports of a tag with `importPolicy.scheduled` (default 900, at least 5).
     pub scheduled_import_interval: Option<u64>,
+    /// Upload sessions untouched for this long are purged with their staged data: seconds or `24h` (default 24h).
+    pub upload_purge_after: Option<duration::FileDuration>,
+    /// How often the purge runs (default 1h): seconds or a duration.
+    pub upload_purge_interval: Option<duration::FileDuration>,
+    /// Refuse every write (a floor the admin API cannot lift; see `service::readonly`).
+    pub read_only: Option<bool>,
     /// `[storage]`: the blob and metadata backends and their settings.
     #[serde(default)]
     pub storage: storage::StorageSettings,
@@ -57,6 +64,12 @@ pub struct Config {
     pub allowed_registries: Vec<String>,
     /// How often scheduled tags are imported again (`TRIBUTARY_SCHEDULED_IMPORT_INTERVAL`, seconds).
     pub scheduled_import_interval: std::time::Duration,
+    /// Upload sessions untouched for this long are purged (`TRIBUTARY_UPLOAD_PURGE_AFTER`).
+    pub upload_purge_after: std::time::Duration,
+    /// How often the upload purge runs (`TRIBUTARY_UPLOAD_PURGE_INTERVAL`).
+    pub upload_purge_interval: std::time::Duration,
+    /// Read-only from the configuration (`TRIBUTARY_READ_ONLY`): every write refused, whatever the admin API says.
+    pub read_only: bool,
     /// The blob and metadata stores.
     pub storage: storage::Storage,
 }
@@ -64,6 +77,8 @@ pub struct Config {
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
 pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_SCHEDULED_IMPORT_INTERVAL_SECS: u64 = 15 * 60;
+pub const DEFAULT_UPLOAD_PURGE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub const DEFAULT_UPLOAD_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Values given on the command line or in the environment (clap merges the two; flags win).
 #[derive(Debug, Default, Clone)]
@@ -79,6 +94,9 @@ pub struct Overrides {
     pub webhooks: Option<Vec<url::Url>>,
     pub allowed_registries: Option<Vec<String>>,
     pub scheduled_import_interval: Option<u64>,
+    pub upload_purge_after: Option<std::time::Duration>,
+    pub upload_purge_interval: Option<std::time::Duration>,
+    pub read_only: Option<bool>,
     pub storage: storage::StorageSettings,
 }
 
@@ -98,6 +116,22 @@ impl Config {
             listen_text.parse().map_err(|e| anyhow::anyhow!("listen address {listen_text:?}: {e}"))?;
         let public_host =
             overrides.public_host.or(from_file.public_host).unwrap_or_else(|| default_public_host(listen));
+        let from_file_duration = |name: &str, d: Option<duration::FileDuration>| {
+            d.map(|d| d.resolve().map_err(|e| anyhow::anyhow!("{name}: {e}"))).transpose()
+        };
+        let upload_purge_after = match overrides.upload_purge_after {
+            Some(d) => d,
+            None => from_file_duration("upload-purge-after", from_file.upload_purge_after)?
+                .unwrap_or(DEFAULT_UPLOAD_PURGE_AFTER),
+        };
+        let upload_purge_interval = match overrides.upload_purge_interval {
+            Some(d) => d,
+            None => from_file_duration("upload-purge-interval", from_file.upload_purge_interval)?
+                .unwrap_or(DEFAULT_UPLOAD_PURGE_INTERVAL),
+        };
+        if upload_purge_after.is_zero() || upload_purge_interval.is_zero() {
+            anyhow::bail!("upload-purge-after and upload-purge-interval must be more than zero");
+        }
         Ok(Config {
             listen,
             data_dir: overrides.data_dir.or(from_file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
@@ -133,6 +167,9 @@ impl Config {
                 }
                 std::time::Duration::from_secs(secs)
             },
+            upload_purge_after,
+            upload_purge_interval,
+            read_only: overrides.read_only.or(from_file.read_only).unwrap_or(false),
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
         })
     }
@@ -180,6 +217,15 @@ mod tests {
         assert_eq!((c.allowed_registries, c.scheduled_import_interval.as_secs()), (vec!["quay.io".to_string()], 60));
         std::fs::write(&f, "scheduled-import-interval = 1\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err(), "below the minimum interval");
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!((c.upload_purge_after, c.read_only), (DEFAULT_UPLOAD_PURGE_AFTER, false));
+        std::fs::write(&f, "upload-purge-after = \"2h\"\nupload-purge-interval = 60\nread-only = true\n").unwrap();
+        let c = Config::load(Some(&f), Overrides::default()).unwrap();
+        assert_eq!((c.upload_purge_after.as_secs(), c.upload_purge_interval.as_secs(), c.read_only), (7200, 60, true));
+        let flags = Overrides { upload_purge_after: Some(std::time::Duration::from_secs(5)), ..Overrides::default() };
+        assert_eq!(Config::load(Some(&f), flags).unwrap().upload_purge_after.as_secs(), 5, "flags win");
+        std::fs::write(&f, "upload-purge-after = \"soon\"\n").unwrap();
+        assert!(Config::load(Some(&f), Overrides::default()).is_err());
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err());
     }

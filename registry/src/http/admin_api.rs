@@ -16,6 +16,9 @@
 //! GET    /apis/tributary.dev/v1/namespaces/{ns}/rolebindings
 //! POST   /apis/tributary.dev/v1/namespaces/{ns}/rolebindings/add    {"role", "subject": Subject}
 //! POST   /apis/tributary.dev/v1/namespaces/{ns}/rolebindings/remove {"role", "subject": Subject}
+//! GET    /apis/tributary.dev/v1/readonly                               read-only mode (any authenticated caller)
+//! PUT    /apis/tributary.dev/v1/readonly                  {"readOnly"} switch it (cluster-admin; every replica
+//!                                                                      follows; 409 when the configuration sets it)
 //! ```
 //! A `Subject` is `{"kind":"User","name"}`, `{"kind":"ServiceAccount","namespace","name"}` or
 //! `{"kind":"Group","name"}`. Permission checks live in [`auth::AuthService`]; this module only translates.
@@ -93,7 +96,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(&r("/tokens"), web::post().to(create_token))
         .route(&r("/tokens/{id}"), web::delete().to(delete_token))
         .route(&r("/namespaces/{ns}/rolebindings"), web::get().to(list_role_bindings))
-        .route(&r("/namespaces/{ns}/rolebindings/{action}"), web::post().to(edit_role_binding));
+        .route(&r("/namespaces/{ns}/rolebindings/{action}"), web::post().to(edit_role_binding))
+        .route(&r("/readonly"), web::get().to(get_read_only))
+        .route(&r("/readonly"), web::put().to(put_read_only));
 }
 
 fn answer(a: Answer) -> HttpResponse {
@@ -285,6 +290,50 @@ async fn edit_role_binding(
                 _ => return Err(AuthError::NotFound("action (use add or remove)".into())),
             };
             Ok(HttpResponse::Ok().json(json!({"role": b.role, "subject": b.subject, "changed": changed})))
+        }
+        .await,
+    )
+}
+
+fn read_only_answer(status: crate::service::readonly::ReadOnlyStatus) -> HttpResponse {
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    body["kind"] = json!("ReadOnly");
+    body["apiVersion"] = json!("tributary.dev/v1");
+    HttpResponse::Ok().json(body)
+}
+
+async fn get_read_only(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            if caller.identity.is_anonymous() && caller.via != auth::Via::Open {
+                return Err(AuthError::Unauthenticated);
+            }
+            Ok(read_only_answer(reg.read_only.status().await?))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadOnlyBody {
+    read_only: bool,
+}
+
+async fn put_read_only(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    use crate::service::readonly::SwitchError;
+    answer(
+        async {
+            let caller = who(&req, &reg).await?;
+            reg.auth.require_cluster_admin(&caller).await?;
+            let input: ReadOnlyBody = body(&bytes)?;
+            let by = reg.auth.whoami(&caller).name;
+            match reg.read_only.set(input.read_only, &by).await {
+                Ok(status) => Ok(read_only_answer(status)),
+                Err(e @ SwitchError::ConfigFloor) => Ok(status(409, "Conflict", e.to_string())),
+                Err(SwitchError::Store(e)) => Err(e.into()),
+            }
         }
         .await,
     )

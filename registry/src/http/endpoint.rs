@@ -51,6 +51,18 @@ impl Endpoint {
         }
     }
 
+    /// Whether `method` on this endpoint writes (pushes, mounts, deletes, uploads): what read-only mode refuses.
+    /// Methods an endpoint does not serve are not writes (they are answered `UNSUPPORTED` anyway).
+    pub fn is_write(&self, method: &actix_web::http::Method) -> bool {
+        use actix_web::http::Method;
+        match self {
+            Endpoint::Manifest(..) | Endpoint::Blob(..) => *method == Method::PUT || *method == Method::DELETE,
+            Endpoint::StartUpload(_) => *method == Method::POST,
+            Endpoint::Upload(..) => *method == Method::PATCH || *method == Method::PUT || *method == Method::DELETE,
+            Endpoint::Base | Endpoint::Catalog | Endpoint::Tags(_) | Endpoint::Referrers(..) => false,
+        }
+    }
+
     /// Parses the path of a request (without query string).
     pub fn parse(path: &str) -> Result<Endpoint, EndpointError> {
         let rest = path.strip_prefix("/v2").ok_or(EndpointError::NotFound)?;
@@ -143,6 +155,33 @@ mod tests {
                     | ("route", Err(EndpointError::NotFound))
             );
             assert!(matches, "{path}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn writes() {
+        let m = |s: &str| s.parse::<actix_web::http::Method>().unwrap();
+        let writes = [
+            ("PUT", "/v2/ns/app/manifests/v1".to_string()),
+            ("DELETE", "/v2/ns/app/manifests/v1".to_string()),
+            ("DELETE", format!("/v2/ns/app/blobs/{D}")),
+            ("POST", "/v2/ns/app/blobs/uploads/".to_string()),
+            ("PATCH", format!("/v2/ns/app/blobs/uploads/{U}")),
+            ("PUT", format!("/v2/ns/app/blobs/uploads/{U}")),
+            ("DELETE", format!("/v2/ns/app/blobs/uploads/{U}")),
+        ];
+        for (method, path) in writes {
+            assert!(Endpoint::parse(&path).unwrap().is_write(&m(method)), "{method} {path}");
+        }
+        let reads = [
+            ("GET", "/v2/ns/app/manifests/v1".to_string()),
+            ("HEAD", format!("/v2/ns/app/blobs/{D}")),
+            ("GET", format!("/v2/ns/app/blobs/uploads/{U}")),
+            ("GET", "/v2/_catalog".to_string()),
+            ("GET", "/v2/ns/app/tags/list".to_string()),
+        ];
+        for (method, path) in reads {
+            assert!(!Endpoint::parse(&path).unwrap().is_write(&m(method)), "{method} {path}");
         }
     }
 }

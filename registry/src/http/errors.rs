@@ -184,6 +184,7 @@ impl From<RegistryError> for ApiError {
                     }
                 }
             }
+            RegistryError::ReadOnly => ApiError::new(ErrorCode::Unsupported).message(msg),
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 ApiError::new(ErrorCode::Unknown)

@@ -38,6 +38,11 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
     let q = query(&req);
     let reg = registry.get_ref();
     let decision = super::auth::authorize(&req, reg, &endpoint).await?;
+    // Read-only mode: every write is refused here, once, after authorization (a caller who may not write hears
+    // that first), before any handler runs.
+    if endpoint.is_write(&method) {
+        reg.check_writable().await?;
+    }
     let answer = match (endpoint, method) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok(HttpResponse::Ok().json(json!({}))),
         (Endpoint::Catalog, Method::GET) => catalog(reg, &decision, &q).await,

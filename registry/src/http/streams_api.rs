@@ -368,6 +368,22 @@ async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>)
         Err(m) if m.starts_with(NO_SUCH_RESOURCE) => return kube::failure(404, "NotFound", m, None),
         Err(m) => return kube::bad_request(m),
     };
+    // Read-only mode: every write (create, replace, patch, delete, mappings, imports) is refused here, once, with
+    // 405 MethodNotAllowed (the OCI routes answer 405 UNSUPPORTED too); access was checked by the guard before.
+    let reads = req.method() == Method::GET || req.method() == Method::HEAD;
+    if !reads {
+        match reg.check_writable().await {
+            Ok(()) => {}
+            Err(crate::service::RegistryError::ReadOnly) => {
+                let m = crate::service::readonly::REFUSAL.to_owned();
+                return kube::failure(405, "MethodNotAllowed", m, None);
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "reading the read-only switch");
+                return kube::failure(500, "InternalError", "internal error".into(), None);
+            }
+        }
+    }
     let resp = match handle(&req, &api, &bytes, &reg).await {
         Ok(r) | Err(r) => r,
     };

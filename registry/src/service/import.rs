@@ -466,6 +466,7 @@ async fn controller(reg: Registry) {
     let interval = reg.imports.scheduled_interval;
     let mut pending: Vec<RepositoryName> = Vec::new();
     let mut rescan = true;
+    let mut paused = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         if rescan {
@@ -486,6 +487,11 @@ async fn controller(reg: Registry) {
         }
         pending.sort();
         pending.dedup();
+        if !pending.is_empty() && reg.read_only.is_on().await.unwrap_or(true) {
+            // Read-only: nothing is imported; everything is looked at again once writes are accepted.
+            pending.clear();
+            paused = true;
+        }
         for repo in std::mem::take(&mut pending) {
             let scheduled = match reg.import_due(&repo).await {
                 Ok(s) => s,
@@ -514,6 +520,12 @@ async fn controller(reg: Registry) {
                 let now = tokio::time::Instant::now();
                 let due: Vec<(RepositoryName, TagName)> =
                     timetable.iter().filter(|(_, (at, _))| *at <= now).map(|(k, _)| k.clone()).collect();
+                if reg.read_only.is_on().await.unwrap_or(true) {
+                    // Read-only: scheduled imports wait (they are due again once writes are accepted).
+                    paused = true;
+                    continue;
+                }
+                rescan |= std::mem::take(&mut paused);
                 for key in due {
                     let Some((at, t)) = timetable.get_mut(&key) else { continue };
                     *at = now + interval;

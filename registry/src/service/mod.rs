@@ -1,12 +1,13 @@
 //! The registry's operations, free of HTTP: blobs and repository links ([`blobs`]), upload sessions
 //! ([`uploads`]), manifests, tags and referrers ([`manifests`]), pull secrets ([`secrets`]), imports from external
-//! registries ([`import`]) and pull-through of their layers ([`pullthrough`]). Handlers in [`crate::http`] call these with typed
+//! registries ([`import`]), pull-through of their layers ([`pullthrough`]) and read-only mode ([`readonly`]). Handlers in [`crate::http`] call these with typed
 //! values and map [`RegistryError`] to the wire once; this module calls `streams` and `storage-backends`.
 
 pub mod blobs;
 pub mod import;
 pub mod manifests;
 pub mod pullthrough;
+pub mod readonly;
 pub mod secrets;
 pub mod uploads;
 
@@ -48,6 +49,9 @@ pub enum RegistryError {
     /// An upstream registry failed (pull-through).
     #[error("upstream: {0}")]
     Upstream(crate::upstream::UpstreamError),
+    /// The registry is in read-only mode: no write is accepted.
+    #[error("{}", readonly::REFUSAL)]
+    ReadOnly,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -103,4 +107,16 @@ pub struct Registry {
     pub imports: import::ImportSettings,
     /// Streams with an import running.
     pub import_locks: Arc<import::ImportLocks>,
+    /// Read-only mode: the configuration's floor and the run-time switch.
+    pub read_only: Arc<readonly::ReadOnly>,
+}
+
+impl Registry {
+    /// [`RegistryError::ReadOnly`] while the registry is read-only: every write asks this first.
+    pub async fn check_writable(&self) -> Result<(), RegistryError> {
+        match self.read_only.is_on().await? {
+            true => Err(RegistryError::ReadOnly),
+            false => Ok(()),
+        }
+    }
 }
