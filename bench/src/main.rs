@@ -9,6 +9,7 @@ mod content;
 mod pullthrough;
 mod report;
 mod s3;
+mod scale;
 mod servers;
 mod stores;
 mod workloads;
