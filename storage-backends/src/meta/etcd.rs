@@ -75,6 +75,11 @@ impl EtcdConfig {
     }
 }
 
+/// How long a history scan waits for etcd's first answer before asking where the watch stands, and then between
+/// answers ([`EtcdStore::deleted_since`]).
+const HISTORY_FIRST_QUIET: Duration = Duration::from_millis(1500);
+const HISTORY_QUIET: Duration = Duration::from_millis(200);
+
 /// Longest wait to connect, or for one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a commit waits for the watch to publish it; then it warns and returns anyway.
@@ -419,8 +424,13 @@ impl MetadataStore for EtcdStore {
         let mut last: BTreeMap<String, Option<Versioned>> = BTreeMap::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut seen = since;
+        // etcd 3.4 answers a progress request at once with its current revision, even while this (unsynced)
+        // watcher's history is still being read out: asked too early, it ends the scan with events missing (seen
+        // under load in CI). So the first answer gets a long quiet window; once history has started to arrive, a
+        // short one.
+        let mut quiet = HISTORY_FIRST_QUIET;
         while seen < current {
-            let message = tokio::time::timeout(Duration::from_millis(200), stream.message()).await;
+            let message = tokio::time::timeout(quiet, stream.message()).await;
             let response: WatchResponse = match message {
                 Ok(Ok(Some(response))) => response,
                 Ok(Ok(None)) => return Err(self.err("the history watch closed")),
@@ -443,6 +453,7 @@ impl MetadataStore for EtcdStore {
             if response.created() {
                 continue;
             }
+            quiet = HISTORY_QUIET;
             if response.events().is_empty() {
                 seen = seen.max(header_revision(response.header()));
                 continue;
