@@ -38,14 +38,7 @@ fn docker_push_pull_round_trip() {
     run_ok(engine.docker().args(["tag", &pulled, &target]), SHORT);
     let o = run_ok(engine.docker().args(["push", &target]), LONG);
     eprintln!("{}", o.stdout);
-    // "v1: digest: sha256:… size: N"
-    let pushed = o
-        .stdout
-        .lines()
-        .find_map(|l| l.split("digest: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{}", o.stdout))
-        .to_string();
+    let pushed = docker_pushed_digest(&o.stdout);
     let raw = skopeo.inspect_raw(&reg, "ns/dockerapp:v1");
     assert_eq!(sha256_digest(&raw), pushed, "served manifest is not what docker pushed");
     let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();

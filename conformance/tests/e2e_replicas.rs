@@ -186,13 +186,7 @@ fn docker_pushes_through_one_replica_and_pulls_through_the_others() {
     let target = a.image_ref("ns/dockerapp:v1");
     run_ok(engine.docker().args(["tag", &c.image_ref("ns/seed:v1"), &target]), SHORT);
     let o = run_ok(engine.docker().args(["push", &target]), LONG);
-    let pushed = o
-        .stdout
-        .lines()
-        .find_map(|l| l.split("digest: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{}", o.stdout))
-        .to_owned();
+    let pushed = docker_pushed_digest(&o.stdout);
     assert_ne!(seeded, "");
     for reg in [b, c] {
         let raw = skopeo.inspect_raw(reg, "ns/dockerapp:v1");

@@ -1039,6 +1039,16 @@ pub fn podman(dir: &Path) -> Command {
 // ---------------------------------------------------------------------------------------------
 // docker
 
+/// The manifest digest `docker push` printed ("v1: digest: sha256:… size: N").
+pub fn docker_pushed_digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in docker push output:\n{stdout}"))
+        .to_owned()
+}
+
 /// A private Docker engine (`dockerd`) started for one test, so the host's engine, images and logins are never
 /// touched: its own `--data-root`, `--exec-root`, pidfile and `unix://` socket under `dir`, no bridge and no
 /// iptables rules, and `127.0.0.0/8` trusted as an insecure (plain HTTP) registry. Set
