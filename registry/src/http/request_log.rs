@@ -68,30 +68,26 @@ pub async fn log_request(
         };
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let user = user.as_deref().unwrap_or("-");
+        // One line, at debug for health probes (they would flood the log) and info for everything else.
+        macro_rules! request_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    method = %method,
+                    route = %route,
+                    status,
+                    bytes_in,
+                    bytes_out,
+                    duration_ms,
+                    client = %client,
+                    user = %user,
+                    "request"
+                )
+            };
+        }
         if probe {
-            tracing::debug!(
-                method = %method,
-                route = %route,
-                status,
-                bytes_in,
-                bytes_out,
-                duration_ms,
-                client = %client,
-                user = %user,
-                "request"
-            );
+            request_line!(debug);
         } else {
-            tracing::info!(
-                method = %method,
-                route = %route,
-                status,
-                bytes_in,
-                bytes_out,
-                duration_ms,
-                client = %client,
-                user = %user,
-                "request"
-            );
+            request_line!(info);
         }
         result
     }
