@@ -4,10 +4,7 @@
 //! is lost or repeated; scheduled imports run on one replica, and an import asked of one replica is not fetched
 //! again by the leader. A single replica on the embedded store delivers and imports as before.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +15,9 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use storage_backends::testing::etcd::EtcdServer;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+mod common;
+
+use common::{Fake, OCI_MANIFEST};
 const API: &str = "/apis/image.openshift.io/v1";
 
 /// A replica: metadata in the shared etcd under one prefix, blobs in its own directory.
@@ -192,7 +191,7 @@ async fn a_crashed_leader_is_replaced_within_the_lease_ttl_and_no_event_is_lost(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scheduled_imports_run_on_one_replica_and_an_api_import_is_fetched_once() {
     let Some(etcd) = EtcdServer::start() else { return };
-    let upstream = Upstream::start();
+    let upstream = upstream();
     let (url, _bodies) = receiver().await;
     let interval = Duration::from_secs(5);
     let replicas: Vec<Option<TestRegistry>> = (0..3).map(|_| Some(replica(&etcd, &url, interval))).collect();
@@ -237,7 +236,7 @@ async fn scheduled_imports_run_on_one_replica_and_an_api_import_is_fetched_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_replica_on_the_embedded_store_still_delivers_and_imports() {
-    let upstream = Upstream::start();
+    let upstream = upstream();
     let (url, bodies) = receiver().await;
     let reg = TestRegistry::builder().with_webhooks(&[&url]).start();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -261,103 +260,13 @@ async fn a_single_replica_on_the_embedded_store_still_delivers_and_imports() {
     stop(reg, false);
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// An upstream registry serving fixed images and counting requests by path
-
-struct Upstream {
-    host: String,
-    routes: Arc<HashMap<String, (&'static str, Vec<u8>)>>,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Upstream {
-    /// Serves `lib/app:1` and `lib/once:1` on 127.0.0.1.
-    fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
-        let mut routes = HashMap::new();
-        routes.insert("/v2/".to_owned(), ("application/json", b"{}".to_vec()));
-        for repo in ["lib/app", "lib/once"] {
-            let config = json!({"architecture": "amd64", "os": "linux"}).to_string().into_bytes();
-            let c = Digest::sha256_of(&config);
-            let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len()}})
-            .to_string()
-            .into_bytes();
-            let m = Digest::sha256_of(&manifest);
-            routes.insert(format!("/v2/{repo}/manifests/1"), (OCI_MANIFEST, manifest.clone()));
-            routes.insert(format!("/v2/{repo}/manifests/{m}"), (OCI_MANIFEST, manifest));
-            routes.insert(format!("/v2/{repo}/blobs/{c}"), ("application/octet-stream", config));
-        }
-        let routes = Arc::new(routes);
-        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, h, s) = (routes.clone(), hits.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (r, h) = (r.clone(), h.clone());
-                std::thread::spawn(move || answer(conn, &r, &h));
-            }
-        });
-        Upstream { host, routes, hits, stop }
+/// An upstream registry serving `lib/app:1` and `lib/once:1` on 127.0.0.1, counting requests by path.
+fn upstream() -> Fake {
+    let fake = Fake::start();
+    for repo in ["lib/app", "lib/once"] {
+        let layer = format!("layer of {repo}").into_bytes();
+        let digest = Digest::sha256_of(&layer);
+        fake.image(repo, "1", layer, &digest, Duration::ZERO);
     }
-
-    /// How many requests (of any method) asked for `path`.
-    fn hits(&self, path: &str) -> usize {
-        assert!(self.routes.contains_key(path), "{path} is not served");
-        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.host);
-    }
-}
-
-/// Answers one connection's requests from `routes` (404 otherwise), counting each path.
-fn answer(conn: TcpStream, routes: &HashMap<String, (&'static str, Vec<u8>)>, hits: &Mutex<HashMap<String, usize>>) {
-    let Ok(mut out) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        let _ = reader.read_exact(&mut body);
-        let path = path.split('?').next().unwrap_or("").to_owned();
-        *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
-        let (status, content_type, body): (&str, &str, &[u8]) = match routes.get(&path) {
-            Some((content_type, body)) => ("200 OK", content_type, body),
-            None => ("404 Not Found", "application/json", br#"{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}"#),
-        };
-        let head =
-            format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len());
-        let sent = out.write_all(head.as_bytes()).is_ok() && (method == "HEAD" || out.write_all(body).is_ok());
-        if !sent {
-            return;
-        }
-    }
+    fake
 }
