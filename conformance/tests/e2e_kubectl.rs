@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{note, run, run_ok, sha256_digest, tempdir, tools_present, tributary_bin, SHORT};
+use common::{note, run, run_ok, self_signed_cert, sha256_digest, tempdir, tools_present, tributary_bin, SHORT};
 
 const TOKEN: &str = "kubectl-e2e-admin-token-0123456789abcdef";
 
@@ -46,17 +46,7 @@ impl Drop for Server {
 }
 
 fn start(dir: &Path) -> Server {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    run_ok(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        SHORT,
-    );
+    let (cert, key) = self_signed_cert(dir);
     let mut cmd = Command::new(tributary_bin());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-token", TOKEN])
         .arg("--data-dir")

@@ -321,17 +321,7 @@ struct TlsReplica {
 impl TlsReplica {
     fn start(dir: &std::path::Path, cluster: &Cluster) -> TlsReplica {
         std::fs::create_dir_all(dir).unwrap();
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        run_ok(
-            Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-                .args(["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-            SHORT,
-        );
+        let (cert, key) = self_signed_cert(dir);
         let mut cmd = Command::new(tributary_bin());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-token", &cluster.token])
             .arg("--data-dir")

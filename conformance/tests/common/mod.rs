@@ -1039,6 +1039,23 @@ pub fn podman(dir: &Path) -> Command {
 // ---------------------------------------------------------------------------------------------
 // docker
 
+/// A fresh self-signed certificate for 127.0.0.1 and localhost (a day long) made with `openssl` in `dir`:
+/// the paths of the certificate and its key, for `--tls-cert`/`--tls-key`.
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        SHORT,
+    );
+    (cert, key)
+}
+
 /// The manifest digest `docker push` printed ("v1: digest: sha256:… size: N").
 pub fn docker_pushed_digest(stdout: &str) -> String {
     stdout
