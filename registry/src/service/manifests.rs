@@ -246,15 +246,15 @@ impl Registry {
     /// A manifest's bytes: from the metadata store, or from the blob store where older versions kept them.
     pub(crate) async fn manifest_bytes(&self, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
         let key = keys::manifest_content(digest);
-        // Absent here may be a manifest another replica stored a moment ago: confirmed on the latest copy.
-        let small = match self.meta.get(&key).await? {
-            Some(v) => Some(v),
-            None => self.meta.get_latest(&key).await?,
-        };
-        match small {
-            Some(v) => Ok(Some(Bytes::from(v.value))),
-            None => Ok(self.blobs.read_all(digest).await?),
+        if let Some(v) = self.meta.get(&key).await? {
+            return Ok(Some(Bytes::from(v.value)));
         }
+        if let Some(large) = self.blobs.read_all(digest).await? {
+            return Ok(Some(large));
+        }
+        // Neither: perhaps a small manifest another replica stored a moment ago, confirmed on the latest copy
+        // (only now, so that large manifests cost no extra round trip).
+        Ok(self.meta.get_latest(&key).await?.map(|v| Bytes::from(v.value)))
     }
 
     /// A manifest the stream names (through a tag event pointing at an external pull spec, e.g. a
