@@ -135,20 +135,21 @@ fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse_from(namespace_after_verb(std::env::args_os().collect()));
     logging::init(cli.log_format);
-    let done = match cli.command {
-        Command::Serve(args) => serve(args),
+    let (done, client) = match cli.command {
+        Command::Serve(args) => (serve(args), false),
         Command::Version => {
             println!("tributary {}", registry::LONG_VERSION);
-            Ok(())
+            (Ok(()), false)
         }
-        Command::Client(c) => cli::run(c),
+        Command::Client(c) => (cli::run(c), true),
     };
     match done {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line with its causes, never a backtrace (RUST_BACKTRACE is set on many developers' machines).
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // A client verb's code says what happened (`cli::exit_code`); the server's is 1.
+            std::process::ExitCode::from(if client { cli::exit_code(&e) } else { 1 })
         }
     }
 }

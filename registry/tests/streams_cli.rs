@@ -198,3 +198,60 @@ async fn image_stream_verbs() {
     ok(&reg, &["new-project", "other"]);
     assert!(tributary(&reg, &["get", "is", "-n", "other"]).stderr.starts_with(b"No resources found"));
 }
+
+/// The exit code says what happened (`cli::exit` has the table), and `import-image -o json` prints the server's
+/// `ImageStreamImport` answer for a script, even when the import failed.
+#[tokio::test]
+async fn exit_codes_and_json_output() {
+    let reg = TestRegistry::builder().with_admin_token(ADMIN).start();
+    ok(&reg, &["new-project", "codes"]);
+    let code = |o: &Output| o.status.code().expect("exited");
+
+    let o = tributary(&reg, &["describe", "is/missing", "-n", "codes"]);
+    assert_eq!(code(&o), 4, "not found: {}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.starts_with("error: ") && stderr.lines().count() == 1, "one line: {stderr}");
+
+    let mut bad_token = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    bad_token
+        .args(["get", "is", "-n", "codes"])
+        .env("TRIBUTARY_CLIENT_CONFIG", "/nonexistent/none.json")
+        .env("TRIBUTARY_SERVER", reg.url())
+        .env("TRIBUTARY_TOKEN", "not-a-token");
+    assert_eq!(code(&bad_token.output().unwrap()), 3, "refused token");
+
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["get", "is", "-n", "codes"])
+        .env("TRIBUTARY_CLIENT_CONFIG", "/nonexistent/none.json")
+        .env("TRIBUTARY_SERVER", "http://127.0.0.1:1")
+        .env("TRIBUTARY_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert_eq!(code(&unreachable), 6, "{}", String::from_utf8_lossy(&unreachable.stderr));
+
+    assert_eq!(code(&tributary(&reg, &["tag", "--no-such-flag"])), 2, "usage");
+
+    // An import from a source that does not answer: the answer (with the tag's failure) on stdout, exit 1.
+    let o = tributary(
+        &reg,
+        &[
+            "import-image",
+            "app:v1",
+            "--from",
+            "127.0.0.1:1/lib/app:1",
+            "--confirm",
+            "--insecure",
+            "-o",
+            "json",
+            "-n",
+            "codes",
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", String::from_utf8_lossy(&o.stderr));
+    let answer: Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(answer["kind"], "ImageStreamImport", "{answer:#}");
+    assert_eq!(answer["status"]["images"][0]["status"]["status"], "Failure", "{answer:#}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("import failed"), "{}", String::from_utf8_lossy(&o.stderr));
+    // Off a terminal no spinner is drawn: stderr holds the one error line only.
+    assert_eq!(String::from_utf8_lossy(&o.stderr).matches('⠋').count(), 0);
+}

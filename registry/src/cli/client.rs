@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::config;
+use super::exit::HttpFailure;
 use super::Connection;
 
 const BASE: &str = "/apis/tributary.dev/v1";
@@ -48,13 +49,17 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| anyhow::anyhow!("{}: {e}", self.server))?;
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| HttpFailure { status: None, message: format!("{}: {e}", self.server) })?;
         let status = resp.status();
         let text = resp.text().await?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
             let message = body["message"].as_str().map(str::to_owned).unwrap_or(text);
-            anyhow::bail!("{message} ({})", status.as_u16());
+            return Err(HttpFailure::refused(status.as_u16(), &message).into());
         }
         Ok(body)
     }

@@ -11,6 +11,7 @@ use streams::import::ImageStreamImport;
 use streams::model::{ImageStream, ImageStreamTag};
 
 use super::describe::describe_tag;
+use super::progress::Progress;
 use super::streams::{typed, Api, ReferencePolicy, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,8 +47,17 @@ pub struct ImportArgs {
     /// Import again periodically.
     #[arg(long)]
     scheduled: bool,
+    /// `json`: print the server's `ImageStreamImport` answer (its status says what each tag got) instead of the
+    /// description of the imported tags; no spinner.
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<ImportOutput>,
     #[command(flatten)]
     target: Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportOutput {
+    Json,
 }
 
 /// `import-image`: works out the source (the flag, or what the tag or stream already names), sends one
@@ -67,7 +77,7 @@ pub async fn import_image(args: ImportArgs) -> anyhow::Result<()> {
         match api.send(Method::GET, &format!("/namespaces/{ns}/imagestreams/{name}"), None, false).await {
             Ok(v) => Some(typed(v)?),
             Err(e) if e.status == StatusCode::NOT_FOUND => None,
-            Err(e) => bail!("{} ({})", e.message, e.status.as_u16()),
+            Err(e) => return Err(e.fail(true)),
         };
     let current_source = existing.as_ref().and_then(|s| {
         if args.all {
@@ -111,8 +121,14 @@ pub async fn import_image(args: ImportArgs) -> anyhow::Result<()> {
     };
     let body = json!({"kind": "ImageStreamImport", "apiVersion": "image.openshift.io/v1",
                       "metadata": {"name": name, "namespace": ns}, "spec": spec});
-    let answer: ImageStreamImport =
-        typed(api.call(Method::POST, &format!("/namespaces/{ns}/imagestreamimports"), Some(&body)).await?)?;
+    let json_output = args.output == Some(ImportOutput::Json);
+    let progress = Progress::spinner(format!("importing {from} into {ns}/{name}"), json_output);
+    let raw = api.call(Method::POST, &format!("/namespaces/{ns}/imagestreamimports"), Some(&body)).await?;
+    drop(progress);
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&raw)?);
+    }
+    let answer: ImageStreamImport = typed(raw)?;
     let mut statuses = answer.status.images.clone();
     if let Some(r) = &answer.status.repository {
         if r.status.status != "Success" {
@@ -125,10 +141,10 @@ pub async fn import_image(args: ImportArgs) -> anyhow::Result<()> {
         .filter(|s| s.status.status != "Success")
         .map(|s| format!("{}: {}", s.tag, s.status.message))
         .collect();
-    if failed.len() < statuses.len() {
+    if failed.len() < statuses.len() && !json_output {
         println!("imagestream.image.openshift.io/{name} imported");
     }
-    for s in statuses.iter().filter(|s| s.status.status == "Success") {
+    for s in statuses.iter().filter(|s| s.status.status == "Success" && !json_output) {
         let path = format!("/namespaces/{ns}/imagestreamtags/{name}:{}", s.tag);
         let t: ImageStreamTag = typed(api.call(Method::GET, &path, None).await?)?;
         println!();

@@ -8,7 +8,9 @@ mod bootstrap;
 mod client;
 mod config;
 mod describe;
+mod exit;
 mod imports;
+mod progress;
 pub mod streams;
 mod yaml;
 
@@ -19,6 +21,7 @@ use serde_json::{json, Value};
 
 pub use bootstrap::bootstrap;
 use client::Client;
+pub use exit::code as exit_code;
 use registry::config::duration;
 
 /// Where the server is and who we are there.

@@ -16,6 +16,7 @@ use streams::rules::{REFERENCE_LOCAL, REFERENCE_SOURCE};
 
 use super::client::Client;
 use super::describe::{describe_stream, describe_tag};
+use super::exit::HttpFailure;
 use super::yaml::to_yaml;
 use super::Connection;
 
@@ -200,8 +201,23 @@ fn kind_and_names(words: &[String]) -> anyhow::Result<(Resource, Vec<String>)> {
 // The HTTP client
 
 pub(super) struct ApiError {
+    /// What the server answered (`SERVICE_UNAVAILABLE` too when it could not be reached: see `reached`).
     pub(super) status: StatusCode,
     pub(super) message: String,
+    pub(super) reached: bool,
+}
+
+impl ApiError {
+    /// The error a verb gives up with: the server's message, and the status for the exit code
+    /// (`super::exit`); `with_status` adds ` (status)` to the message.
+    pub(super) fn fail(self, with_status: bool) -> anyhow::Error {
+        let status = self.reached.then(|| self.status.as_u16());
+        let message = match status {
+            Some(s) if with_status => format!("{} ({s})", self.message),
+            _ => self.message,
+        };
+        HttpFailure { status, message }.into()
+    }
 }
 
 pub(super) struct Api {
@@ -242,6 +258,7 @@ impl Api {
         let resp = req.send().await.map_err(|e| ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: format!("{}: {e}", self.base),
+            reached: false,
         })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
@@ -250,12 +267,12 @@ impl Api {
             Ok(value)
         } else {
             let message = value["message"].as_str().map(str::to_owned).unwrap_or(text);
-            Err(ApiError { status, message })
+            Err(ApiError { status, message, reached: true })
         }
     }
 
     pub(super) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        self.send(method, path, body, false).await.map_err(|e| anyhow!("{} ({})", e.message, e.status.as_u16()))
+        self.send(method, path, body, false).await.map_err(|e| e.fail(true))
     }
 }
 
@@ -398,7 +415,7 @@ async fn write_istag(api: &Api, dst: &RepositoryName, tag: &TagName, spec: TagRe
                 match api.send(Method::PUT, &path, Some(&body), false).await {
                     Ok(_) => return Ok(()),
                     Err(e) if e.status == StatusCode::CONFLICT => continue,
-                    Err(e) => bail!("{}", e.message),
+                    Err(e) => return Err(e.fail(false)),
                 }
             }
             Err(e) if e.status == StatusCode::NOT_FOUND => {
@@ -410,10 +427,10 @@ async fn write_istag(api: &Api, dst: &RepositoryName, tag: &TagName, spec: TagRe
                 {
                     Ok(_) => return Ok(()),
                     Err(e) if e.status == StatusCode::CONFLICT => continue,
-                    Err(e) => bail!("{}", e.message),
+                    Err(e) => return Err(e.fail(false)),
                 }
             }
-            Err(e) => bail!("{}", e.message),
+            Err(e) => return Err(e.fail(false)),
         }
     }
     bail!("{dst}:{tag} kept changing; try again")
@@ -434,7 +451,7 @@ async fn edit_stream(
         match api.send(Method::PUT, &path, Some(&body), false).await {
             Ok(v) => return typed(v),
             Err(e) if e.status == StatusCode::CONFLICT => continue,
-            Err(e) => bail!("{}", e.message),
+            Err(e) => return Err(e.fail(false)),
         }
     }
     bail!("{repo} kept changing; try again")
@@ -519,7 +536,7 @@ pub async fn get(resource: Resource, args: GetArgs) -> anyhow::Result<()> {
         }
         Some(Output::Wide) | None => {
             // The columns are the server's (the ones `kubectl get` shows), so both agree.
-            let table = api.send(Method::GET, &path, None, true).await.map_err(|e| anyhow!("{}", e.message))?;
+            let table = api.send(Method::GET, &path, None, true).await.map_err(|e| e.fail(false))?;
             let mut header: Vec<String> = table["columnDefinitions"]
                 .as_array()
                 .map(|c| c.iter().map(|d| str_at(d, "/name").to_uppercase()).collect())
