@@ -116,6 +116,7 @@ impl Bench {
         Storage {
             s3: s3.then(|| (sh.moto.endpoint.clone(), BUCKET.to_owned(), format!("r{n}"))),
             etcd: etcd.then(|| (sh.etcd.endpoint.clone(), format!("/r{n}/"))),
+            redirect: false,
         }
     }
 
@@ -136,7 +137,10 @@ impl Bench {
     /// own put and get, and ours on filesystem+redb, alternated within each pair.
     async fn s3_blobs(&self, report: &mut Report, bins: &Bins, size: u64) -> anyhow::Result<()> {
         let sh = self.shared(bins).await?;
-        let ours = self.start_on(Kind::Ours, &self.remote(&sh, true, true)).await?;
+        let on_s3 = self.remote(&sh, true, true);
+        let ours = self.start_on(Kind::Ours, &on_s3).await?;
+        // A second replica of ours on the same stores that redirects blob GETs to presigned S3 URLs.
+        let redirecting = self.start_on(Kind::Ours, &Storage { redirect: true, ..on_s3 }).await?;
         let peer = match self.ours_only {
             true => None,
             false => Some(self.start_on(Kind::Peer, &self.remote(&sh, true, false)).await?),
@@ -211,7 +215,7 @@ impl Bench {
         for label in [&push, &vs_put1, &vs_put4, &replica_push, &chunked, &finish, &vs_complete] {
             progress(report, label);
         }
-        self.s3_pulls(report, &sh, &servers, &pulls, &raw_key, size).await
+        self.s3_pulls(report, &sh, &servers, &redirecting, &pulls, &raw_key, size).await
     }
 
     /// Pulls of the blobs pushed by [`Bench::s3_blobs`] (each checked once, untimed) and moto's own GET.
@@ -220,6 +224,7 @@ impl Bench {
         report: &mut Report,
         sh: &Shared,
         servers: &[&Live],
+        redirecting: &Live,
         digests: &[String],
         raw_key: &str,
         size: u64,
@@ -227,6 +232,7 @@ impl Bench {
         let s = size_label(size);
         let pull = format!("S3 pull {s}");
         let vs_get = format!("S3 pull {s} [peer: moto's own GET]");
+        let redirected = format!("S3 pull {s} via 307 to a presigned URL [peer: moto's own GET]");
         let replica = format!("replica pull {s}, S3+etcd [peer: ours on fs+redb]");
         let ttfb = format!("S3 pull {s}, time to first byte");
         for (l, digest) in servers.iter().zip(digests) {
@@ -263,15 +269,27 @@ impl Bench {
                     _ => report.add(&replica, Unit::MibPerSec, Cost::PerGib, Kind::Peer, sample),
                 }
             }
+            let (_, wall, cpu) = redirecting
+                .measure(async {
+                    for _ in 0..count {
+                        let p = redirecting.client.pull("bench/s3", &digests[0], false).await?;
+                        ensure!(p.bytes == size, "short pull: {} of {size}", p.bytes);
+                    }
+                    Ok(())
+                })
+                .await?;
+            report.add(&redirected, Unit::MibPerSec, Cost::PerGib, Kind::Ours, throughput(size * count, wall, cpu));
             let start = std::time::Instant::now();
             for _ in 0..count {
                 let got = stores::raw_get(&sh.raw, raw_key).await?;
                 ensure!(got == size, "moto served {got} bytes of {size}");
             }
             let wall = start.elapsed().as_secs_f64();
-            report.add(&vs_get, Unit::MibPerSec, Cost::PerGib, Kind::Peer, plain(Live::mib(size * count) / wall));
+            let moto = plain(Live::mib(size * count) / wall);
+            report.add(&vs_get, Unit::MibPerSec, Cost::PerGib, Kind::Peer, moto);
+            report.add(&redirected, Unit::MibPerSec, Cost::PerGib, Kind::Peer, moto);
         }
-        for label in [&pull, &vs_get, &replica, &ttfb] {
+        for label in [&pull, &vs_get, &redirected, &replica, &ttfb] {
             progress(report, label);
         }
         Ok(())

@@ -153,6 +153,8 @@ pub struct Storage {
     pub s3: Option<(String, String, String)>,
     /// etcd `endpoint` and key prefix (ours only: the peer has no such store).
     pub etcd: Option<(String, String)>,
+    /// Blob GETs answered with a 307 to a presigned S3 URL (ours only: `--s3-redirect`).
+    pub redirect: bool,
 }
 
 /// The credentials every server gives moto (which checks none).
@@ -165,6 +167,9 @@ impl Storage {
         if let Some((endpoint, bucket, prefix)) = &self.s3 {
             a.extend(["--blob-backend", "s3", "--s3-endpoint", endpoint, "--s3-bucket", bucket, "--s3-prefix", prefix]);
             a.extend(["--s3-access-key-id", S3_KEY, "--s3-secret-access-key", S3_KEY]);
+            if self.redirect {
+                a.extend(["--s3-redirect", "true"]);
+            }
         }
         if let Some((endpoint, prefix)) = &self.etcd {
             a.extend(["--metadata-backend", "etcd", "--etcd-endpoint", endpoint, "--etcd-prefix", prefix]);

@@ -87,3 +87,58 @@ async fn pushes_and_pulls_on_s3_across_replicas() {
     assert!(s3.unfinished_multipart_uploads(BUCKET, None).is_empty());
     eprintln!("ran against moto at {}", s3.endpoint());
 }
+
+/// With `storage.s3.redirect`, a blob GET is a 307 to a presigned S3 URL that serves the exact bytes (whole and
+/// with the client's Range), for a monolithic push (content path) and a chunked one (a location record); HEAD
+/// stays local; a repository that does not hold the blob still gets 404 `BLOB_UNKNOWN`, never a URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_gets_redirect_to_presigned_s3_urls() {
+    let Some(s3) = S3Server::start() else { return };
+    let mut config = s3.config(BUCKET, Some("pre"));
+    config.redirect = true;
+    let reg = TestRegistry::builder().with_storage(Storage { blobs: Blobs::S3(config), ..Default::default() }).start();
+    let http = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let follow = Client::new();
+    let url = |p: &str| format!("{}{p}", reg.url());
+
+    let mono = suite::noise(3 * 1024 * 1024 + 5, 51);
+    let md = Digest::sha256_of(&mono);
+    let r = http.post(url(&format!("/v2/ns/app/blobs/uploads/?digest={md}"))).body(mono.clone()).send().await;
+    assert_eq!(r.unwrap().status(), StatusCode::CREATED);
+    let chunked = suite::noise(9 * 1024 * 1024 + 3, 52);
+    let cd = Digest::sha256_of(&chunked);
+    let r = http.post(url("/v2/ns/app/blobs/uploads/")).send().await.unwrap();
+    let loc = location(&r);
+    let r = http.patch(format!("{}{loc}", reg.url())).body(chunked[..8 * 1024 * 1024].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = http
+        .put(format!("{}{}?digest={cd}", reg.url(), location(&r)))
+        .body(chunked[8 * 1024 * 1024..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+
+    for (d, data) in [(&md, &mono), (&cd, &chunked)] {
+        let r = http.get(url(&format!("/v2/ns/app/blobs/{d}"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+        let target = location(&r);
+        assert!(target.starts_with(&s3.endpoint()), "{target} is on the S3 server");
+        assert!(target.contains("X-Amz-Signature="), "{target} is presigned");
+        let direct = Client::new().get(&target).send().await.unwrap();
+        assert_eq!(direct.status(), StatusCode::OK);
+        assert!(direct.bytes().await.unwrap()[..] == data[..], "S3 serves the exact bytes of {d}");
+        // A client that follows the redirect with a Range gets that range from S3.
+        let part = follow.get(url(&format!("/v2/ns/app/blobs/{d}"))).header("Range", "bytes=100-199").send().await;
+        let part = part.unwrap();
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.bytes().await.unwrap()[..], data[100..200]);
+        let head = http.head(url(&format!("/v2/ns/app/blobs/{d}"))).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.headers()["content-length"], data.len().to_string().as_str());
+    }
+    let other = http.get(url(&format!("/v2/ns/other/blobs/{md}"))).send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    assert!(other.headers().get("location").is_none());
+    assert!(other.text().await.unwrap().contains("BLOB_UNKNOWN"));
+}

@@ -20,6 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use names::{Digest, UploadId};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::meta::{encode, MetadataStore, MetadataStoreExt};
@@ -36,6 +37,9 @@ pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 
 /// How long a writer's claim on an upload lasts without renewal (see [`crate::uploads`]).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How long a presigned blob URL stays valid (distribution's S3 driver uses the same 20 minutes).
+pub const PRESIGNED_URL_LIFETIME: Duration = Duration::from_secs(20 * 60);
 
 /// How long [`BlobStore::check`] waits for the object store.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,6 +89,9 @@ pub struct S3Config {
     /// Allow a plain `http://` endpoint.
     #[serde(default)]
     pub allow_http: bool,
+    /// Offer presigned GET URLs for stored blobs ([`BlobStore::presigned_get`]), for redirecting clients to S3.
+    #[serde(default)]
+    pub redirect: bool,
 }
 
 fn default_region() -> String {
@@ -106,6 +113,7 @@ impl std::fmt::Debug for S3Config {
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("path_style", &self.path_style)
             .field("allow_http", &self.allow_http)
+            .field("redirect", &self.redirect)
             .finish()
     }
 }
@@ -136,6 +144,12 @@ impl S3Config {
             b = b.with_secret_access_key(s);
         }
         b
+    }
+
+    /// Signs URLs of the bucket's objects (paths with the prefix, which the signer does not apply).
+    fn signer(&self) -> Result<Arc<dyn Signer>, BlobError> {
+        let s3 = self.builder().build().map_err(|e| BlobError::Config(format!("{}: {e}", self.describe())))?;
+        Ok(Arc::new(s3))
     }
 
     /// The store and its multipart interface (one object), with `prefix` applied.
@@ -250,6 +264,8 @@ pub struct BlobStore {
     /// The store without retries, for [`BlobStore::check`], and how errors name it.
     probe: Arc<dyn ObjectStore>,
     describe: Arc<str>,
+    /// Signs GET URLs of stored objects (S3 with `redirect`), and the key prefix the store applies.
+    signer: Option<(Arc<dyn Signer>, Option<String>)>,
     pub(crate) part_size: u64,
     pub(crate) lease: Duration,
 }
@@ -271,6 +287,7 @@ impl BlobStore {
             small: Arc::new(small),
             locations: Arc::new(quick_cache::sync::Cache::new(65536)),
             describe: describe.into(),
+            signer: None,
             part_size: DEFAULT_PART_SIZE,
             lease: DEFAULT_LEASE,
         }
@@ -290,6 +307,9 @@ impl BlobStore {
                 let retry = object_store::RetryConfig { max_retries: 0, ..Default::default() };
                 let mut s = BlobStore::with(store, Staging::Multipart(multipart), c.describe());
                 s.probe = c.build(retry)?.0;
+                if c.redirect {
+                    s.signer = Some((c.signer()?, c.prefix.clone()));
+                }
                 s
             }
         };
@@ -307,6 +327,7 @@ impl BlobStore {
     pub fn replica(&self) -> BlobStore {
         let mut s = BlobStore::with(self.store.clone(), self.staging.clone(), self.describe.to_string());
         s.probe = self.probe.clone();
+        s.signer = self.signer.clone();
         s.meta = self.meta.clone();
         s.part_size = self.part_size;
         s.lease = self.lease;
@@ -416,6 +437,38 @@ impl BlobStore {
             Err(object_store::Error::NotFound { .. }) => Ok(self.location(digest).await?.map(|l| l.size)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A presigned GET URL of `digest`'s stored bytes, valid for [`PRESIGNED_URL_LIFETIME`], when this store
+    /// offers them (S3 with `redirect`) and the blob is stored here; `None` otherwise (the caller serves the
+    /// bytes itself, e.g. a pull-through blob not fetched yet). `verify` asks S3 whether the content path exists
+    /// before signing it; without it the caller knows the blob is stored (a link with no upstream).
+    pub async fn presigned_get(
+        &self,
+        digest: &Digest,
+        verify: bool,
+    ) -> Result<Option<object_store::signer::Url>, BlobError> {
+        let Some((signer, prefix)) = &self.signer else { return Ok(None) };
+        let path = match self.location(digest).await? {
+            Some(l) => Path::from(l.path),
+            None => {
+                let path = paths::blob(digest);
+                if verify {
+                    match self.store.head(&path).await {
+                        Ok(_) => {}
+                        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                path
+            }
+        };
+        let full = match prefix {
+            Some(p) => Path::from(format!("{p}/{path}")),
+            None => path,
+        };
+        let url = signer.signed_url(object_store::signer::Method::GET, &full, PRESIGNED_URL_LIFETIME).await?;
+        Ok(Some(url))
     }
 
     /// Streams a blob, whole or a byte range of it. Returns the stream, the range served and the total size.

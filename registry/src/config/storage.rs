@@ -18,6 +18,7 @@
 //! secret-access-key = "…"
 //! path-style = true                    # default true (what MinIO, moto and most local servers need)
 //! allow-http = true                    # default: true when the endpoint is http://
+//! redirect = false                     # answer blob GETs with a presigned S3 URL (clients must reach S3)
 //!
 //! [storage.etcd]
 //! endpoints = ["http://127.0.0.1:2379"]
@@ -118,6 +119,10 @@ pub struct S3Settings {
     /// Allow plain http to the endpoint [default: true for an http:// endpoint].
     #[arg(id = "s3-allow-http", long = "s3-allow-http", value_name = "BOOL", env = "TRIBUTARY_S3_ALLOW_HTTP", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Storage")]
     pub allow_http: Option<bool>,
+    /// Answer blob GETs with a 307 to a presigned S3 URL (valid 20 minutes), so that layers flow from S3 to the
+    /// client directly; every client must be able to reach the S3 endpoint [default: false].
+    #[arg(id = "s3-redirect", long = "s3-redirect", value_name = "BOOL", env = "TRIBUTARY_S3_REDIRECT", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Storage")]
+    pub redirect: Option<bool>,
 }
 
 /// etcd settings as any layer may give them; every field optional.
@@ -244,6 +249,7 @@ impl Storage {
             secret_access_key: over.s3.secret_access_key.or(file.s3.secret_access_key),
             path_style: over.s3.path_style.or(file.s3.path_style),
             allow_http: over.s3.allow_http.or(file.s3.allow_http),
+            redirect: over.s3.redirect.or(file.s3.redirect),
         };
         let etcd = EtcdSettings {
             endpoints: over.etcd.endpoints.or(file.etcd.endpoints),
@@ -317,6 +323,7 @@ impl S3Settings {
             secret_access_key: self.secret_access_key,
             path_style: self.path_style.unwrap_or(true),
             allow_http,
+            redirect: self.redirect.unwrap_or(false),
         })
     }
 }

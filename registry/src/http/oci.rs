@@ -244,6 +244,13 @@ async fn get_blob(reg: &Registry, req: &HttpRequest, repo: &RepositoryName, dige
         blob_headers(&mut resp, digest);
         return Ok(resp.body(SizedStream::new(size, futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>())));
     }
+    if let Some(url) = reg.blob_redirect(repo, digest).await? {
+        // S3 serves the bytes (and the client's Range) itself, as distribution's S3 redirect does.
+        return Ok(HttpResponse::TemporaryRedirect()
+            .insert_header(("Location", url))
+            .insert_header(("Docker-Content-Digest", digest.to_string()))
+            .finish());
+    }
     let range = match range_header {
         Some(h) => {
             let size = reg.blob_size(repo, digest).await?;

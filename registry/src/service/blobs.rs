@@ -74,6 +74,13 @@ impl Registry {
         Ok(Source { reference, credentials, insecure })
     }
 
+    /// Where a client may fetch `digest` from directly (a presigned S3 URL, with `storage.s3.redirect`), when the
+    /// repository holds it and it is stored; `None` when the registry serves the bytes itself.
+    pub async fn blob_redirect(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<String>, RegistryError> {
+        let link = self.blob_link(repo, digest).await?;
+        Ok(self.blobs.presigned_get(digest, link.upstream.is_some()).await?.map(String::from))
+    }
+
     /// Streams a blob of the repository, whole or the given range (already validated against the size). A blob
     /// linked to an upstream and not stored yet is pulled through.
     pub async fn read_blob(

@@ -134,6 +134,7 @@ impl S3Server {
             secret_access_key: Some("testing".into()),
             path_style: true,
             allow_http: true,
+            redirect: false,
         }
     }
 
