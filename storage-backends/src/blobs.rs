@@ -615,6 +615,7 @@ mod tests {
             secret_access_key: Some("s".into()),
             path_style: true,
             allow_http: true,
+            redirect: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(crate::RedbStore::open(&dir.path().join("m.redb")).unwrap());
