@@ -215,7 +215,7 @@ impl Bench {
         for label in [&push, &vs_put1, &vs_put4, &replica_push, &chunked, &finish, &vs_complete] {
             progress(report, label);
         }
-        self.s3_pulls(report, &sh, &servers, &redirecting, &pulls, &raw_key, size).await
+        self.s3_pulls(report, &sh, (&servers, &redirecting), (&pulls, &raw_key), size).await
     }
 
     /// Pulls of the blobs pushed by [`Bench::s3_blobs`] (each checked once, untimed) and moto's own GET.
@@ -223,10 +223,8 @@ impl Bench {
         &self,
         report: &mut Report,
         sh: &Shared,
-        servers: &[&Live],
-        redirecting: &Live,
-        digests: &[String],
-        raw_key: &str,
+        (servers, redirecting): (&[&Live], &Live),
+        (digests, raw_key): (&[String], &str),
         size: u64,
     ) -> anyhow::Result<()> {
         let s = size_label(size);
