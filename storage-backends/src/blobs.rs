@@ -199,11 +199,15 @@ pub enum BlobError {
     #[error("reading the request body: {0}")]
     Body(String),
     #[error("blob storage i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The storage has no room (a full disk, a quota): what was staged for the request is removed, and the
+    /// next write that fits succeeds.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
     #[error("body larger than the limit of {0} bytes")]
     TooLarge(u64),
     #[error("object store: {0}")]
-    Store(#[from] object_store::Error),
+    Store(object_store::Error),
     #[error("metadata store: {0}")]
     Meta(#[from] StoreError),
     #[error("the upload's staged bytes are gone: {found} of {expected} bytes left")]
@@ -218,6 +222,48 @@ pub enum BlobError {
     LeaseLost,
     #[error("the content ({size} bytes) does not match the digest {expected}: it is {actual}")]
     DigestMismatch { expected: Digest, actual: Digest, size: u64 },
+}
+
+/// Whether `e`, or an error it wraps, says the storage has no room (ENOSPC, EDQUOT).
+fn storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+                || matches!(io.raw_os_error(), Some(libc_errno::ENOSPC | libc_errno::EDQUOT))
+            {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The two errno values of a full disk (Linux), without a libc dependency for two numbers.
+mod libc_errno {
+    pub const ENOSPC: i32 = 28;
+    pub const EDQUOT: i32 = 122;
+}
+
+impl From<std::io::Error> for BlobError {
+    fn from(e: std::io::Error) -> Self {
+        if storage_full(&e) {
+            BlobError::StorageFull(e.to_string())
+        } else {
+            BlobError::Io(e)
+        }
+    }
+}
+
+impl From<object_store::Error> for BlobError {
+    fn from(e: object_store::Error) -> Self {
+        if storage_full(&e) {
+            BlobError::StorageFull(e.to_string())
+        } else {
+            BlobError::Store(e)
+        }
+    }
 }
 
 /// Where a digest's bytes are when they are not at its content-addressed path (see the module docs).
@@ -546,7 +592,7 @@ impl BlobStore {
             })
             .await
             .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
-            .map_err(BlobError::Io);
+            .map_err(BlobError::from);
         }
         self.store.put(&target, PutPayload::from_bytes(bytes)).await?;
         Ok(())

@@ -28,12 +28,12 @@ const WRITEBACK_EVERY: u64 = 4 * 1024 * 1024;
 
 /// Runs blocking file work on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, BlobError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| BlobError::Io(std::io::Error::other(e)))?.map_err(BlobError::Io)
+    tokio::task::spawn_blocking(f).await.map_err(|e| BlobError::Io(std::io::Error::other(e)))?.map_err(BlobError::from)
 }
 
 /// Waits for a background write or sync and returns its outcome.
 async fn join<T>(task: JoinHandle<std::io::Result<T>>) -> Result<T, BlobError> {
-    task.await.map_err(|e| BlobError::Io(std::io::Error::other(e)))?.map_err(BlobError::Io)
+    task.await.map_err(|e| BlobError::Io(std::io::Error::other(e)))?.map_err(BlobError::from)
 }
 
 /// Exclusive hold on one upload's staging file, from [`BlobStore::lock_upload`]. While it is held no other
@@ -276,14 +276,24 @@ where
         Ok(())
     }
     .await;
+    let mut result = outcome;
     if let Some(task) = in_flight.take() {
-        join(task).await?;
+        let joined = join(task).await;
+        result = result.and(joined.map(drop));
     }
-    outcome?;
-    if !buf.is_empty() {
+    if result.is_ok() && !buf.is_empty() {
         let len = buf.len() as u64;
-        join(write_in_background(file, buf, pos)).await?;
+        result = join(write_in_background(file, buf, pos)).await.map(drop);
         pos += len;
+    }
+    if let Err(e) = result {
+        // What this call staged is discarded now (not at the next write): a full disk gets its room back at
+        // once, and the upload resumes at `offset`, where the session says it ends.
+        let f = file.clone();
+        if let Err(t) = blocking(move || f.set_len(offset)).await {
+            tracing::warn!(path = %path.display(), error = %t, "could not discard a failed chunk's staged bytes");
+        }
+        return Err(e);
     }
     Ok((written, pos / WRITEBACK_EVERY > synced_to / WRITEBACK_EVERY))
 }

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     RangeInvalid,
     /// distribution's `UNAVAILABLE`: an upstream of a pull-through could not serve.
     Unavailable,
+    /// `UNAVAILABLE` with 507 Insufficient Storage: the storage is full (the client may retry once room is made).
+    StorageFull,
     Unknown,
 }
 
@@ -62,6 +64,7 @@ impl ErrorCode {
                 ("BLOB_UPLOAD_INVALID", "requested range not satisfiable", StatusCode::RANGE_NOT_SATISFIABLE)
             }
             Unavailable => ("UNAVAILABLE", "service unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            StorageFull => ("UNAVAILABLE", "storage is full", StatusCode::INSUFFICIENT_STORAGE),
             Unknown => ("UNKNOWN", "unknown error", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -184,6 +187,7 @@ impl From<RegistryError> for ApiError {
                     }
                 }
             }
+            RegistryError::StorageFull(_) => ApiError::new(ErrorCode::StorageFull).message(msg),
             RegistryError::ReadOnly => ApiError::new(ErrorCode::Unsupported).message(msg),
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");

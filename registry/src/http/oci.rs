@@ -335,7 +335,15 @@ async fn start_upload(
     match digest_param(q, "digest")? {
         Some(digest) => {
             let start = content_range_start(req)?;
-            reg.finish_upload(repo, id, &digest, start, payload).await?;
+            if let Err(e) = reg.finish_upload(repo, id, &digest, start, payload).await {
+                // A monolithic push leaves no session for its client to resume: what it staged goes now (a full
+                // disk gets its room back at once), not when abandoned uploads are purged.
+                match reg.cancel_upload(repo, id).await {
+                    Ok(()) | Err(RegistryError::UploadUnknown(_)) => {}
+                    Err(c) => tracing::warn!(upload = %id, error = %c, "could not discard a failed push's upload"),
+                }
+                return Err(e.into());
+            }
             Ok(blob_created(repo, &digest))
         }
         None => Ok(upload_accepted(repo, id, 0)),

@@ -49,6 +49,9 @@ pub enum RegistryError {
     /// An upstream registry failed (pull-through).
     #[error("upstream: {0}")]
     Upstream(crate::upstream::UpstreamError),
+    /// The storage has no room for what was sent (a full disk, a quota); what was staged is gone again.
+    #[error("{0}; nothing of this request was kept")]
+    StorageFull(String),
     /// The registry is in read-only mode: no write is accepted.
     #[error("{}", readonly::REFUSAL)]
     ReadOnly,
@@ -80,6 +83,7 @@ impl From<BlobError> for RegistryError {
             BlobError::RangeInvalid { have, start } => RegistryError::RangeInvalid { have, start },
             BlobError::DigestMismatch { expected, actual, .. } => RegistryError::DigestMismatch { expected, actual },
             e @ BlobError::LeaseLost => RegistryError::UploadInvalid(format!("{e}; check the upload's progress")),
+            e @ BlobError::StorageFull(_) => RegistryError::StorageFull(e.to_string()),
             e @ (BlobError::Config(_)
             | BlobError::Unavailable(_)
             | BlobError::Io(_)
