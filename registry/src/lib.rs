@@ -48,8 +48,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
         Blobs::S3(s3) => BlobBackend::S3(s3.clone()),
     };
     let blobs = BlobStore::open(&backend, meta.clone())?;
+    Ok(assemble(config, meta, blobs))
+}
+
+/// Builds the registry over stores already open (what [`open`] does after opening them; tests hand in stores of
+/// their own, such as fault-injecting decorators).
+pub fn assemble(config: &Config, meta: Arc<dyn MetadataStore>, blobs: BlobStore) -> Registry {
     let read_only = Arc::new(service::readonly::ReadOnly::new(meta.clone(), config.read_only));
-    Ok(Registry {
+    Registry {
         read_only,
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
@@ -63,7 +69,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
             scheduled_interval: config.scheduled_import_interval,
             ..Default::default()
         },
-    })
+    }
 }
 
 /// Checks that the blob store answers (a wrong S3 endpoint, bucket or credentials is a clear error within

@@ -48,9 +48,31 @@ pub struct Builder {
     webhooks: Vec<url::Url>,
     upload_purge: Option<(std::time::Duration, std::time::Duration)>,
     read_only: bool,
+    stores: Option<Stores>,
+}
+
+/// Stores a test opened itself (see [`Builder::with_stores`]).
+#[derive(Clone)]
+struct Stores(std::sync::Arc<dyn storage_backends::MetadataStore>, storage_backends::BlobStore);
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stores")
+    }
 }
 
 impl Builder {
+    /// Serve over these stores rather than opening the configured ones (fault-injecting decorators, say; see
+    /// `storage_backends::testing::faults`). The blob store should keep its sessions in `meta`.
+    pub fn with_stores(
+        mut self,
+        meta: std::sync::Arc<dyn storage_backends::MetadataStore>,
+        blobs: storage_backends::BlobStore,
+    ) -> Builder {
+        self.stores = Some(Stores(meta, blobs));
+        self
+    }
+
     /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
@@ -112,6 +134,7 @@ impl Builder {
                 .upload_purge
                 .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
+            stores: self.stores,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -133,6 +156,7 @@ struct Options {
     webhooks: Vec<url::Url>,
     upload_purge: (std::time::Duration, std::time::Duration),
     read_only: bool,
+    stores: Option<Stores>,
 }
 
 impl TestRegistry {
@@ -159,6 +183,7 @@ impl TestRegistry {
             webhooks,
             upload_purge,
             read_only,
+            stores,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -188,6 +213,9 @@ impl TestRegistry {
                 // letting go of the database; give them a few seconds.
                 let mut attempts = 0;
                 let registry = loop {
+                    if let Some(Stores(meta, blobs)) = &stores {
+                        break crate::assemble(&config, meta.clone(), blobs.clone());
+                    }
                     match crate::open(&config).await {
                         Ok(r) => break r,
                         Err(e) if attempts < 50 && e.to_string().contains("already open") => {

@@ -116,12 +116,23 @@ async fn etcd_stopped_makes_the_registry_unready_until_it_returns() {
     assert!(asked.elapsed() < Duration::from_secs(4), "a probe took {:?}", asked.elapsed());
     eprintln!("unready {:?} after etcd stopped: {body}", started.elapsed());
     assert_live(&http, &reg).await;
+    // A write meanwhile is a clear, retryable 503 UNAVAILABLE, never a 500.
+    let blob = b"written while etcd is down".to_vec();
+    let d = names::Digest::sha256_of(&blob);
+    let r = http.post(format!("{}/v2/ns/app/blobs/uploads/?digest={d}", reg.url())).body(blob.clone()).send();
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), 503, "a push while etcd is down");
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
 
     etcd.start_again();
     let started = Instant::now();
     let body = wait_readyz(&http, &reg, 200, Duration::from_secs(30)).await;
     assert_ready_body(&body);
     eprintln!("ready again {:?} after etcd answered", started.elapsed());
+    let r = http.post(format!("{}/v2/ns/app/blobs/uploads/?digest={d}", reg.url())).body(blob).send().await.unwrap();
+    assert_eq!(r.status(), 201, "the same push once etcd is back");
     stop(reg);
 }
 

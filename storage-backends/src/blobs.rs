@@ -362,6 +362,13 @@ impl BlobStore {
         Ok(store.with_meta(meta))
     }
 
+    /// A store over any object store with a multipart interface (uploads are multipart uploads, as on S3), named
+    /// `describe` in errors; for stores this crate does not build itself (tests' fault-injecting decorators).
+    /// Uploads also need [`BlobStore::with_meta`].
+    pub fn over<T: ObjectStore + MultipartStore>(store: Arc<T>, describe: impl Into<String>) -> BlobStore {
+        BlobStore::with(store.clone(), Staging::Multipart(store), describe.into())
+    }
+
     /// The filesystem store under `root`: staged in local files, fsynced, renamed into place. Uploads also need
     /// [`BlobStore::with_meta`] (or use [`BlobStore::open`]).
     pub fn filesystem(root: PathBuf) -> Result<BlobStore, BlobError> {

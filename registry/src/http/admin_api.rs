@@ -30,6 +30,7 @@ use names::Namespace;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
+use storage_backends::StoreError;
 
 use super::auth::caller;
 use crate::service::Registry;
@@ -54,6 +55,10 @@ pub fn auth_status(e: &AuthError) -> HttpResponse {
         AuthError::NotFound(_) => status(404, "NotFound", e.to_string()),
         AuthError::AlreadyExists(_) => status(409, "AlreadyExists", e.to_string()),
         AuthError::Invalid(_) => status(400, "BadRequest", e.to_string()),
+        AuthError::Store(cause @ StoreError::Unavailable(_)) => {
+            tracing::error!(%cause, "metadata store unavailable in the access-control API");
+            status(503, "ServiceUnavailable", "the metadata store is unavailable; try again".into())
+        }
         AuthError::Store(cause) => {
             tracing::error!(%cause, "internal error in the access-control API");
             status(500, "InternalError", "internal error".into())

@@ -15,6 +15,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use auth::{AuthError, Caller, Credentials, Need, Resource, Scope, Verb, Verdict};
 use names::{Namespace, RepositoryName, StreamName};
 use serde_json::json;
+use storage_backends::StoreError;
 
 use super::admin_api::auth_status;
 use super::endpoint::Endpoint;
@@ -77,6 +78,17 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::from(RegistryError::Internal(e.to_string()))
 }
 
+/// The token endpoint's answer when the metadata store fails: 503 when it is unreachable, else 500.
+fn token_store_error(e: StoreError) -> HttpResponse {
+    if matches!(e, StoreError::Unavailable(_)) {
+        tracing::error!(cause = %e, "metadata store unavailable in the token endpoint");
+        token_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "temporarily_unavailable")
+    } else {
+        tracing::error!(cause = %e, "internal error in the token endpoint");
+        token_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, "server_error")
+    }
+}
+
 /// What an OCI request needs.
 pub fn need_of(endpoint: &Endpoint, method: &Method) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
@@ -97,7 +109,7 @@ pub async fn authorize(req: &HttpRequest, reg: &Registry, endpoint: &Endpoint) -
     let need = need_of(endpoint, req.method());
     let caller = match caller(req, reg).await {
         Ok(c) => c,
-        Err(AuthError::Store(e)) => return Err(internal(e)),
+        Err(AuthError::Store(e)) => return Err(ApiError::from(RegistryError::from(e))),
         Err(_) => return Err(unauthorized(req, reg, need.scope().as_ref(), Some("invalid_token"))),
     };
     match reg.auth.check(&caller, &need).await.map_err(internal)? {
@@ -197,10 +209,7 @@ async fn issue(
     }
     let caller = match reg.auth.authenticate(&creds).await {
         Ok(c) => c,
-        Err(AuthError::Store(e)) => {
-            tracing::error!(cause = %e, "internal error in the token endpoint");
-            return token_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, "server_error");
-        }
+        Err(AuthError::Store(e)) => return token_store_error(e),
         Err(_) => return token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
     };
     let scopes = Scope::parse_all(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
@@ -217,10 +226,7 @@ async fn issue(
             }
             HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
         }
-        Err(AuthError::Store(e)) => {
-            tracing::error!(cause = %e, "internal error in the token endpoint");
-            token_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, "server_error")
-        }
+        Err(AuthError::Store(e)) => token_store_error(e),
         Err(_) => token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
     }
 }

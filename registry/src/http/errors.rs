@@ -188,6 +188,12 @@ impl From<RegistryError> for ApiError {
                 }
             }
             RegistryError::StorageFull(_) => ApiError::new(ErrorCode::StorageFull).message(msg),
+            RegistryError::Unavailable(cause) => {
+                tracing::error!(%cause, "storage unavailable");
+                ApiError::new(ErrorCode::Unavailable)
+                    .message("storage is unavailable; try again")
+                    .header("Retry-After", "1".to_owned())
+            }
             RegistryError::ReadOnly => ApiError::new(ErrorCode::Unsupported).message(msg),
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");

@@ -135,6 +135,10 @@ pub fn error(e: &StreamError) -> HttpResponse {
         StreamError::Invalid { kind, name, .. } => failure(422, "Invalid", e.to_string(), Some((name, *kind))),
         StreamError::BadRequest(m) => failure(400, "BadRequest", m.clone(), None),
         StreamError::Contention(_) => failure(429, "TooManyRequests", e.to_string(), None),
+        StreamError::Store(cause @ storage_backends::StoreError::Unavailable(_)) => {
+            tracing::error!(%cause, "metadata store unavailable in the image stream API");
+            failure(503, "ServiceUnavailable", "the metadata store is unavailable; try again".into(), None)
+        }
         StreamError::Store(cause) => {
             tracing::error!(%cause, "internal error in the image stream API");
             failure(500, "InternalError", "internal error".into(), None)
@@ -423,6 +427,7 @@ mod tests {
             (StreamError::BadRequest("x".into()), 400, "BadRequest"),
             (StreamError::Contention("x".into()), 429, "TooManyRequests"),
             (StreamError::Store(storage_backends::StoreError::Backend("disk".into())), 500, "InternalError"),
+            (StreamError::Store(storage_backends::StoreError::Unavailable("etcd".into())), 503, "ServiceUnavailable"),
         ];
         for (e, code, _reason) in table {
             assert_eq!(error(&e).status().as_u16(), code, "{e}");

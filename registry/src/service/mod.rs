@@ -52,6 +52,10 @@ pub enum RegistryError {
     /// The storage has no room for what was sent (a full disk, a quota); what was staged is gone again.
     #[error("{0}; nothing of this request was kept")]
     StorageFull(String),
+    /// A store could not be reached or failed (etcd down, S3 or the disk failing); nothing of the request was
+    /// kept. The cause is logged, not sent: the client is told to retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// The registry is in read-only mode: no write is accepted.
     #[error("{}", readonly::REFUSAL)]
     ReadOnly,
@@ -61,7 +65,15 @@ pub enum RegistryError {
 
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
-        RegistryError::Internal(e.to_string())
+        match e {
+            StoreError::Unavailable(_) => RegistryError::Unavailable(e.to_string()),
+            StoreError::Conflict { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Backend(_)
+            | StoreError::Compacted { .. }
+            | StoreError::TooLarge { .. }
+            | StoreError::InvalidTxn(_) => RegistryError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -69,6 +81,7 @@ impl From<StreamError> for RegistryError {
     fn from(e: StreamError) -> Self {
         match e {
             StreamError::StreamNotFound(repo) => RegistryError::NameUnknown(repo),
+            StreamError::Store(store) => store.into(),
             other => RegistryError::Internal(other.to_string()),
         }
     }
@@ -84,12 +97,13 @@ impl From<BlobError> for RegistryError {
             BlobError::DigestMismatch { expected, actual, .. } => RegistryError::DigestMismatch { expected, actual },
             e @ BlobError::LeaseLost => RegistryError::UploadInvalid(format!("{e}; check the upload's progress")),
             e @ BlobError::StorageFull(_) => RegistryError::StorageFull(e.to_string()),
-            e @ (BlobError::Config(_)
-            | BlobError::Unavailable(_)
-            | BlobError::Io(_)
-            | BlobError::TooLarge(_)
-            | BlobError::Store(_)
-            | BlobError::Meta(_)) => RegistryError::Internal(e.to_string()),
+            BlobError::Meta(m) => m.into(),
+            // The storage failed under the request (S3 answering errors, a disk error): a retry may succeed, and
+            // nothing half-written is visible (uploads stay where their session says).
+            e @ (BlobError::Unavailable(_) | BlobError::Io(_) | BlobError::Store(_)) => {
+                RegistryError::Unavailable(format!("blob storage: {e}"))
+            }
+            e @ (BlobError::Config(_) | BlobError::TooLarge(_)) => RegistryError::Internal(e.to_string()),
         }
     }
 }

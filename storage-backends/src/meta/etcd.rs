@@ -201,14 +201,38 @@ impl EtcdStore {
         StoreError::Backend(format!("etcd at {}: {e}", self.shared.endpoints))
     }
 
+    /// An etcd client error: [`StoreError::Unavailable`] when etcd could not be reached or did not answer (the
+    /// request may be retried later), else [`StoreError::Backend`].
+    fn client_err(&self, e: etcd_client::Error) -> StoreError {
+        use etcd_client::Error as E;
+        let unreachable = match &e {
+            E::IoError(_) | E::TransportError(_) => true,
+            E::GRpcStatus(s) => match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
+                // A status the client made up from a broken connection (etcd itself never sent it).
+                tonic::Code::Unknown => std::error::Error::source(s).is_some(),
+                _ => false,
+            },
+            _ => false,
+        };
+        if unreachable {
+            StoreError::Unavailable(format!("etcd at {}: {e}", self.shared.endpoints))
+        } else {
+            self.err(e)
+        }
+    }
+
     /// Runs one etcd request, bounded by [`REQUEST_TIMEOUT`].
     async fn call<T>(
         &self,
         request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-            Ok(result) => result.map_err(|e| self.err(e)),
-            Err(_) => Err(self.err("timed out")),
+            Ok(result) => result.map_err(|e| self.client_err(e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "etcd at {}: no answer within {REQUEST_TIMEOUT:?}",
+                self.shared.endpoints
+            ))),
         }
     }
 

@@ -164,6 +164,9 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("metadata store: {0}")]
     Backend(String),
+    /// The store cannot be reached now (etcd down or not answering in time); nothing was written. Retry later.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
     /// Deletions after the revision asked about are no longer all known (their tombstones were pruned).
     #[error("too old resource version: {since} ({compacted})")]
     Compacted { since: u64, compacted: u64 },

@@ -162,7 +162,7 @@ async fn the_feed_and_the_cache_recover_when_etcd_restarts() {
     tokio::task::block_in_place(|| etcd.stop());
     let started = std::time::Instant::now();
     let down = a.commit(Txn::new().put("istags/ns/s/t", b"lost".to_vec())).await;
-    assert!(matches!(down, Err(StoreError::Backend(_))), "{down:?}");
+    assert!(matches!(down, Err(StoreError::Unavailable(_))), "{down:?}");
     assert!(started.elapsed() < Duration::from_secs(15), "a commit to a dead etcd took {:?}", started.elapsed());
     tokio::task::block_in_place(|| etcd.start_again());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
