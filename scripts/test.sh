@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test dependencies that are missing, then runs every check CI runs:
-# formatting, clippy, and all tests (unit, integration and end-to-end with real clients).
+# formatting, clippy, all tests (unit, integration and end-to-end with real clients), and a bounded run of every
+# fuzz target.
 #
 #   scripts/test.sh
 #
@@ -28,6 +29,11 @@ step cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the tributary binary; build it first so they never see a stale one.
 step cargo build -p registry --bin tributary
 step cargo test --workspace
+# Every fuzz target for a bounded time (TRIBUTARY_FUZZ_SECONDS each, default 60; 0 skips).
+fuzz_seconds="${TRIBUTARY_FUZZ_SECONDS:-60}"
+if [ "$fuzz_seconds" != 0 ]; then
+    step scripts/fuzz.sh "$fuzz_seconds"
+fi
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

@@ -10,6 +10,7 @@ pub mod health;
 pub mod kube;
 mod oci;
 mod openapi;
+pub mod ranges;
 pub mod request_log;
 mod secrets;
 mod streams_api;

@@ -1,7 +1,6 @@
 //! OCI distribution handlers: one entry point parses the [`Endpoint`] and dispatches with one `match`.
 
 use std::collections::HashMap;
-use std::ops::Range;
 
 use actix_web::body::SizedStream;
 use actix_web::http::{Method, StatusCode};
@@ -14,6 +13,7 @@ use streams::manifest::OCI_INDEX;
 use super::auth::Decision;
 use super::endpoint::Endpoint;
 use super::errors::{ApiError, ErrorCode};
+use super::ranges;
 use crate::service::{Registry, RegistryError};
 
 type Answer = Result<HttpResponse, ApiError>;
@@ -203,39 +203,6 @@ async fn put_manifest(
     Ok(resp.finish())
 }
 
-/// Parses a `Range: bytes=…` header against a blob of `size` bytes.
-fn parse_range(header: &str, size: u64) -> Result<Range<u64>, RegistryError> {
-    let bad = || RegistryError::RangeNotSatisfiable { size };
-    let spec = header.trim().strip_prefix("bytes=").ok_or_else(bad)?;
-    if spec.contains(',') {
-        return Err(bad());
-    }
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let (a, b) = (a.trim(), b.trim());
-    let range = match (a.is_empty(), b.is_empty()) {
-        (false, false) => {
-            let (s, e) = (a.parse::<u64>().map_err(|_| bad())?, b.parse::<u64>().map_err(|_| bad())?);
-            if s > e {
-                return Err(bad());
-            }
-            s..e.saturating_add(1).min(size)
-        }
-        (false, true) => a.parse::<u64>().map_err(|_| bad())?..size,
-        (true, false) => {
-            let n = b.parse::<u64>().map_err(|_| bad())?;
-            if n == 0 {
-                return Err(bad());
-            }
-            size.saturating_sub(n)..size
-        }
-        (true, true) => return Err(bad()),
-    };
-    if range.start >= size {
-        return Err(bad());
-    }
-    Ok(range)
-}
-
 async fn get_blob(reg: &Registry, req: &HttpRequest, repo: &RepositoryName, digest: &Digest, head: bool) -> Answer {
     let range_header = req.headers().get("Range").and_then(|v| v.to_str().ok());
     if head {
@@ -254,7 +221,7 @@ async fn get_blob(reg: &Registry, req: &HttpRequest, repo: &RepositoryName, dige
     let range = match range_header {
         Some(h) => {
             let size = reg.blob_size(repo, digest).await?;
-            Some(parse_range(h, size)?)
+            Some(ranges::blob_range(h, size).ok_or(RegistryError::RangeNotSatisfiable { size })?)
         }
         None => None,
     };
@@ -363,14 +330,7 @@ async fn upload_status(reg: &Registry, repo: &RepositoryName, id: UploadId) -> A
 fn content_range_start(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
     let Some(v) = req.headers().get("Content-Range") else { return Ok(None) };
     let bad = || ApiError::new(ErrorCode::RangeInvalid).message("Content-Range must be <start>-<end>");
-    let s = v.to_str().map_err(|_| bad())?.trim();
-    let s = s.strip_prefix("bytes ").unwrap_or(s);
-    let s = s.split('/').next().unwrap_or(s);
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (start, end) = (a.trim().parse::<u64>().map_err(|_| bad())?, b.trim().parse::<u64>().map_err(|_| bad())?);
-    if end < start {
-        return Err(bad());
-    }
+    let (start, end) = v.to_str().ok().and_then(ranges::chunk_range).ok_or_else(bad)?;
     if let Some(len) =
         req.headers().get("Content-Length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
     {
@@ -418,20 +378,4 @@ async fn referrers(reg: &Registry, repo: &RepositoryName, subject: &Digest, q: &
     }
     let body = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     Ok(resp.body(serde_json::to_vec(&body).unwrap_or_default()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), 0..10);
-        assert_eq!(parse_range("bytes=90-", 100).unwrap(), 90..100);
-        assert_eq!(parse_range("bytes=-10", 100).unwrap(), 90..100);
-        assert_eq!(parse_range("bytes=95-200", 100).unwrap(), 95..100);
-        for bad in ["bytes=100-", "bytes=5-1", "bytes=a-b", "items=0-1", "bytes=0-1,3-4", "bytes=-0", "bytes=-"] {
-            assert!(parse_range(bad, 100).is_err(), "{bad}");
-        }
-    }
 }
