@@ -5,6 +5,7 @@
 //!
 //! `TestRegistry::start()` runs without access control (`auth = none`) so that protocol tests need no
 //! credentials; `TestRegistry::builder().with_admin_token("…").start()` runs with it on, `admin` holding that token.
+//! `with_limits` and `with_audit_file` set the `[limits]` and `[audit]` settings.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use auth::tokens::Secret;
 use auth::AuthMode;
 
+use crate::config::limits::{AuditConfig, AuditTarget, Limits};
 use crate::config::storage::Storage;
 use crate::config::{Config, DEFAULT_MAX_MANIFEST_BYTES};
 use crate::service::Registry;
@@ -48,9 +50,26 @@ pub struct Builder {
     webhooks: Vec<url::Url>,
     upload_purge: Option<(std::time::Duration, std::time::Duration)>,
     read_only: bool,
+    limits: Limits,
+    audit: AuditConfig,
 }
 
 impl Builder {
+    /// These limits (the `[limits]` settings) rather than the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Builder {
+        self.limits = limits;
+        self
+    }
+
+    /// Write the audit log to `path`, rotating past `max_bytes` and keeping `max_files` rotated files.
+    pub fn with_audit_file(mut self, path: &Path, max_bytes: u64, max_files: usize) -> Builder {
+        self.audit = AuditConfig {
+            target: Some(AuditTarget::File { path: path.to_path_buf(), max_bytes, max_files }),
+            queue: crate::config::limits::DEFAULT_AUDIT_QUEUE,
+        };
+        self
+    }
+
     /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
@@ -112,6 +131,8 @@ impl Builder {
                 .upload_purge
                 .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
+            limits: self.limits,
+            audit: self.audit,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -133,6 +154,8 @@ struct Options {
     webhooks: Vec<url::Url>,
     upload_purge: (std::time::Duration, std::time::Duration),
     read_only: bool,
+    limits: Limits,
+    audit: AuditConfig,
 }
 
 impl TestRegistry {
@@ -159,6 +182,8 @@ impl TestRegistry {
             webhooks,
             upload_purge,
             read_only,
+            limits,
+            audit,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -177,6 +202,8 @@ impl TestRegistry {
             upload_purge_interval: upload_purge.1,
             read_only,
             storage,
+            limits,
+            audit,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -206,7 +233,12 @@ impl TestRegistry {
                     webhooks: background.webhooks.leading(),
                     uploads: background.uploads.leading(),
                 };
-                let server = crate::http::serve(registry.clone(), listener).expect("serve");
+                let options = crate::http::ServeOptions {
+                    limits: config.limits.clone(),
+                    audit: crate::audit::AuditLog::open(&config.audit).expect("open the audit log"),
+                    ..crate::http::ServeOptions::default()
+                };
+                let server = crate::http::serve_with(registry.clone(), listener, None, options).expect("serve");
                 tx.send((server.handle(), registry, leading)).expect("hand back the server handle");
                 let _ = server.await;
                 if crashing.load(std::sync::atomic::Ordering::SeqCst) {
