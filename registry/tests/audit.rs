@@ -125,6 +125,20 @@ async fn pushes_deletes_and_refusals_are_audited() {
         t.req(Method::DELETE, &format!("/v2/team/app/manifests/{manifest_digest}"), Some(ADMIN)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
+    // Stream API writes (what `tributary tag`, `kubectl` and `oc` send) and the read-only switch.
+    let streams = "/apis/image.openshift.io/v1/namespaces/team/imagestreams";
+    let r = t
+        .req(Method::POST, streams, Some(ADMIN))
+        .json(&json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStream", "metadata": {"name": "other"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = t.req(Method::DELETE, &format!("{streams}/other"), Some(ADMIN)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    t.admin(Method::PUT, "/readonly", json!({"readOnly": true})).await;
+    t.admin(Method::PUT, "/readonly", json!({"readOnly": false})).await;
+
     // Refusals: nobody (401), bob who may only view (403 on a push, and on the stream API).
     let d = Digest::sha256_of(b"x");
     let r =
@@ -203,6 +217,13 @@ async fn pushes_deletes_and_refusals_are_audited() {
     let binding = find(&lines, "add rolebinding", 200);
     assert_eq!((&binding["namespace"], &binding["role"]), (&json!("team"), &json!("view")), "{binding}");
     find(&lines, "create namespace", 201);
+    let created = find(&lines, "create imagestreams", 201);
+    assert_eq!((&created["namespace"], &created["stream"]), (&json!("team"), &json!("other")), "{created}");
+    let deleted = find(&lines, "delete imagestreams", 200);
+    assert_eq!((&deleted["namespace"], &deleted["stream"]), (&json!("team"), &json!("other")), "{deleted}");
+    let switches: Vec<&Value> = lines.iter().filter(|l| l["action"] == "set read-only").collect();
+    assert_eq!(switches.len(), 2, "{switches:?}");
+    assert_eq!((&switches[0]["readOnly"], &switches[1]["readOnly"]), (&json!(true), &json!(false)));
 
     // Reads are not audited.
     assert!(!lines.iter().any(|l| l["action"] == "pull manifest"), "{lines:#?}");

@@ -5,7 +5,7 @@
 //!   over 128 KiB or with more than 96 headers with a bare 431, and `header-timeout` bounds the time to send one);
 //! - per-client request rate (`governor`, one bucket per client in a bounded `quick_cache`): the client is the API
 //!   token, user or service account the credentials authenticate, else the client address
-//!   ([`super::client_addr`]); over the rate: 429 `TOOMANYREQUESTS` with `Retry-After`;
+//!   ([`super::client_addr`]); over the rate: 429 `TOOMANYREQUESTS` with `Retry-After`; health probes are spared;
 //! - concurrent uploads on this replica: requests streaming blob data (upload `PATCH` and `PUT`, and a `POST` that
 //!   starts an upload with a body) hold a permit until answered; none left: 429 with `Retry-After`;
 //! - slow bodies: a body that stays silent for `body-idle-timeout`, or averages under `body-min-rate` bytes per
@@ -252,7 +252,7 @@ pub async fn enforce<B: MessageBody>(
     if head_bytes(&req) > guard.max_header_bytes {
         return Ok(req.into_response(refuse(format, Refusal::HeadersTooLarge)).map_into_right_body());
     }
-    if let Some(rate) = &guard.rate {
+    if let Some(rate) = guard.rate.as_ref().filter(|_| !super::health::is_probe(req.path())) {
         let caller = match req.app_data::<web::Data<Registry>>() {
             // Invalid credentials count against the address; the handler answers them as before.
             Some(reg) => super::auth::caller(req.request(), reg).await.ok(),
