@@ -121,7 +121,8 @@ mod tests {
     fn only_trusted_peers_name_the_client() {
         let proxies = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let table: &[(&str, &[(&str, &str)], &str)] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(&str, Headers, &str)] = &[
             // An untrusted peer's headers are ignored.
             ("203.0.113.9", &[("x-forwarded-for", "1.2.3.4")], "203.0.113.9"),
             ("203.0.113.9", &[("forwarded", "for=1.2.3.4")], "203.0.113.9"),

@@ -193,8 +193,20 @@ fn refuse(format: Format, refusal: Refusal) -> HttpResponse {
 
 /// Bytes of the request line and headers, as sent (give or take the line ends).
 fn head_bytes(req: &ServiceRequest) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let line = req.method().as_str().len() + req.path().len() + req.query_string().len() + 12;
     line + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+}
+
+/// Whether the request may have a body: a length over zero, chunked, or HTTP/2 (where neither need be said).
+fn has_body(req: &ServiceRequest) -> bool {
+    req.version() == actix_web::http::Version::HTTP_2
+        || req.headers().contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
 }
 
 /// The client a rate limit counts against: the token, user or service account, else the address.
@@ -216,16 +228,9 @@ fn client_key(caller: Option<&Caller>, addr: Option<IpAddr>) -> String {
 /// Whether the request streams blob data into an upload.
 fn is_upload(req: &ServiceRequest) -> bool {
     let Some(Ok(endpoint)) = Endpoint::of_request(req.request()) else { return false };
-    let has_body = req.headers().contains_key(actix_web::http::header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(actix_web::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 0);
     match (&endpoint, req.method()) {
         (Endpoint::Upload(..), &Method::PATCH | &Method::PUT) => true,
-        (Endpoint::StartUpload(_), &Method::POST) => has_body,
+        (Endpoint::StartUpload(_), &Method::POST) => has_body(req),
         (
             Endpoint::Base
             | Endpoint::Catalog
@@ -270,6 +275,9 @@ pub async fn enforce<B: MessageBody>(
         },
         _ => None,
     };
+    if !has_body(&req) {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
     let too_slow = Arc::new(AtomicBool::new(false));
     let body = TimedBody::new(req.take_payload(), guard.body, too_slow.clone());
     req.set_payload(Payload::from(Box::pin(body) as Pin<Box<dyn Stream<Item = Result<web::Bytes, PayloadError>>>>));
