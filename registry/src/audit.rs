@@ -69,7 +69,12 @@ impl AuditLog {
                 ))
             }
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
+        AuditLog::writing_to(out, config.queue)
+    }
+
+    /// Starts the writer thread over `out` with a queue of `queue` records.
+    fn writing_to(out: Box<dyn Write + Send>, queue: usize) -> anyhow::Result<AuditLog> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = dropped.clone();
         std::thread::Builder::new()
@@ -185,6 +190,62 @@ mod tests {
             }
             assert!(std::time::Instant::now() < deadline, "{files:?}");
             std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// A disk that hangs until told to go on; what was written is kept.
+    struct StuckDisk {
+        go: std::sync::mpsc::Receiver<()>,
+        stuck: bool,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for StuckDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.stuck {
+                let _ = self.go.recv();
+                self.stuck = false;
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_records_without_waiting_and_says_so() {
+        let (go, wait) = std::sync::mpsc::channel();
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let disk = StuckDisk { go: wait, stuck: true, written: written.clone() };
+        let log = AuditLog::writing_to(Box::new(disk), 2).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..20 {
+            log.record(json!({"n": i}));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "recording never waits for the disk");
+        // The writer holds one record, the queue two: the rest were dropped.
+        let dropped = log.dropped();
+        assert!((17..=18).contains(&dropped), "{dropped}");
+        go.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let text = || String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        while !text().contains("\"n\":1") {
+            assert!(std::time::Instant::now() < deadline, "{}", text());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        log.record(json!({"n": "after"}));
+        loop {
+            let text = text();
+            if text.contains("\"after\"") {
+                let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+                let note = lines.iter().find(|l| l["action"] == "audit-dropped").expect("a line counting the drops");
+                assert_eq!(note["dropped"], json!(dropped), "{text}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 

@@ -1,6 +1,6 @@
 //! Configuration: defaults, then a TOML file, then `TRIBUTARY_*` environment variables, then command-line flags.
 //! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data; [`storage`] chooses
-//! other blob and metadata stores.
+//! other blob and metadata stores; [`limits`] holds the `[limits]` and `[audit]` tables.
 
 pub mod duration;
 pub mod limits;
