@@ -182,6 +182,34 @@ async fn a_slow_body_is_cut_off_while_others_are_served() {
 }
 
 #[tokio::test]
+async fn silent_clients_are_cut_off() {
+    let limits = Limits {
+        header_timeout: Duration::from_secs(1),
+        body_idle_timeout: Duration::from_secs(1),
+        body_min_rate: 0,
+        ..Limits::default()
+    };
+    let reg = TestRegistry::builder().with_limits(limits).start();
+    let http = Client::new();
+    // Half a request head, then nothing: actix's client_request_timeout answers 408.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(reg.host()).unwrap();
+    write!(s, "GET /v2/ HTTP/1.1\r\nHost: {}\r\n", reg.host()).unwrap();
+    let (answer, _) =
+        tokio::task::spawn_blocking(move || read_to_close(&mut s, Duration::from_secs(10))).await.unwrap();
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+    // A whole head and no body: the body idle timeout answers 408.
+    let location = start_upload(&http, &reg).await;
+    let started = Instant::now();
+    let mut s = open_body(&reg, "PATCH", &location, 10);
+    let (answer, _) =
+        tokio::task::spawn_blocking(move || read_to_close(&mut s, Duration::from_secs(10))).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn an_oversized_request_head_gets_431() {
     let limits = Limits { max_header_bytes: 4096, ..Limits::default() };
     let reg = TestRegistry::builder().with_limits(limits).start();
