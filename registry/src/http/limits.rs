@@ -30,7 +30,7 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpResponse};
 use auth::{Caller, Identity, Via};
 use futures::Stream;
 use governor::clock::{Clock, DefaultClock};
@@ -173,7 +173,8 @@ fn refuse(format: Format, refusal: Refusal) -> HttpResponse {
         ),
     };
     let mut resp = match format {
-        Format::Oci => ApiError::new(code).status(status).message(message).error_response(),
+        // Built from the error so that the audit log reads its code.
+        Format::Oci => HttpResponse::from_error(ApiError::new(code).status(status).message(message)),
         Format::Kube => {
             let mut r = super::kube::failure(status.as_u16(), reason, message, None);
             *r.status_mut() = status;
