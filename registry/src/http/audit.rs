@@ -189,7 +189,7 @@ fn record(res: &ServiceResponse<impl MessageBody>) -> Option<Value> {
     let mut r = Map::new();
     r.insert("time".into(), json!(crate::audit::now()));
     r.insert("who".into(), who(req));
-    let client = super::client_addr::client_addr(req).map(|a| a.to_string());
+    let client = super::client_addr::client_addr(req).map(|a| a.ip.to_string());
     r.insert("client".into(), json!(client));
     r.insert("action".into(), json!(target.action));
     r.insert("method".into(), json!(req.method().as_str()));

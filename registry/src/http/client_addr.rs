@@ -3,7 +3,7 @@
 //! `[limits] trusted-proxies`): then the `Forwarded: for=` (or, without it, `X-Forwarded-For`) chain is walked from
 //! the right, past every trusted hop, to the first address no trusted proxy vouches for. A header from any other
 //! peer is ignored, so a client cannot choose its own address. Computed once per request and kept in its
-//! extensions.
+//! extensions. The request log writes it with the peer's port; the audit log and the rate limit use the address.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,9 +14,26 @@ use actix_web::{web, HttpMessage, HttpRequest};
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<ipnet::IpNet>);
 
-/// A request's client address, as [`client_addr`] resolved it.
+/// A request's client: its address, and its TCP port when the client is the peer itself (a proxy names no port
+/// worth believing). Displayed as `ip:port` or `ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => SocketAddr::new(self.ip, port).fmt(f),
+            None => self.ip.fmt(f),
+        }
+    }
+}
+
+/// [`client_addr`]'s answer, kept in the request's extensions.
 #[derive(Debug, Clone, Copy)]
-struct ClientAddr(Option<IpAddr>);
+struct Resolved(Option<ClientAddr>);
 
 impl TrustedProxies {
     pub fn new(nets: Vec<ipnet::IpNet>) -> TrustedProxies {
@@ -92,15 +109,19 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 
 /// The client address of `req` (see the module documentation); `None` only when actix knows no peer (a test
 /// request without a socket).
-pub fn client_addr(req: &HttpRequest) -> Option<IpAddr> {
-    if let Some(known) = req.extensions().get::<ClientAddr>() {
+pub fn client_addr(req: &HttpRequest) -> Option<ClientAddr> {
+    if let Some(known) = req.extensions().get::<Resolved>() {
         return known.0;
     }
-    let resolved = req.peer_addr().map(|peer| match req.app_data::<web::Data<TrustedProxies>>() {
-        Some(proxies) => proxies.resolve(peer.ip(), req.headers()),
-        None => canonical(peer.ip()),
+    let resolved = req.peer_addr().map(|peer| {
+        let peer_ip = canonical(peer.ip());
+        let ip = match req.app_data::<web::Data<TrustedProxies>>() {
+            Some(proxies) => proxies.resolve(peer_ip, req.headers()),
+            None => peer_ip,
+        };
+        ClientAddr { ip, port: (ip == peer_ip).then_some(peer.port()) }
     });
-    req.extensions_mut().insert(ClientAddr(resolved));
+    req.extensions_mut().insert(Resolved(resolved));
     resolved
 }
 
@@ -151,5 +172,8 @@ mod tests {
             TrustedProxies::default().resolve(ip("10.0.0.1"), &headers(&[("x-forwarded-for", "1.2.3.4")])),
             ip("10.0.0.1")
         );
+        assert_eq!(ClientAddr { ip: ip("10.0.0.1"), port: Some(80) }.to_string(), "10.0.0.1:80");
+        assert_eq!(ClientAddr { ip: ip("2001:db8::1"), port: Some(80) }.to_string(), "[2001:db8::1]:80");
+        assert_eq!(ClientAddr { ip: ip("10.0.0.1"), port: None }.to_string(), "10.0.0.1");
     }
 }

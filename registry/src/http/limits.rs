@@ -264,7 +264,7 @@ pub async fn enforce<B: MessageBody>(
             Some(reg) => super::auth::caller(req.request(), reg).await.ok(),
             None => None,
         };
-        let key = client_key(caller.as_ref(), super::client_addr::client_addr(req.request()));
+        let key = client_key(caller.as_ref(), super::client_addr::client_addr(req.request()).map(|a| a.ip));
         if let Err(wait) = rate.check(&key) {
             return Ok(req.into_response(refuse(format, Refusal::TooManyRequests(wait))).map_into_right_body());
         }
