@@ -170,12 +170,13 @@ async fn a_slow_body_is_cut_off_while_others_are_served() {
     let closed = started.elapsed();
     stop.store(true, Ordering::SeqCst);
     let _ = trickler.join();
-    // Answered 408 when the window ends (the connection closed within actix's one-second disconnect grace).
+    // Answered 408 when the window ends (the connection closed within actix's one-second disconnect grace); the
+    // bounds leave room for a loaded machine, far below the 1000 s the trickle would take.
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     let answered = answered.unwrap().duration_since(started);
-    assert!(answered < window + Duration::from_millis(1500), "answered after {answered:?}");
-    assert!(closed < window + Duration::from_secs(3), "closed after {closed:?}");
+    assert!(answered < window + Duration::from_secs(4), "answered after {answered:?}");
+    assert!(closed < window + Duration::from_secs(6), "closed after {closed:?}");
     // The upload is still there, with nothing of the slow body accepted beyond what arrived.
     let r = http.get(format!("{}{location}", reg.url())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
