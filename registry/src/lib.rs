@@ -1,8 +1,9 @@
-//! Tributary's registry: configuration ([`config`]), the composition root that opens the stores ([`open`]), the
+//! Tributary's registry: configuration ([`config`]), the audit log's sink ([`audit`]), the composition root that opens the stores ([`open`]), the
 //! registry operations free of HTTP ([`service`]), the HTTP edge ([`http`]), the background work one replica at a
 //! time runs ([`background`]) and a test harness ([`testing`]).
 //! The `tributary` binary (src/main.rs) is a thin CLI over this library.
 
+pub mod audit;
 pub mod background;
 pub mod config;
 pub mod http;

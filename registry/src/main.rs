@@ -93,6 +93,12 @@ struct ServeArgs {
     /// Blob and metadata stores (`[storage]` in the configuration file).
     #[command(flatten)]
     storage: registry::config::storage::StorageSettings,
+    /// Limits (`[limits]` in the configuration file).
+    #[command(flatten)]
+    limits: registry::config::limits::LimitsSettings,
+    /// The audit log (`[audit]` in the configuration file).
+    #[command(flatten)]
+    audit: registry::config::limits::AuditSettings,
 }
 
 /// `oc -n ns tag …` works, and so does `tributary -n ns tag …`: a leading `-n NS` / `--namespace NS` (or
@@ -172,6 +178,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upload_purge_interval: args.upload_purge_interval,
         read_only: args.read_only,
         storage: args.storage,
+        limits: args.limits,
+        audit: args.audit,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
     let tls = match &config.tls {
@@ -192,7 +200,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let background = registry::spawn_background(&registry, &config);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let signals = StopSignals::install().map_err(|e| anyhow::anyhow!("handling SIGTERM and SIGINT: {e}"))?;
-        let options = registry::http::ServeOptions { shutdown_timeout, os_signals: false };
+        let audit = registry::audit::AuditLog::open(&config.audit)?;
+        let options =
+            registry::http::ServeOptions { shutdown_timeout, os_signals: false, limits: config.limits.clone(), audit };
         let server = registry::http::serve_with(registry, listener, tls, options)?;
         actix_web::rt::spawn(stop_on_signals(signals, server.handle(), shutdown_timeout));
         println!("tributary listening on {scheme}://{bound}");

@@ -5,6 +5,7 @@
 //!
 //! `TestRegistry::start()` runs without access control (`auth = none`) so that protocol tests need no
 //! credentials; `TestRegistry::builder().with_admin_token("…").start()` runs with it on, `admin` holding that token.
+//! `with_limits` and `with_audit_file` set the `[limits]` and `[audit]` settings.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use auth::tokens::Secret;
 use auth::AuthMode;
 
+use crate::config::limits::{AuditConfig, AuditTarget, Limits};
 use crate::config::storage::Storage;
 use crate::config::{Config, DEFAULT_MAX_MANIFEST_BYTES};
 use crate::service::Registry;
@@ -49,6 +51,8 @@ pub struct Builder {
     upload_purge: Option<(std::time::Duration, std::time::Duration)>,
     read_only: bool,
     stores: Option<Stores>,
+    limits: Limits,
+    audit: AuditConfig,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -70,6 +74,21 @@ impl Builder {
         blobs: storage_backends::BlobStore,
     ) -> Builder {
         self.stores = Some(Stores(meta, blobs));
+        self
+    }
+
+    /// These limits (the `[limits]` settings) rather than the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Builder {
+        self.limits = limits;
+        self
+    }
+
+    /// Write the audit log to `path`, rotating past `max_bytes` and keeping `max_files` rotated files.
+    pub fn with_audit_file(mut self, path: &Path, max_bytes: u64, max_files: usize) -> Builder {
+        self.audit = AuditConfig {
+            target: Some(AuditTarget::File { path: path.to_path_buf(), max_bytes, max_files }),
+            queue: crate::config::limits::DEFAULT_AUDIT_QUEUE,
+        };
         self
     }
 
@@ -135,6 +154,8 @@ impl Builder {
                 .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
             stores: self.stores,
+            limits: self.limits,
+            audit: self.audit,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -157,6 +178,8 @@ struct Options {
     upload_purge: (std::time::Duration, std::time::Duration),
     read_only: bool,
     stores: Option<Stores>,
+    limits: Limits,
+    audit: AuditConfig,
 }
 
 impl TestRegistry {
@@ -184,6 +207,8 @@ impl TestRegistry {
             upload_purge,
             read_only,
             stores,
+            limits,
+            audit,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -202,6 +227,8 @@ impl TestRegistry {
             upload_purge_interval: upload_purge.1,
             read_only,
             storage,
+            limits,
+            audit,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -234,7 +261,12 @@ impl TestRegistry {
                     webhooks: background.webhooks.leading(),
                     uploads: background.uploads.leading(),
                 };
-                let server = crate::http::serve(registry.clone(), listener).expect("serve");
+                let options = crate::http::ServeOptions {
+                    limits: config.limits.clone(),
+                    audit: crate::audit::AuditLog::open(&config.audit).expect("open the audit log"),
+                    ..crate::http::ServeOptions::default()
+                };
+                let server = crate::http::serve_with(registry.clone(), listener, None, options).expect("serve");
                 tx.send((server.handle(), registry, leading)).expect("hand back the server handle");
                 let _ = server.await;
                 if crashing.load(std::sync::atomic::Ordering::SeqCst) {

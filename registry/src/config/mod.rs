@@ -1,8 +1,9 @@
 //! Configuration: defaults, then a TOML file, then `TRIBUTARY_*` environment variables, then command-line flags.
 //! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data; [`storage`] chooses
-//! other blob and metadata stores.
+//! other blob and metadata stores; [`limits`] holds the `[limits]` and `[audit]` tables.
 
 pub mod duration;
+pub mod limits;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -41,10 +42,16 @@ pub struct FileConfig {
     /// `[storage]`: the blob and metadata backends and their settings.
     #[serde(default)]
     pub storage: storage::StorageSettings,
+    /// `[limits]`: rate limit, upload cap, body and header timeouts and sizes, trusted proxies.
+    #[serde(default)]
+    pub limits: limits::LimitsSettings,
+    /// `[audit]`: where the audit log goes and how large it may grow.
+    #[serde(default)]
+    pub audit: limits::AuditSettings,
 }
 
 /// The effective configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -72,6 +79,10 @@ pub struct Config {
     pub read_only: bool,
     /// The blob and metadata stores.
     pub storage: storage::Storage,
+    /// What protects the service from its clients (`[limits]`).
+    pub limits: limits::Limits,
+    /// The audit log (`[audit]`); off unless a path is given.
+    pub audit: limits::AuditConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -98,6 +109,8 @@ pub struct Overrides {
     pub upload_purge_interval: Option<std::time::Duration>,
     pub read_only: Option<bool>,
     pub storage: storage::StorageSettings,
+    pub limits: limits::LimitsSettings,
+    pub audit: limits::AuditSettings,
 }
 
 impl Config {
@@ -171,6 +184,8 @@ impl Config {
             upload_purge_interval,
             read_only: overrides.read_only.or(from_file.read_only).unwrap_or(false),
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
+            limits: limits::Limits::resolve(overrides.limits, from_file.limits)?,
+            audit: limits::AuditConfig::resolve(overrides.audit, from_file.audit)?,
         })
     }
 }

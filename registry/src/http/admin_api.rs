@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 use storage_backends::StoreError;
 
+use super::audit::note;
 use super::auth::caller;
 use crate::service::Registry;
 
@@ -106,6 +107,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(&r("/readonly"), web::put().to(put_read_only));
 }
 
+/// The audit log's name for a request to this API, and whether it is a write; `None` outside it. Reads the route
+/// actix matched (and its `{action}`), never the raw path.
+pub fn audit_action(req: &HttpRequest) -> Option<(String, bool)> {
+    let pattern = req.match_pattern()?;
+    let route = pattern.strip_prefix(BASE)?;
+    let method = req.method();
+    if method == actix_web::http::Method::GET || method == actix_web::http::Method::HEAD {
+        return Some((format!("get {}", route.trim_start_matches('/')), false));
+    }
+    let action = match route {
+        "/namespaces" => "create namespace".to_owned(),
+        "/users" => "create user".to_owned(),
+        "/namespaces/{ns}/serviceaccounts" => "create serviceaccount".to_owned(),
+        "/tokens" => "create token".to_owned(),
+        "/tokens/{id}" => "revoke token".to_owned(),
+        "/namespaces/{ns}/rolebindings/{action}" => {
+            format!("{} rolebinding", req.match_info().get("action").unwrap_or("change"))
+        }
+        "/readonly" => "set read-only".to_owned(),
+        other => format!("{} {}", method.as_str().to_ascii_lowercase(), other.trim_start_matches('/')),
+    };
+    Some((action, true))
+}
+
 fn answer(a: Answer) -> HttpResponse {
     a.unwrap_or_else(|e| auth_status(&e))
 }
@@ -143,6 +168,7 @@ async fn create_namespace(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Re
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&body::<NameBody>(&bytes)?.name)?;
+            note(&req, "namespace", ns.to_string());
             let created = reg.auth.create_namespace(&caller, &ns).await?;
             Ok(HttpResponse::Created().json(created))
         }
@@ -172,6 +198,7 @@ async fn create_user(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registr
         async {
             let caller = who(&req, &reg).await?;
             let b = body::<UserBody>(&bytes)?;
+            note(&req, "user", b.name.to_string());
             Ok(HttpResponse::Created().json(reg.auth.create_user(&caller, &b.name, b.groups).await?))
         }
         .await,
@@ -200,6 +227,7 @@ async fn create_service_account(
             let caller = who(&req, &reg).await?;
             let ns = namespace(&path)?;
             let name: ServiceAccountName = body::<NameBody>(&bytes)?.name.parse().map_err(bad)?;
+            note(&req, "serviceaccount", name.to_string());
             let sa = reg.auth.create_service_account(&caller, &ns, &name).await?;
             Ok(HttpResponse::Created().json(sa))
         }
@@ -233,7 +261,9 @@ async fn create_token(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Regist
             let caller = who(&req, &reg).await?;
             let b = body::<TokenBody>(&bytes)?;
             let ttl = b.expires_in_seconds.map(chrono::Duration::seconds);
+            note(&req, "owner", b.owner.to_string());
             let (info, secret) = reg.auth.create_token(&caller, &b.owner, ttl, b.description).await?;
+            note(&req, "token", info.id.to_string());
             let mut out = serde_json::to_value(&info).map_err(bad)?;
             out["token"] = json!(secret);
             Ok(HttpResponse::Created().insert_header(("Cache-Control", "no-store")).json(out))
@@ -247,6 +277,7 @@ async fn delete_token(req: HttpRequest, path: web::Path<String>, reg: web::Data<
         async {
             let caller = who(&req, &reg).await?;
             let id: TokenId = path.parse().map_err(bad)?;
+            note(&req, "token", id.to_string());
             reg.auth.delete_token(&caller, &id).await?;
             Ok(HttpResponse::Ok().json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})))
         }
@@ -283,6 +314,8 @@ async fn edit_role_binding(
             let (ns, action) = path.into_inner();
             let ns = namespace(&ns)?;
             let b = body::<BindingBody>(&bytes)?;
+            note(&req, "role", b.role.to_string());
+            note(&req, "subject", b.subject.to_string());
             let changed = match action.as_str() {
                 "add" => reg.auth.add_role(&caller, &ns, b.role, &b.subject).await?,
                 "remove" => {
@@ -333,6 +366,7 @@ async fn put_read_only(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Regis
             let caller = who(&req, &reg).await?;
             reg.auth.require_cluster_admin(&caller).await?;
             let input: ReadOnlyBody = body(&bytes)?;
+            note(&req, "readOnly", input.read_only);
             let by = reg.auth.whoami(&caller).name;
             match reg.read_only.set(input.read_only, &by).await {
                 Ok(status) => Ok(read_only_answer(status)),

@@ -39,11 +39,16 @@ pub fn credentials(req: &HttpRequest) -> Result<Credentials, AuthError> {
     Credentials::from_header(header)
 }
 
-/// Authenticates a request (anonymous when it has no credentials).
-/// The caller's name is left for the request log ([`super::request_log::LoggedUser`]).
+/// Authenticates a request (anonymous when it has no credentials), once: the caller is left in the request's
+/// extensions, where a later call (and the audit log) finds it, and its name for the request log
+/// ([`super::request_log::LoggedUser`]).
 pub async fn caller(req: &HttpRequest, reg: &Registry) -> Result<Caller, AuthError> {
+    if let Some(known) = req.extensions().get::<Caller>() {
+        return Ok(known.clone());
+    }
     let caller = reg.auth.authenticate(&credentials(req)?).await?;
     req.extensions_mut().insert(super::request_log::LoggedUser(caller.identity.name()));
+    req.extensions_mut().insert(caller.clone());
     Ok(caller)
 }
 
@@ -264,13 +269,25 @@ async fn token_post(body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse 
 // ---------------------------------------------------------------------------------------------------------------
 // The image stream API guard
 
-/// What a stream API request needs: the verb, the resource, the namespace (none: cluster-wide) and, when one is
-/// named, the repository. `None` for requests open to all (API discovery).
-fn stream_api_need(
-    method: &Method,
-    path: &str,
-    query: &str,
-) -> Option<(Verb, Resource, Option<Namespace>, Option<RepositoryName>)> {
+/// What a stream API request names and needs, as the guard parsed it from the path: the verb, the resource (its
+/// kind for access control, and the path segment as written), the namespace (none: cluster-wide), the object name
+/// and, when it names one, the repository and tag. Left in the request's extensions for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamApiTarget {
+    pub verb: Verb,
+    pub resource: Resource,
+    /// `imagestreams`, `imagestreamtags`, `imagestreamimports`, `secrets`, …
+    pub resource_name: String,
+    pub namespace: Option<Namespace>,
+    pub repo: Option<RepositoryName>,
+    /// The `TAG` of `imagestreamtags/NAME:TAG`.
+    pub tag: Option<String>,
+    /// The object name as the path gives it.
+    pub name: Option<String>,
+}
+
+/// The [`StreamApiTarget`] of a stream API request. `None` for requests open to all (API discovery).
+fn stream_api_need(method: &Method, path: &str, query: &str) -> Option<StreamApiTarget> {
     let (_, rest) = super::kube::ApiVersion::of_path(path)?;
     // `/watch/<path>` is the old form of `<path>?watch=true`: the same resource, verb watch.
     let (rest, watch_path) = match rest.strip_prefix("watch/") {
@@ -301,14 +318,24 @@ fn stream_api_need(
         _ => Resource::ImageStreams,
     };
     // imagestreams/NAME, imagestreamtags/NAME:TAG, imagestreamimages/NAME@DIGEST name a stream.
-    let repo = match (&ns, name) {
+    let (repo, tag) = match (&ns, name) {
         (Some(ns), Some(name)) if resource.starts_with("imagestream") => {
             let stream = name.split([':', '@']).next().unwrap_or(name);
-            stream.parse::<StreamName>().ok().map(|s| RepositoryName::new(ns.clone(), s))
+            let repo = stream.parse::<StreamName>().ok().map(|s| RepositoryName::new(ns.clone(), s));
+            let tag = (resource == "imagestreamtags").then(|| name.split_once(':').map(|(_, t)| t.to_owned()));
+            (repo, tag.flatten())
         }
-        _ => None,
+        _ => (None, None),
     };
-    Some((verb, resource_kind, ns, repo))
+    Some(StreamApiTarget {
+        verb,
+        resource: resource_kind,
+        resource_name: resource.to_owned(),
+        namespace: ns,
+        repo,
+        tag,
+        name: name.map(str::to_owned),
+    })
 }
 
 /// Middleware in front of the image stream API (`/apis/image.openshift.io/v1/...`, and its legacy twin under
@@ -319,9 +346,11 @@ pub async fn stream_api_guard<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let Some((verb, resource, ns, repo)) = stream_api_need(req.method(), req.path(), req.query_string()) else {
+    let Some(target) = stream_api_need(req.method(), req.path(), req.query_string()) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
+    req.extensions_mut().insert(target.clone());
+    let StreamApiTarget { verb, resource, namespace: ns, repo, .. } = target;
     let Some(reg) = req.app_data::<web::Data<Registry>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
@@ -371,7 +400,9 @@ mod tests {
     fn stream_api_needs() {
         let ns: Namespace = "team".parse().unwrap();
         let app: RepositoryName = "team/app".parse().unwrap();
-        let p = |m: &str, path: &str, q: &str| stream_api_need(&m.parse().unwrap(), path, q);
+        let p = |m: &str, path: &str, q: &str| {
+            stream_api_need(&m.parse().unwrap(), path, q).map(|t| (t.verb, t.resource, t.namespace, t.repo))
+        };
         assert_eq!(p("GET", "/apis/image.openshift.io/v1", ""), None);
         assert_eq!(
             p("GET", "/apis/image.openshift.io/v1/namespaces/team/imagestreams/app", ""),
@@ -406,5 +437,12 @@ mod tests {
             Some((Verb::List, Resource::ImageStreams, None, None))
         );
         assert_eq!(p("GET", "/apis/other/v1/x", ""), None);
+        let tag =
+            stream_api_need(&Method::PUT, "/apis/image.openshift.io/v1/namespaces/team/imagestreamtags/app:v1", "")
+                .unwrap();
+        assert_eq!(
+            (tag.resource_name.as_str(), tag.tag.as_deref(), tag.name.as_deref()),
+            ("imagestreamtags", Some("v1"), Some("app:v1"))
+        );
     }
 }

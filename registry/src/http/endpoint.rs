@@ -1,6 +1,8 @@
 //! Turns an OCI request line into an [`Endpoint`] before anything else happens. Repository names contain
 //! slashes, so the path is split on the last route keyword, never on a fixed depth. Names, references, digests
 //! and upload ids come out parsed; a malformed one is an [`EndpointError`] carrying the OCI code to answer with.
+//! [`Endpoint::of_request`] parses a request's path once and keeps the result in the request's extensions: the
+//! request log, the limits, the audit log and the OCI dispatcher all read that one value.
 
 use names::{Digest, NameError, Reference, RepositoryName, UploadId};
 
@@ -36,7 +38,27 @@ pub enum EndpointError {
     UnknownUpload(NameError),
 }
 
+/// The parsed endpoint of a request under `/v2`, kept in its extensions.
+#[derive(Debug, Clone)]
+struct Parsed(Result<Endpoint, EndpointError>);
+
 impl Endpoint {
+    /// The endpoint of `req` (`None` when the path is not under `/v2`), parsed at the first call and remembered
+    /// for the rest of the request.
+    pub fn of_request(req: &actix_web::HttpRequest) -> Option<Result<Endpoint, EndpointError>> {
+        use actix_web::HttpMessage;
+        let path = req.path();
+        if path != "/v2" && !path.starts_with("/v2/") {
+            return None;
+        }
+        if let Some(Parsed(known)) = req.extensions().get::<Parsed>() {
+            return Some(known.clone());
+        }
+        let parsed = Endpoint::parse(path);
+        req.extensions_mut().insert(Parsed(parsed.clone()));
+        Some(parsed)
+    }
+
     /// The route's name without its parameters (a bounded set, for logs and metrics labels).
     pub fn kind(&self) -> &'static str {
         match self {

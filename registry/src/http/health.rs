@@ -100,6 +100,11 @@ async fn readyz(reg: web::Data<Registry>, readiness: Option<web::Data<Readiness>
 }
 
 /// Registers `/healthz` and `/readyz` (GET and HEAD).
+/// Whether `path` is a health probe (orchestrators call these often; the rate limit and the request log spare them).
+pub fn is_probe(path: &str) -> bool {
+    path == "/healthz" || path == "/readyz"
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)).route(web::head().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)).route(web::head().to(readyz)));

@@ -1,13 +1,17 @@
 //! The HTTP edge: the actix application (OCI routes under `/v2`, the image stream API, the health endpoints), the
-//! request log, and the server start on a given listener with its shutdown rules ([`ServeOptions`]). The only
-//! module of Tributary that knows HTTP.
+//! request log, the audit log's records ([`audit`]), the limits that protect the service ([`limits`]), and the
+//! server start on a given listener with its shutdown rules and limits ([`ServeOptions`]). The only module of
+//! Tributary that knows HTTP.
 
 mod admin_api;
+pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod endpoint;
 pub mod errors;
 pub mod health;
 pub mod kube;
+pub mod limits;
 mod oci;
 mod openapi;
 pub mod ranges;
@@ -42,7 +46,7 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-/// How a server stops.
+/// How a server stops, what it lets clients do, and where its audit log goes.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long in-flight requests (uploads included) may take to finish once a graceful stop began; then their
@@ -51,6 +55,10 @@ pub struct ServeOptions {
     /// Whether actix itself stops the server on SIGTERM (graceful), SIGINT and SIGQUIT (forced). `tributary serve`
     /// turns it off and handles SIGTERM and SIGINT itself (both graceful); so does the test harness.
     pub os_signals: bool,
+    /// Rate limit, upload cap, body and header limits, trusted proxies (`[limits]`).
+    pub limits: crate::config::limits::Limits,
+    /// Where audit records go (off by default).
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Default of `--shutdown-timeout` (seconds).
@@ -58,7 +66,12 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS), os_signals: false }
+        ServeOptions {
+            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            os_signals: false,
+            limits: crate::config::limits::Limits::default(),
+            audit: crate::audit::AuditLog::default(),
+        }
     }
 }
 
@@ -81,14 +94,24 @@ pub fn serve_with(
     options: ServeOptions,
 ) -> std::io::Result<Server> {
     let readiness = web::Data::new(health::Readiness::default());
+    let guard = web::Data::new(limits::Guard::new(&options.limits));
+    let proxies = web::Data::new(client_addr::TrustedProxies::new(options.limits.trusted_proxies.clone()));
+    let audit_log = web::Data::new(options.audit.clone());
+    // Middleware runs outside in: request log, Server header, audit record, limits, the stream API's guard.
     let server = HttpServer::new(move || {
         App::new()
             .app_data(readiness.clone())
+            .app_data(guard.clone())
+            .app_data(proxies.clone())
+            .app_data(audit_log.clone())
             .wrap(from_fn(self::auth::stream_api_guard))
+            .wrap(from_fn(limits::enforce))
+            .wrap(from_fn(audit::audit_request))
             .wrap(DefaultHeaders::new().add(("Server", server_header())))
             .wrap(from_fn(request_log::log_request))
             .configure(configure(registry.clone()))
     })
+    .client_request_timeout(options.limits.header_timeout)
     .shutdown_timeout(options.shutdown_timeout.as_secs());
     let server = if options.os_signals { server } else { server.disable_signals() };
     let server = match tls {

@@ -33,7 +33,7 @@ fn unsupported() -> ApiError {
 
 /// The one OCI entry point.
 pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Data<Registry>) -> Answer {
-    let endpoint = Endpoint::parse(req.path())?;
+    let endpoint = Endpoint::of_request(&req).unwrap_or(Err(super::endpoint::EndpointError::NotFound))?;
     let method = req.method().clone();
     let q = query(&req);
     let reg = registry.get_ref();

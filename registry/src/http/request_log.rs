@@ -21,9 +21,8 @@ pub struct LoggedUser(pub String);
 /// The route of a request as logs name it: `oci:<kind>` for `/v2` (see [`Endpoint::kind`]), the matched route
 /// pattern for the APIs, `unmatched` otherwise.
 pub fn route_of(req: &ServiceRequest) -> String {
-    let path = req.path();
-    if path == "/v2" || path.starts_with("/v2/") {
-        return match Endpoint::parse(path) {
+    if let Some(parsed) = Endpoint::of_request(req.request()) {
+        return match parsed {
             Ok(endpoint) => format!("oci:{}", endpoint.kind()),
             // The token endpoint lives under /v2 too.
             Err(_) => req.match_pattern().filter(|p| p != "/v2").unwrap_or_else(|| "oci:unknown".to_owned()),
@@ -45,7 +44,8 @@ pub async fn log_request(
     let method = req.method().to_string();
     let route = route_of(&req);
     let probe = is_probe(req.path());
-    let client = req.peer_addr().map(|a| a.to_string()).unwrap_or_else(|| "-".to_owned());
+    let client =
+        super::client_addr::client_addr(req.request()).map(|a| a.to_string()).unwrap_or_else(|| "-".to_owned());
     let bytes_in = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)

@@ -467,6 +467,7 @@ async fn handle(
         (&Method::POST, Route::Streams(Some(ns))) => {
             let (input, warnings): (ImageStream, _) = checked(api, ObjectKind::ImageStream, body(bytes)?)?;
             let here = RepositoryName::new(ns.clone(), parse_name(&input.metadata.name).map_err(kube::bad_request)?);
+            super::audit::note(req, "stream", here.stream().to_string());
             authorize_sources(req, reg, &here, &input.spec.tags).await?;
             with_warnings(respond(StatusCode::CREATED, svc.create_stream(ns, input).await), &warnings)
         }
@@ -503,6 +504,8 @@ async fn handle(
         (&Method::POST, Route::Tags(Some(ns))) => {
             let (input, warnings): (ImageStreamTag, _) = checked(api, ObjectKind::ImageStreamTag, body(bytes)?)?;
             let name: IsTagName = parse_name(&input.metadata.name).map_err(kube::bad_request)?;
+            super::audit::note(req, "stream", name.stream.to_string());
+            super::audit::note(req, "tag", name.tag.to_string());
             let here = RepositoryName::new(ns.clone(), name.stream);
             authorize_sources(req, reg, &here, input.tag.as_slice()).await?;
             with_warnings(respond(StatusCode::CREATED, svc.create_istag(ns, input).await), &warnings)
@@ -538,6 +541,7 @@ async fn handle(
         (&Method::POST, Route::Mappings(ns)) => {
             let (mapping, _): (ImageStreamMapping, _) = checked(api, ObjectKind::ImageStreamMapping, body(bytes)?)?;
             let name = mapping.metadata.name.clone();
+            super::audit::note(req, "stream", name.clone());
             match svc.create_mapping(ns, mapping).await {
                 Ok(()) => kube::success(StatusCode::CREATED, &name, ObjectKind::ImageStreamMapping),
                 Err(e) => kube::error(&e),
@@ -545,6 +549,7 @@ async fn handle(
         }
         (&Method::POST, Route::Imports(ns)) => {
             let isi: streams::import::ImageStreamImport = body(bytes)?;
+            super::audit::note(req, "stream", isi.metadata.name.clone());
             respond(StatusCode::CREATED, reg.import_stream(ns, isi).await)
         }
         (&Method::GET, Route::Images) => {
