@@ -1,8 +1,9 @@
 //! The OCI error vocabulary, one row per wire code, and the single place where domain errors become HTTP
 //! answers. Internal causes are logged here, once, and never sent to the client.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use names::NameError;
 use serde_json::json;
 
 use crate::service::RegistryError;
@@ -23,6 +24,7 @@ pub enum ErrorCode {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
+    TagInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -54,6 +56,7 @@ impl ErrorCode {
             NameInvalid => ("NAME_INVALID", "invalid repository name", StatusCode::BAD_REQUEST),
             NameUnknown => ("NAME_UNKNOWN", "repository name not known to registry", StatusCode::NOT_FOUND),
             SizeInvalid => ("SIZE_INVALID", "provided length did not match content length", StatusCode::BAD_REQUEST),
+            TagInvalid => ("TAG_INVALID", "manifest tag did not match URI", StatusCode::BAD_REQUEST),
             Unauthorized => ("UNAUTHORIZED", "authentication required", StatusCode::UNAUTHORIZED),
             Denied => ("DENIED", "requested access to the resource is denied", StatusCode::FORBIDDEN),
             Unsupported => ("UNSUPPORTED", "the operation is unsupported", StatusCode::METHOD_NOT_ALLOWED),
@@ -122,20 +125,33 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<EndpointError> for ApiError {
-    fn from(e: EndpointError) -> Self {
+impl ApiError {
+    /// The answer to a request line that names no endpoint. `method` matters for a malformed manifest reference:
+    /// a read or delete asks about a manifest that cannot exist (404 `MANIFEST_UNKNOWN`, as distribution answers),
+    /// a write sends one under a name it cannot have (400 `TAG_INVALID`, or `MANIFEST_INVALID` for a malformed
+    /// digest).
+    pub fn of_endpoint(e: EndpointError, method: &Method) -> Self {
         match e {
             EndpointError::NotFound => {
                 ApiError::new(ErrorCode::Unsupported).status(StatusCode::NOT_FOUND).message("no such endpoint")
             }
             EndpointError::InvalidName(n) => ApiError::new(ErrorCode::NameInvalid).message(n.to_string()),
-            EndpointError::InvalidReference(n) => {
-                ApiError::new(ErrorCode::ManifestInvalid).message(n.to_string()).status(StatusCode::BAD_REQUEST)
+            EndpointError::InvalidReference(n) if is_lookup(method) => {
+                ApiError::new(ErrorCode::ManifestUnknown).message(n.to_string())
             }
+            EndpointError::InvalidReference(n @ NameError::Tag(_)) => {
+                ApiError::new(ErrorCode::TagInvalid).message(n.to_string())
+            }
+            EndpointError::InvalidReference(n) => ApiError::new(ErrorCode::ManifestInvalid).message(n.to_string()),
             EndpointError::InvalidDigest(n) => ApiError::new(ErrorCode::DigestInvalid).message(n.to_string()),
             EndpointError::UnknownUpload(n) => ApiError::new(ErrorCode::BlobUploadUnknown).message(n.to_string()),
         }
     }
+}
+
+/// Methods that look a manifest up rather than write one.
+fn is_lookup(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD || *method == Method::DELETE
 }
 
 impl From<RegistryError> for ApiError {
