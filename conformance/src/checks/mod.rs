@@ -2,6 +2,7 @@
 
 pub mod discovery;
 pub mod errors;
+pub mod foreign;
 pub mod management;
 pub mod pull;
 pub mod push;
