@@ -56,7 +56,11 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
         auth: auth::AuthService::new(meta.clone(), config.auth),
         meta,
         max_manifest_bytes: config.max_manifest_bytes,
-        upstreams: Arc::new(upstream::Upstreams::new(config.allowed_registries.clone())),
+        upstreams: Arc::new(upstream::Upstreams::new(
+            config.allowed_registries.clone(),
+            &config.outbound,
+            config.max_manifest_bytes,
+        )?),
         pullthrough: Arc::default(),
         import_locks: Arc::default(),
         imports: service::import::ImportSettings {

@@ -48,9 +48,23 @@ pub struct Builder {
     webhooks: Vec<url::Url>,
     upload_purge: Option<(std::time::Duration, std::time::Duration)>,
     read_only: bool,
+    outbound: crate::upstream::Outbound,
+    max_manifest_bytes: Option<usize>,
 }
 
 impl Builder {
+    /// These outbound rules and upstream time-outs (the `outbound-*` and `upstream-*-timeout` settings).
+    pub fn with_outbound(mut self, outbound: crate::upstream::Outbound) -> Builder {
+        self.outbound = outbound;
+        self
+    }
+
+    /// The manifest limit (`max-manifest-bytes`), for pushes and for what is read from upstreams.
+    pub fn with_max_manifest_bytes(mut self, bytes: usize) -> Builder {
+        self.max_manifest_bytes = Some(bytes);
+        self
+    }
+
     /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
@@ -112,6 +126,8 @@ impl Builder {
                 .upload_purge
                 .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
+            outbound: self.outbound,
+            max_manifest_bytes: self.max_manifest_bytes.unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -133,6 +149,8 @@ struct Options {
     webhooks: Vec<url::Url>,
     upload_purge: (std::time::Duration, std::time::Duration),
     read_only: bool,
+    outbound: crate::upstream::Outbound,
+    max_manifest_bytes: usize,
 }
 
 impl TestRegistry {
@@ -159,6 +177,8 @@ impl TestRegistry {
             webhooks,
             upload_purge,
             read_only,
+            outbound,
+            max_manifest_bytes,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -166,12 +186,13 @@ impl TestRegistry {
             listen: addr,
             data_dir: data_dir.to_path_buf(),
             public_host: addr.to_string(),
-            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            max_manifest_bytes,
             auth: if admin_token.is_some() { AuthMode::Token } else { AuthMode::None },
             admin_token: admin_token.clone().map(Secret::new),
             tls: None,
             webhooks,
             allowed_registries: builder_allowed,
+            outbound,
             scheduled_import_interval: builder_interval,
             upload_purge_after: upload_purge.0,
             upload_purge_interval: upload_purge.1,

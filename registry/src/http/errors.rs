@@ -191,7 +191,9 @@ impl From<RegistryError> for ApiError {
                 match u {
                     UpstreamError::NotFound(_) => ApiError::new(ErrorCode::BlobUnknown).message(m),
                     UpstreamError::TooManyRequests(_) => ApiError::new(ErrorCode::TooManyRequests).message(m),
-                    UpstreamError::NotAllowed(_) => ApiError::new(ErrorCode::Denied).message(m),
+                    UpstreamError::NotAllowed(_) | UpstreamError::Refused(_) => {
+                        ApiError::new(ErrorCode::Denied).message(m)
+                    }
                     UpstreamError::Invalid(_) | UpstreamError::InvalidReference(_) => {
                         ApiError::new(ErrorCode::Unavailable).message(m).status(StatusCode::BAD_GATEWAY)
                     }
