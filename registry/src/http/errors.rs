@@ -11,6 +11,9 @@ use crate::upstream::UpstreamError;
 
 use super::endpoint::EndpointError;
 
+/// What `Retry-After` says when writers collided past the retry budget (seconds).
+pub const RETRY_AFTER_SECS: &str = "1";
+
 /// The error codes of the OCI distribution spec (plus distribution's `UNKNOWN` for internal failures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -202,11 +205,44 @@ impl From<RegistryError> for ApiError {
                     }
                 }
             }
+            RegistryError::Contention(_) => {
+                ApiError::new(ErrorCode::TooManyRequests).message(msg).header("Retry-After", RETRY_AFTER_SECS.into())
+            }
             RegistryError::ReadOnly => ApiError::new(ErrorCode::Unsupported).message(msg),
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 ApiError::new(ErrorCode::Unknown)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contention_past_the_retry_budget_is_429_with_retry_after() {
+        let e = ApiError::from(RegistryError::from(streams::StreamError::Contention("ns/app".into())));
+        assert_eq!((e.code, e.status_code()), (ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS));
+        let resp = e.error_response();
+        assert_eq!(resp.headers().get("Retry-After").and_then(|v| v.to_str().ok()), Some(RETRY_AFTER_SECS));
+        assert!(e.message.contains("ns/app"), "{}", e.message);
+    }
+
+    #[test]
+    fn malformed_references_depend_on_the_method() {
+        let bad = || EndpointError::InvalidReference(NameError::Tag(".bad".into()));
+        for (method, code, status) in [
+            (Method::GET, ErrorCode::ManifestUnknown, StatusCode::NOT_FOUND),
+            (Method::HEAD, ErrorCode::ManifestUnknown, StatusCode::NOT_FOUND),
+            (Method::DELETE, ErrorCode::ManifestUnknown, StatusCode::NOT_FOUND),
+            (Method::PUT, ErrorCode::TagInvalid, StatusCode::BAD_REQUEST),
+        ] {
+            let e = ApiError::of_endpoint(bad(), &method);
+            assert_eq!((e.code, e.status_code()), (code, status), "{method}");
+        }
+        let digest = EndpointError::InvalidReference(NameError::Digest("sha256:x".into(), "too short"));
+        assert_eq!(ApiError::of_endpoint(digest, &Method::PUT).code, ErrorCode::ManifestInvalid);
     }
 }

@@ -49,6 +49,9 @@ pub enum RegistryError {
     /// An upstream registry failed (pull-through).
     #[error("upstream: {0}")]
     Upstream(crate::upstream::UpstreamError),
+    /// Writers kept colliding on the same metadata past the retry budget: the client should try again shortly.
+    #[error("too much contention on {0}; try again")]
+    Contention(String),
     /// The registry is in read-only mode: no write is accepted.
     #[error("{}", readonly::REFUSAL)]
     ReadOnly,
@@ -66,6 +69,7 @@ impl From<StreamError> for RegistryError {
     fn from(e: StreamError) -> Self {
         match e {
             StreamError::StreamNotFound(repo) => RegistryError::NameUnknown(repo),
+            StreamError::Contention(what) => RegistryError::Contention(what),
             other => RegistryError::Internal(other.to_string()),
         }
     }
