@@ -1,5 +1,6 @@
 //! The check groups (one module each) and the assertions they share.
 
+pub mod auth;
 pub mod discovery;
 pub mod errors;
 pub mod foreign;
