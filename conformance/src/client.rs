@@ -123,7 +123,7 @@ impl Client {
     }
 
     /// Performs the token flow for a Bearer challenge and returns the new token.
-    async fn fetch_token(&self, challenge: &Challenge) -> anyhow::Result<String> {
+    pub async fn fetch_token(&self, challenge: &Challenge) -> anyhow::Result<String> {
         let mut realm = Url::parse(&challenge.realm)
             .or_else(|_| self.base.join(&challenge.realm))
             .with_context(|| format!("invalid token realm {:?}", challenge.realm))?;

@@ -1,5 +1,5 @@
 //! Conformance runner for Tributary and any OCI Distribution v1.1 registry: runs the push, pull,
-//! content-discovery, content-management, error and (when present) image-stream checks and
+//! content-discovery, content-management, error, foreign-layer, token-scope and image-stream checks and
 //! returns a [`Report`] of `PASS`/`FAIL`/`SKIP` lines.
 //!
 //! ```no_run
@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use client::Client;
 
 /// Check groups, in run order.
-pub const GROUPS: &[&str] = &["pull", "push", "discovery", "management", "errors", "streams"];
+pub const GROUPS: &[&str] = &["pull", "push", "discovery", "management", "errors", "foreign", "auth", "streams"];
 
 /// What to run against which registry.
 #[derive(Debug, Clone)]
@@ -274,6 +274,8 @@ pub async fn run(config: Config) -> Report {
             "discovery" => checks::discovery::run(ctx.group("discovery")).await,
             "management" => checks::management::run(ctx.group("management")).await,
             "errors" => checks::errors::run(ctx.group("errors")).await,
+            "foreign" => checks::foreign::run(ctx.group("foreign")).await,
+            "auth" => checks::auth::run(ctx.group("auth")).await,
             "streams" => checks::streams::run(ctx.group("streams")).await,
             _ => unreachable!("unknown group {group}"),
         }

@@ -49,28 +49,32 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
         Blobs::S3(s3) => BlobBackend::S3(s3.clone()),
     };
     let blobs = BlobStore::open(&backend, meta.clone())?;
-    Ok(assemble(config, meta, blobs))
+    assemble(config, meta, blobs)
 }
 
 /// Builds the registry over stores already open (what [`open`] does after opening them; tests hand in stores of
 /// their own, such as fault-injecting decorators).
-pub fn assemble(config: &Config, meta: Arc<dyn MetadataStore>, blobs: BlobStore) -> Registry {
+pub fn assemble(config: &Config, meta: Arc<dyn MetadataStore>, blobs: BlobStore) -> anyhow::Result<Registry> {
     let read_only = Arc::new(service::readonly::ReadOnly::new(meta.clone(), config.read_only));
-    Registry {
+    Ok(Registry {
         read_only,
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
         auth: auth::AuthService::new(meta.clone(), config.auth),
         meta,
         max_manifest_bytes: config.max_manifest_bytes,
-        upstreams: Arc::new(upstream::Upstreams::new(config.allowed_registries.clone())),
+        upstreams: Arc::new(upstream::Upstreams::new(
+            config.allowed_registries.clone(),
+            &config.outbound,
+            config.max_manifest_bytes,
+        )?),
         pullthrough: Arc::default(),
         import_locks: Arc::default(),
         imports: service::import::ImportSettings {
             scheduled_interval: config.scheduled_import_interval,
             ..Default::default()
         },
-    }
+    })
 }
 
 /// Checks that the blob store answers (a wrong S3 endpoint, bucket or credentials is a clear error within

@@ -73,6 +73,21 @@ struct ServeArgs {
     /// (repeatable; comma-separated in the environment) [default: every registry].
     #[arg(long = "allowed-registry", env = "TRIBUTARY_ALLOWED_REGISTRIES", value_delimiter = ',')]
     allowed_registries: Option<Vec<String>>,
+    /// A host import and pull-through may reach even on a link-local address (or, with --outbound-deny-private,
+    /// a loopback or private one) (repeatable; comma-separated in the environment).
+    #[arg(long = "outbound-allow-host", env = "TRIBUTARY_OUTBOUND_ALLOW_HOSTS", value_delimiter = ',')]
+    outbound_allow_hosts: Option<Vec<String>>,
+    /// Also refuse upstreams on loopback (127/8, ::1) and private (10/8, 172.16/12, 192.168/16, fc00::/7)
+    /// addresses [default: false].
+    #[arg(long, env = "TRIBUTARY_OUTBOUND_DENY_PRIVATE", value_name = "BOOL", num_args = 0..=1,
+        default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    outbound_deny_private: Option<bool>,
+    /// Seconds to wait for a connection to an upstream registry [default: 10].
+    #[arg(long, env = "TRIBUTARY_UPSTREAM_CONNECT_TIMEOUT")]
+    upstream_connect_timeout: Option<u64>,
+    /// Seconds an upstream registry may stay silent while answering [default: 30].
+    #[arg(long, env = "TRIBUTARY_UPSTREAM_READ_TIMEOUT")]
+    upstream_read_timeout: Option<u64>,
     /// Seconds between imports of tags with importPolicy.scheduled (at least 5) [default: 900].
     #[arg(long, env = "TRIBUTARY_SCHEDULED_IMPORT_INTERVAL")]
     scheduled_import_interval: Option<u64>,
@@ -173,6 +188,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_key: args.tls_key,
         webhooks: args.webhooks,
         allowed_registries: args.allowed_registries,
+        outbound_allow_hosts: args.outbound_allow_hosts,
+        outbound_deny_private: args.outbound_deny_private,
+        upstream_connect_timeout: args.upstream_connect_timeout,
+        upstream_read_timeout: args.upstream_read_timeout,
         scheduled_import_interval: args.scheduled_import_interval,
         upload_purge_after: args.upload_purge_after,
         upload_purge_interval: args.upload_purge_interval,

@@ -53,6 +53,8 @@ pub struct Builder {
     stores: Option<Stores>,
     limits: Limits,
     audit: AuditConfig,
+    outbound: crate::upstream::Outbound,
+    max_manifest_bytes: Option<usize>,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -89,6 +91,18 @@ impl Builder {
             target: Some(AuditTarget::File { path: path.to_path_buf(), max_bytes, max_files }),
             queue: crate::config::limits::DEFAULT_AUDIT_QUEUE,
         };
+        self
+    }
+
+    /// These outbound rules and upstream time-outs (the `outbound-*` and `upstream-*-timeout` settings).
+    pub fn with_outbound(mut self, outbound: crate::upstream::Outbound) -> Builder {
+        self.outbound = outbound;
+        self
+    }
+
+    /// The manifest limit (`max-manifest-bytes`), for pushes and for what is read from upstreams.
+    pub fn with_max_manifest_bytes(mut self, bytes: usize) -> Builder {
+        self.max_manifest_bytes = Some(bytes);
         self
     }
 
@@ -156,6 +170,8 @@ impl Builder {
             stores: self.stores,
             limits: self.limits,
             audit: self.audit,
+            outbound: self.outbound,
+            max_manifest_bytes: self.max_manifest_bytes.unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -180,6 +196,8 @@ struct Options {
     stores: Option<Stores>,
     limits: Limits,
     audit: AuditConfig,
+    outbound: crate::upstream::Outbound,
+    max_manifest_bytes: usize,
 }
 
 impl TestRegistry {
@@ -209,6 +227,8 @@ impl TestRegistry {
             stores,
             limits,
             audit,
+            outbound,
+            max_manifest_bytes,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -216,12 +236,13 @@ impl TestRegistry {
             listen: addr,
             data_dir: data_dir.to_path_buf(),
             public_host: addr.to_string(),
-            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            max_manifest_bytes,
             auth: if admin_token.is_some() { AuthMode::Token } else { AuthMode::None },
             admin_token: admin_token.clone().map(Secret::new),
             tls: None,
             webhooks,
             allowed_registries: builder_allowed,
+            outbound,
             scheduled_import_interval: builder_interval,
             upload_purge_after: upload_purge.0,
             upload_purge_interval: upload_purge.1,
@@ -241,7 +262,7 @@ impl TestRegistry {
                 let mut attempts = 0;
                 let registry = loop {
                     if let Some(Stores(meta, blobs)) = &stores {
-                        break crate::assemble(&config, meta.clone(), blobs.clone());
+                        break crate::assemble(&config, meta.clone(), blobs.clone()).expect("assemble the registry");
                     }
                     match crate::open(&config).await {
                         Ok(r) => break r,

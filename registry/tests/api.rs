@@ -213,7 +213,16 @@ async fn bad_input_is_refused_and_changes_nothing() {
         expect_error(api.send(Method::POST, path, &[], vec![]).await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
     }
     expect_error(api.put_manifest("one/two/three", "v1", &good).await, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
-    expect_error(api.put_manifest("ns/app", "-bad", &good).await, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    // A malformed reference: a bad tag to write (400), a manifest that cannot exist to read (404).
+    expect_error(api.put_manifest("ns/app", "-bad", &good).await, StatusCode::BAD_REQUEST, "TAG_INVALID").await;
+    let bad_digest = api.put_manifest("ns/app", "sha256:1234", &good).await;
+    expect_error(bad_digest, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    for method in [Method::GET, Method::DELETE] {
+        let r = api.send(method, "/v2/ns/app/manifests/.INVALID_MANIFEST_NAME", &[], vec![]).await;
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    }
+    let r = api.send(Method::HEAD, "/v2/ns/app/manifests/-bad", &[], vec![]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = api.send(Method::GET, "/v2/ns/app/blobs/sha256:1234", &[], vec![]).await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 

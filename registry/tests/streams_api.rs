@@ -247,8 +247,19 @@ async fn crud_conflicts_patches_and_status_errors() {
     assert_eq!(none["items"].as_array().unwrap().len(), 0);
     let one = api.ok(Method::GET, &format!("{base}?fieldSelector=metadata.name%3Druby"), None).await;
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
+    // The spec tag is imported as soon as it is written; that import fails (no upstream here) and records its
+    // condition, a status write with a new resourceVersion. Edit what is current once it is there.
+    let mut current = Value::Null;
+    for _ in 0..100 {
+        current = api.ok(Method::GET, &format!("{base}/ruby"), None).await;
+        if current["status"]["tags"][0]["conditions"][0]["type"] == "ImportSuccess" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(current["status"]["tags"][0]["conditions"][0]["status"], "False", "{current}");
     // PUT with the current resourceVersion wins, with a stale one gets 409 Conflict.
-    let mut edited = created.clone();
+    let mut edited = current.clone();
     edited["spec"]["lookupPolicy"] = json!({"local": true});
     let updated = api.ok(Method::PUT, &format!("{base}/ruby"), Some(edited.clone())).await;
     assert_eq!(updated["metadata"]["generation"], 2);

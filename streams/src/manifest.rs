@@ -15,6 +15,21 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
+/// Layer media types whose blobs live at the descriptor's `urls`, not in registries: OCI's non-distributable
+/// layers and Docker's foreign layers (Windows base images). A manifest may name them without the registry holding
+/// them; the registry serves one only if a client pushed it.
+pub const FOREIGN_LAYERS: [&str; 4] = [
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+];
+
+/// Whether a layer of `media_type` is one of the [`FOREIGN_LAYERS`].
+pub fn is_foreign_layer(media_type: &str) -> bool {
+    FOREIGN_LAYERS.contains(&media_type)
+}
+
 /// The manifest media types this registry stores.
 pub const SUPPORTED: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
@@ -175,10 +190,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
 }
 
 impl ParsedManifest {
-    /// Blobs this manifest needs in the repository (config first, then layers).
+    /// Blobs this manifest needs in the repository (config first, then layers), without [`FOREIGN_LAYERS`]: those
+    /// are neither required at push, nor copied by import, nor pulled through.
     pub fn blobs(&self) -> Vec<&Descriptor> {
         match &self.kind {
-            ManifestKind::Image { config, layers } => std::iter::once(config).chain(layers).collect(),
+            ManifestKind::Image { config, layers } => {
+                std::iter::once(config).chain(layers.iter().filter(|l| !is_foreign_layer(&l.media_type))).collect()
+            }
             ManifestKind::Index { .. } => Vec::new(),
         }
     }
@@ -315,6 +333,28 @@ mod tests {
         let json = serde_json::to_value(&img).unwrap();
         assert_eq!(json["dockerImageMetadata"]["Config"]["Entrypoint"][0], "/e");
         assert_eq!(json["dockerImageLayers"][0]["size"], 5);
+    }
+
+    #[test]
+    fn foreign_layers_are_not_required() {
+        let layer = |mt: &str, s: &str| {
+            format!(r#"{{"mediaType":"{mt}","digest":"{}","size":5,"urls":["https://x/y"]}}"#, d(s))
+        };
+        let layers: Vec<String> = FOREIGN_LAYERS
+            .iter()
+            .enumerate()
+            .map(|(i, mt)| layer(mt, &i.to_string()))
+            .chain([layer("application/vnd.oci.image.layer.v1.tar+gzip", "own")])
+            .collect();
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":10}},
+            "layers":[{}]}}"#,
+            d("c"),
+            layers.join(",")
+        );
+        let p = parse(m.as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        let wanted: Vec<String> = p.blobs().iter().map(|b| b.digest.to_string()).collect();
+        assert_eq!(wanted, [d("c"), d("own")]);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Error semantics: invalid repository names, invalid/mismatched digests, malformed manifests
-//! and unknown upload sessions, each with a JSON `{"errors":[{code,message}]}` body.
+//! malformed manifest references (404 to read, 400 to write) and unknown upload sessions, each with a JSON `{"errors":[{code,message}]}` body.
 
 use anyhow::Context as _;
 
-use crate::content::{self, random_bytes, Blob, Manifest, OCI_LAYER, OCI_MANIFEST};
+use crate::content::{self, random_bytes, Blob, Manifest, ACCEPT_ALL, OCI_LAYER, OCI_MANIFEST};
 use crate::{ops, Group};
 
 pub async fn run(g: Group<'_>) {
@@ -64,6 +64,26 @@ pub async fn run(g: Group<'_>) {
         let body = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":"nope","layers":{{}}}}"#);
         let resp = ops::put_manifest(c, repo, "malformed", &raw_manifest(body.as_bytes())).await?;
         resp.expect_error(&[400], &["MANIFEST_INVALID"])
+    })
+    .await;
+
+    // A reference no manifest can have: reading it is asking for an unknown manifest (404), writing it is a bad
+    // tag (400), as distribution answers and the official suites check.
+    let invalid = format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME");
+    let invalid = invalid.as_str();
+    g.check_with("manifest-get-invalid-reference", setup, "setup", |_| async move {
+        c.get(invalid).accept(ACCEPT_ALL).send().await?.expect_error(&[404], &["MANIFEST_UNKNOWN"])
+    })
+    .await;
+    g.check_with("manifest-head-invalid-reference", setup, "setup", |_| async move {
+        c.head(invalid).accept(ACCEPT_ALL).send().await?.expect_status(404)
+    })
+    .await;
+    g.check_with("manifest-put-invalid-tag", setup, "setup", |_| async move {
+        let m = content::small_image();
+        ops::push_content(c, repo, &m).await.context("pushing the image's blobs")?;
+        let resp = ops::put_manifest(c, repo, ".INVALID_MANIFEST_NAME", &m).await?;
+        resp.expect_error(&[400], &["TAG_INVALID", "MANIFEST_INVALID"])
     })
     .await;
 

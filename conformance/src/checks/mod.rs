@@ -1,7 +1,9 @@
 //! The check groups (one module each) and the assertions they share.
 
+pub mod auth;
 pub mod discovery;
 pub mod errors;
+pub mod foreign;
 pub mod management;
 pub mod pull;
 pub mod push;

@@ -1,4 +1,5 @@
-//! Tributary image streams (auto-detected via `GET /apis/image.openshift.io/v1`): two-component
+//! Tributary image streams (auto-detected via `GET /apis/image.openshift.io/v1`; a target whose `Server` header
+//! names Tributary fails every check when the API is missing, any other registry skips them): two-component
 //! names only, ImageStream `status.tags` history on push/delete, Image objects with metadata from
 //! the config blob, and per-repository blob isolation until mounted.
 
@@ -35,14 +36,31 @@ pub const CHECKS: &[&str] = &[
     "blob-mount-grants-access",
 ];
 
+/// The `Server` header of `GET /v2/` when it names Tributary (`tributary/<version>`), which always serves the
+/// image stream API.
+pub async fn tributary_version(c: &Client) -> Option<String> {
+    let resp = c.get("/v2/").send().await.ok()?;
+    resp.header("server").filter(|s| s.to_ascii_lowercase().starts_with("tributary/")).map(str::to_owned)
+}
+
 pub async fn run(g: Group<'_>) {
     let c = g.client();
-    match c.get(API).send().await {
-        Ok(r) if r.status == 200 => {}
-        _ => {
-            g.skip_all(CHECKS, "registry has no image stream API");
-            return;
+    let missing = match c.get(API).send().await {
+        Ok(r) if r.status == 200 => None,
+        Ok(r) => Some(format!("GET {API} answered {}", r.status)),
+        Err(e) => Some(format!("GET {API} failed: {e:#}")),
+    };
+    if let Some(why) = missing {
+        // Another registry simply lacks the API; Tributary without it is broken.
+        match tributary_version(c).await {
+            Some(server) => {
+                for check in CHECKS {
+                    g.fail(check, &format!("the target is {server} but has no image stream API: {why}"));
+                }
+            }
+            None => g.skip_all(CHECKS, "registry has no image stream API"),
         }
+        return;
     }
     let ns = g.ctx.config.namespace.as_str();
     let stream = format!("stream-{}", content::rand_id(10));

@@ -31,6 +31,15 @@ pub struct FileConfig {
     /// `allowedRegistriesForImport`: registry hosts import and pull-through may reach (`*.domain` allowed);
     /// empty or absent: all.
     pub allowed_registries_for_import: Option<Vec<String>>,
+    /// Hosts import and pull-through may reach even on link-local (or, with `outbound-deny-private`, private)
+    /// addresses.
+    pub outbound_allow_hosts: Option<Vec<String>>,
+    /// Also refuse upstreams on loopback and private addresses (default false).
+    pub outbound_deny_private: Option<bool>,
+    /// Seconds to wait for a connection to an upstream (default 10).
+    pub upstream_connect_timeout: Option<u64>,
+    /// Seconds an upstream may stay silent while answering (default 30).
+    pub upstream_read_timeout: Option<u64>,
     /// Seconds between imports of a tag with `importPolicy.scheduled` (default 900, at least 5).
     pub scheduled_import_interval: Option<u64>,
     /// Upload sessions untouched for this long are purged with their staged data: seconds or `24h` (default 24h).
@@ -69,6 +78,8 @@ pub struct Config {
     pub webhooks: Vec<url::Url>,
     /// `allowedRegistriesForImport` (`TRIBUTARY_ALLOWED_REGISTRIES`, comma-separated); empty: every registry.
     pub allowed_registries: Vec<String>,
+    /// What import and pull-through may reach, and their time-outs (`outbound-*`, `upstream-*-timeout`).
+    pub outbound: crate::upstream::Outbound,
     /// How often scheduled tags are imported again (`TRIBUTARY_SCHEDULED_IMPORT_INTERVAL`, seconds).
     pub scheduled_import_interval: std::time::Duration,
     /// Upload sessions untouched for this long are purged (`TRIBUTARY_UPLOAD_PURGE_AFTER`).
@@ -104,6 +115,10 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub webhooks: Option<Vec<url::Url>>,
     pub allowed_registries: Option<Vec<String>>,
+    pub outbound_allow_hosts: Option<Vec<String>>,
+    pub outbound_deny_private: Option<bool>,
+    pub upstream_connect_timeout: Option<u64>,
+    pub upstream_read_timeout: Option<u64>,
     pub scheduled_import_interval: Option<u64>,
     pub upload_purge_after: Option<std::time::Duration>,
     pub upload_purge_interval: Option<std::time::Duration>,
@@ -142,6 +157,32 @@ impl Config {
             None => from_file_duration("upload-purge-interval", from_file.upload_purge_interval)?
                 .unwrap_or(DEFAULT_UPLOAD_PURGE_INTERVAL),
         };
+        let timeout = |name: &str, secs: Option<u64>, default: std::time::Duration| match secs {
+            Some(0) => anyhow::bail!("{name} must be at least 1 second"),
+            Some(s) => Ok(std::time::Duration::from_secs(s)),
+            None => Ok(default),
+        };
+        let outbound = crate::upstream::Outbound {
+            allow_hosts: overrides
+                .outbound_allow_hosts
+                .or(from_file.outbound_allow_hosts)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            deny_private: overrides.outbound_deny_private.or(from_file.outbound_deny_private).unwrap_or(false),
+            connect_timeout: timeout(
+                "upstream-connect-timeout",
+                overrides.upstream_connect_timeout.or(from_file.upstream_connect_timeout),
+                crate::upstream::guard::DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            read_timeout: timeout(
+                "upstream-read-timeout",
+                overrides.upstream_read_timeout.or(from_file.upstream_read_timeout),
+                crate::upstream::guard::DEFAULT_READ_TIMEOUT,
+            )?,
+        };
         if upload_purge_after.is_zero() || upload_purge_interval.is_zero() {
             anyhow::bail!("upload-purge-after and upload-purge-interval must be more than zero");
         }
@@ -169,6 +210,7 @@ impl Config {
                 .map(|r| r.trim().to_ascii_lowercase())
                 .filter(|r| !r.is_empty())
                 .collect(),
+            outbound,
             scheduled_import_interval: {
                 let secs = overrides
                     .scheduled_import_interval
@@ -202,6 +244,27 @@ pub fn default_public_host(listen: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbound_settings() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(c.outbound, crate::upstream::Outbound::default());
+        assert!(!c.outbound.deny_private);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t.toml");
+        std::fs::write(
+            &f,
+            "outbound-deny-private = true\noutbound-allow-hosts = [\"Mirror.Internal\"]\nupstream-read-timeout = 5\n",
+        )
+        .unwrap();
+        let c =
+            Config::load(Some(&f), Overrides { upstream_connect_timeout: Some(3), ..Overrides::default() }).unwrap();
+        assert!(c.outbound.deny_private);
+        assert_eq!(c.outbound.allow_hosts, ["mirror.internal"]);
+        assert_eq!((c.outbound.connect_timeout.as_secs(), c.outbound.read_timeout.as_secs()), (3, 5));
+        let zero = Overrides { upstream_read_timeout: Some(0), ..Overrides::default() };
+        assert!(Config::load(None, zero).is_err());
+    }
 
     #[test]
     fn defaults_file_and_overrides() {

@@ -58,20 +58,17 @@ fn realm(req: &HttpRequest) -> String {
     format!("{}://{}/openshift/token", info.scheme(), info.host())
 }
 
-fn challenge(req: &HttpRequest, reg: &Registry, scope: Option<&Scope>, error: Option<&str>) -> String {
+/// The challenge of a 401, which sends the client to the token endpoint; several scopes go space-separated into one `scope` parameter, as distribution writes them.
+fn challenge(req: &HttpRequest, reg: &Registry, scopes: &[Scope], error: Option<&str>) -> String {
     let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", realm(req), reg.auth.service());
-    if let Some(scope) = scope {
-        value.push_str(&format!(",scope=\"{scope}\""));
+    if !scopes.is_empty() {
+        let scopes: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+        value.push_str(&format!(",scope=\"{}\"", scopes.join(" ")));
     }
     if let Some(error) = error {
         value.push_str(&format!(",error=\"{error}\""));
     }
     value
-}
-
-/// 401 with the challenge that sends the client to the token endpoint.
-fn unauthorized(req: &HttpRequest, reg: &Registry, scope: Option<&Scope>, error: Option<&str>) -> ApiError {
-    ApiError::new(ErrorCode::Unauthorized).header("WWW-Authenticate", challenge(req, reg, scope, error))
 }
 
 /// 403, the same for every repository whether it exists or not.
@@ -109,20 +106,39 @@ pub fn need_of(endpoint: &Endpoint, method: &Method) -> Need {
     }
 }
 
+/// The source repository of a cross-repository mount (`POST …/blobs/uploads/?mount=…&from=<repo>`), if any.
+fn mount_source(req: &HttpRequest, endpoint: &Endpoint) -> Option<RepositoryName> {
+    if !matches!(endpoint, Endpoint::StartUpload(_)) || req.method() != Method::POST {
+        return None;
+    }
+    let pairs = form_pairs(req.query_string().as_bytes());
+    param(&pairs, "mount")?;
+    param(&pairs, "from")?.parse().ok()
+}
+
+/// The scopes a 401 asks for: the request's own, and for a mount the source's pull scope too, so that one token
+/// covers the whole request (as distribution asks).
+fn challenge_scopes(need: &Need, mount_from: Option<&RepositoryName>) -> Vec<Scope> {
+    let from = mount_from.map(|r| Need::Pull(r.clone()));
+    std::iter::once(need).chain(from.as_ref()).filter_map(Need::scope).collect()
+}
+
 /// Authorizes an OCI request, before anything is looked up.
 pub async fn authorize(req: &HttpRequest, reg: &Registry, endpoint: &Endpoint) -> Result<Decision, ApiError> {
     let need = need_of(endpoint, req.method());
+    let scopes = challenge_scopes(&need, mount_source(req, endpoint).as_ref());
+    let refuse = |error: Option<&str>| {
+        ApiError::new(ErrorCode::Unauthorized).header("WWW-Authenticate", challenge(req, reg, &scopes, error))
+    };
     let caller = match caller(req, reg).await {
         Ok(c) => c,
         Err(AuthError::Store(e)) => return Err(ApiError::from(RegistryError::from(e))),
-        Err(_) => return Err(unauthorized(req, reg, need.scope().as_ref(), Some("invalid_token"))),
+        Err(_) => return Err(refuse(Some("invalid_token"))),
     };
     match reg.auth.check(&caller, &need).await.map_err(internal)? {
         Verdict::Allow => {}
-        Verdict::Unauthenticated => return Err(unauthorized(req, reg, need.scope().as_ref(), None)),
-        Verdict::InsufficientScope => {
-            return Err(unauthorized(req, reg, need.scope().as_ref(), Some("insufficient_scope")))
-        }
+        Verdict::Unauthenticated => return Err(refuse(None)),
+        Verdict::InsufficientScope => return Err(refuse(Some("insufficient_scope"))),
         Verdict::Denied => return Err(denied()),
     }
     let creates = matches!(
@@ -144,10 +160,26 @@ pub async fn authorize(req: &HttpRequest, reg: &Registry, endpoint: &Endpoint) -
 }
 
 impl Decision {
-    /// Whether the caller may pull `repo` (a cross-repository mount source).
-    pub async fn may_pull(&self, reg: &Registry, repo: &RepositoryName) -> Result<bool, ApiError> {
-        let verdict = reg.auth.check(&self.caller, &Need::Pull(repo.clone())).await.map_err(internal)?;
-        Ok(verdict == Verdict::Allow)
+    /// Whether the caller may pull `from`, the source of a cross-repository mount into `repo`. A caller whose
+    /// roles allow it but whose token lacks the scope gets the 401 challenge naming both scopes (as distribution
+    /// asks for `repository:<from>:pull` with the push scope), so that its client fetches a token that covers the
+    /// mount; a caller without the rights gets `false` (an ordinary upload, never a hint about `from`).
+    pub async fn may_mount_from(
+        &self,
+        req: &HttpRequest,
+        reg: &Registry,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+    ) -> Result<bool, ApiError> {
+        match reg.auth.check(&self.caller, &Need::Pull(from.clone())).await.map_err(internal)? {
+            Verdict::Allow => Ok(true),
+            Verdict::InsufficientScope => {
+                let scopes = challenge_scopes(&Need::Push(repo.clone()), Some(from));
+                let value = challenge(req, reg, &scopes, Some("insufficient_scope"));
+                Err(ApiError::new(ErrorCode::Unauthorized).header("WWW-Authenticate", value))
+            }
+            Verdict::Unauthenticated | Verdict::Denied => Ok(false),
+        }
     }
 }
 

@@ -1,14 +1,18 @@
 //! The OCI error vocabulary, one row per wire code, and the single place where domain errors become HTTP
 //! answers. Internal causes are logged here, once, and never sent to the client.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use names::NameError;
 use serde_json::json;
 
 use crate::service::RegistryError;
 use crate::upstream::UpstreamError;
 
 use super::endpoint::EndpointError;
+
+/// What `Retry-After` says when writers collided past the retry budget (seconds).
+pub const RETRY_AFTER_SECS: &str = "1";
 
 /// The error codes of the OCI distribution spec (plus distribution's `UNKNOWN` for internal failures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,7 @@ pub enum ErrorCode {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
+    TagInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -56,6 +61,7 @@ impl ErrorCode {
             NameInvalid => ("NAME_INVALID", "invalid repository name", StatusCode::BAD_REQUEST),
             NameUnknown => ("NAME_UNKNOWN", "repository name not known to registry", StatusCode::NOT_FOUND),
             SizeInvalid => ("SIZE_INVALID", "provided length did not match content length", StatusCode::BAD_REQUEST),
+            TagInvalid => ("TAG_INVALID", "manifest tag did not match URI", StatusCode::BAD_REQUEST),
             Unauthorized => ("UNAUTHORIZED", "authentication required", StatusCode::UNAUTHORIZED),
             Denied => ("DENIED", "requested access to the resource is denied", StatusCode::FORBIDDEN),
             Unsupported => ("UNSUPPORTED", "the operation is unsupported", StatusCode::METHOD_NOT_ALLOWED),
@@ -125,20 +131,33 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<EndpointError> for ApiError {
-    fn from(e: EndpointError) -> Self {
+impl ApiError {
+    /// The answer to a request line that names no endpoint. `method` matters for a malformed manifest reference:
+    /// a read or delete asks about a manifest that cannot exist (404 `MANIFEST_UNKNOWN`, as distribution answers),
+    /// a write sends one under a name it cannot have (400 `TAG_INVALID`, or `MANIFEST_INVALID` for a malformed
+    /// digest).
+    pub fn of_endpoint(e: EndpointError, method: &Method) -> Self {
         match e {
             EndpointError::NotFound => {
                 ApiError::new(ErrorCode::Unsupported).status(StatusCode::NOT_FOUND).message("no such endpoint")
             }
             EndpointError::InvalidName(n) => ApiError::new(ErrorCode::NameInvalid).message(n.to_string()),
-            EndpointError::InvalidReference(n) => {
-                ApiError::new(ErrorCode::ManifestInvalid).message(n.to_string()).status(StatusCode::BAD_REQUEST)
+            EndpointError::InvalidReference(n) if is_lookup(method) => {
+                ApiError::new(ErrorCode::ManifestUnknown).message(n.to_string())
             }
+            EndpointError::InvalidReference(n @ NameError::Tag(_)) => {
+                ApiError::new(ErrorCode::TagInvalid).message(n.to_string())
+            }
+            EndpointError::InvalidReference(n) => ApiError::new(ErrorCode::ManifestInvalid).message(n.to_string()),
             EndpointError::InvalidDigest(n) => ApiError::new(ErrorCode::DigestInvalid).message(n.to_string()),
             EndpointError::UnknownUpload(n) => ApiError::new(ErrorCode::BlobUploadUnknown).message(n.to_string()),
         }
     }
+}
+
+/// Methods that look a manifest up rather than write one.
+fn is_lookup(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD || *method == Method::DELETE
 }
 
 impl From<RegistryError> for ApiError {
@@ -178,7 +197,9 @@ impl From<RegistryError> for ApiError {
                 match u {
                     UpstreamError::NotFound(_) => ApiError::new(ErrorCode::BlobUnknown).message(m),
                     UpstreamError::TooManyRequests(_) => ApiError::new(ErrorCode::TooManyRequests).message(m),
-                    UpstreamError::NotAllowed(_) => ApiError::new(ErrorCode::Denied).message(m),
+                    UpstreamError::NotAllowed(_) | UpstreamError::Refused(_) => {
+                        ApiError::new(ErrorCode::Denied).message(m)
+                    }
                     UpstreamError::Invalid(_) | UpstreamError::InvalidReference(_) => {
                         ApiError::new(ErrorCode::Unavailable).message(m).status(StatusCode::BAD_GATEWAY)
                     }
@@ -194,11 +215,44 @@ impl From<RegistryError> for ApiError {
                     .message("storage is unavailable; try again")
                     .header("Retry-After", "1".to_owned())
             }
+            RegistryError::Contention(_) => {
+                ApiError::new(ErrorCode::TooManyRequests).message(msg).header("Retry-After", RETRY_AFTER_SECS.into())
+            }
             RegistryError::ReadOnly => ApiError::new(ErrorCode::Unsupported).message(msg),
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 ApiError::new(ErrorCode::Unknown)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contention_past_the_retry_budget_is_429_with_retry_after() {
+        let e = ApiError::from(RegistryError::from(streams::StreamError::Contention("ns/app".into())));
+        assert_eq!((e.code, e.status_code()), (ErrorCode::TooManyRequests, StatusCode::TOO_MANY_REQUESTS));
+        let resp = e.error_response();
+        assert_eq!(resp.headers().get("Retry-After").and_then(|v| v.to_str().ok()), Some(RETRY_AFTER_SECS));
+        assert!(e.message.contains("ns/app"), "{}", e.message);
+    }
+
+    #[test]
+    fn malformed_references_depend_on_the_method() {
+        let bad = || EndpointError::InvalidReference(NameError::Tag(".bad".into()));
+        for (method, code, status) in [
+            (Method::GET, ErrorCode::ManifestUnknown, StatusCode::NOT_FOUND),
+            (Method::HEAD, ErrorCode::ManifestUnknown, StatusCode::NOT_FOUND),
+            (Method::DELETE, ErrorCode::ManifestUnknown, StatusCode::NOT_FOUND),
+            (Method::PUT, ErrorCode::TagInvalid, StatusCode::BAD_REQUEST),
+        ] {
+            let e = ApiError::of_endpoint(bad(), &method);
+            assert_eq!((e.code, e.status_code()), (code, status), "{method}");
+        }
+        let digest = EndpointError::InvalidReference(NameError::Digest("sha256:x".into(), "too short"));
+        assert_eq!(ApiError::of_endpoint(digest, &Method::PUT).code, ErrorCode::ManifestInvalid);
     }
 }

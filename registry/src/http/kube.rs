@@ -134,7 +134,14 @@ pub fn error(e: &StreamError) -> HttpResponse {
         StreamError::Conflict { kind, name } => failure(409, "Conflict", e.to_string(), Some((name, *kind))),
         StreamError::Invalid { kind, name, .. } => failure(422, "Invalid", e.to_string(), Some((name, *kind))),
         StreamError::BadRequest(m) => failure(400, "BadRequest", m.clone(), None),
-        StreamError::Contention(_) => failure(429, "TooManyRequests", e.to_string(), None),
+        StreamError::Contention(_) => {
+            let mut resp = failure(429, "TooManyRequests", e.to_string(), None);
+            resp.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static(super::errors::RETRY_AFTER_SECS),
+            );
+            resp
+        }
         StreamError::Store(cause @ storage_backends::StoreError::Unavailable(_)) => {
             tracing::error!(%cause, "metadata store unavailable in the image stream API");
             failure(503, "ServiceUnavailable", "the metadata store is unavailable; try again".into(), None)
@@ -430,7 +437,9 @@ mod tests {
             (StreamError::Store(storage_backends::StoreError::Unavailable("etcd".into())), 503, "ServiceUnavailable"),
         ];
         for (e, code, _reason) in table {
-            assert_eq!(error(&e).status().as_u16(), code, "{e}");
+            let resp = error(&e);
+            assert_eq!(resp.status().as_u16(), code, "{e}");
+            assert_eq!(resp.headers().contains_key("retry-after"), code == 429, "{e}: Retry-After only on 429");
         }
         assert_eq!(
             StreamError::NotFound { kind: ObjectKind::ImageStream, name: "a".into() }.to_string(),

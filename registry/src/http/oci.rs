@@ -33,8 +33,10 @@ fn unsupported() -> ApiError {
 
 /// The one OCI entry point.
 pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Data<Registry>) -> Answer {
-    let endpoint = Endpoint::of_request(&req).unwrap_or(Err(super::endpoint::EndpointError::NotFound))?;
     let method = req.method().clone();
+    let endpoint = Endpoint::of_request(&req)
+        .unwrap_or(Err(super::endpoint::EndpointError::NotFound))
+        .map_err(|e| ApiError::of_endpoint(e, &method))?;
     let q = query(&req);
     let reg = registry.get_ref();
     let decision = super::auth::authorize(&req, reg, &endpoint).await?;
@@ -291,7 +293,9 @@ async fn start_upload(
         let from = q.get("from").and_then(|f| f.parse::<RepositoryName>().ok());
         if let Some(from) = from {
             // Mount only from where the caller may pull; otherwise an ordinary upload, never a leak.
-            if decision.may_pull(reg, &from).await? && reg.mount_blob(repo, &from, &mount).await?.is_some() {
+            if decision.may_mount_from(req, reg, repo, &from).await?
+                && reg.mount_blob(repo, &from, &mount).await?.is_some()
+            {
                 return Ok(blob_created(repo, &mount));
             }
         }

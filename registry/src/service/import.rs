@@ -170,7 +170,7 @@ impl Registry {
         fetched: FetchedManifest,
         parsed: ParsedManifest,
     ) -> Result<Fetched, UpstreamError> {
-        let ManifestKind::Image { config, layers } = &parsed.kind else {
+        let ManifestKind::Image { config, .. } = &parsed.kind else {
             return Err(UpstreamError::Invalid("not an image manifest".into()));
         };
         let upstream = UpstreamLink { repository: source.reference.repository_ref(), insecure: source.insecure };
@@ -181,8 +181,8 @@ impl Registry {
             config_bytes = Some(bytes.clone());
             contents.push((config.digest.clone(), bytes));
         }
-        let blobs: BTreeMap<&Digest, u64> =
-            std::iter::once(config).chain(layers).map(|d| (&d.digest, d.size)).collect();
+        // Foreign layers are left out: they are never served from here.
+        let blobs: BTreeMap<&Digest, u64> = parsed.blobs().into_iter().map(|d| (&d.digest, d.size)).collect();
         let mut links: Vec<Link> = blobs
             .into_iter()
             .map(|(d, size)| Link::Blob(d.clone(), BlobLink { size, upstream: Some(upstream.clone()) }))

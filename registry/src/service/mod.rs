@@ -56,6 +56,9 @@ pub enum RegistryError {
     /// kept. The cause is logged, not sent: the client is told to retry.
     #[error("{0}")]
     Unavailable(String),
+    /// Writers kept colliding on the same metadata past the retry budget: the client should try again shortly.
+    #[error("too much contention on {0}; try again")]
+    Contention(String),
     /// The registry is in read-only mode: no write is accepted.
     #[error("{}", readonly::REFUSAL)]
     ReadOnly,
@@ -82,6 +85,7 @@ impl From<StreamError> for RegistryError {
         match e {
             StreamError::StreamNotFound(repo) => RegistryError::NameUnknown(repo),
             StreamError::Store(store) => store.into(),
+            StreamError::Contention(what) => RegistryError::Contention(what),
             other => RegistryError::Internal(other.to_string()),
         }
     }

@@ -1,5 +1,6 @@
 //! Test fixtures shared by the registry's integration tests: a scripted upstream registry on 127.0.0.1 that
-//! answers fixed routes (slowly, wrongly or with an error when asked) and counts requests by path.
+//! answers fixed routes (slowly, wrongly, with an error, a redirect or not at all when asked) and counts requests
+//! by path.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -20,6 +21,10 @@ pub enum Answer {
     Body { content_type: &'static str, body: Arc<Vec<u8>>, pause: Duration },
     /// This status with an OCI error body.
     Error { status: u16, code: &'static str },
+    /// 307 to this URL.
+    Redirect(String),
+    /// Nothing at all, for this long (then the connection closes).
+    Hang(Duration),
 }
 
 /// A minimal registry on 127.0.0.1 answering fixed routes and counting every request by path.
@@ -137,6 +142,15 @@ fn serve(mut conn: TcpStream, routes: &Mutex<HashMap<String, Answer>>, hits: &Mu
                     }
                 }
                 ok
+            }
+            Some(Answer::Redirect(location)) => {
+                let head =
+                    format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+                conn.write_all(head.as_bytes()).is_ok()
+            }
+            Some(Answer::Hang(how_long)) => {
+                std::thread::sleep(how_long);
+                false
             }
             other => {
                 let (status, code) = match other {

@@ -1,20 +1,24 @@
-//! External registries, for import and pull-through (callers: `service::import` and `service::pullthrough`).
-//! One `oci-client` client per (registry, credentials, transport), reused so its token cache works; the
+//! External registries, for import and pull-through (callers: `service::import`, `service::manifests` and
+//! `service::pullthrough`). One client per transport ([`http`]), built with the outbound rules ([`guard`]); the
 //! `allowedRegistriesForImport` check; plain http or unverified TLS only for a source marked insecure; upstream
-//! failures as one typed [`UpstreamError`] that keeps what the client needs to know (a 429 stays a 429).
+//! failures as one typed [`UpstreamError`] that keeps what the client needs to know (a 429 stays a 429, a refusal
+//! by the rules says which rule).
+
+pub mod guard;
+mod http;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use names::Digest;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::Client;
 use streams::manifest::SUPPORTED;
+
+pub use guard::Outbound;
+use guard::{Refused, Rules};
+use http::{RegistryClient, Scheme, WireError};
 
 /// An external image reference (`quay.io/ns/app:1.0`, `registry:5000/a/b@sha256:…`, `python:3.6`), normalised as
 /// Docker does (`python` is `docker.io/library/python:latest`).
@@ -91,6 +95,10 @@ pub enum UpstreamError {
     InvalidReference(String),
     #[error("registry {0} is not in allowedRegistriesForImport")]
     NotAllowed(String),
+    /// The outbound rules refused an address or a redirect (link-local, unspecified, private with
+    /// `outbound-deny-private`, or a redirect outside `allowedRegistriesForImport`).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -110,7 +118,7 @@ impl UpstreamError {
     pub fn reason(&self) -> &'static str {
         match self {
             UpstreamError::InvalidReference(_) | UpstreamError::Invalid(_) => "InvalidImage",
-            UpstreamError::NotAllowed(_) => "Forbidden",
+            UpstreamError::NotAllowed(_) | UpstreamError::Refused(_) => "Forbidden",
             UpstreamError::NotFound(_) => "NotFound",
             UpstreamError::Unauthorized(_) => "Unauthorized",
             UpstreamError::TooManyRequests(_) => "TooManyRequests",
@@ -122,7 +130,7 @@ impl UpstreamError {
     pub fn status(&self) -> u16 {
         match self {
             UpstreamError::InvalidReference(_) | UpstreamError::Invalid(_) => 422,
-            UpstreamError::NotAllowed(_) => 403,
+            UpstreamError::NotAllowed(_) | UpstreamError::Refused(_) => 403,
             UpstreamError::NotFound(_) => 404,
             UpstreamError::Unauthorized(_) => 401,
             UpstreamError::TooManyRequests(_) => 429,
@@ -151,15 +159,6 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    fn auth(&self) -> RegistryAuth {
-        match self {
-            Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Basic { username, password } => RegistryAuth::Basic(username.clone(), password.clone()),
-        }
-    }
-}
-
 /// Where to fetch from and how: the reference, the credentials (from the namespace's pull secrets), and whether
 /// the source may be reached insecurely (the stream's `openshift.io/image.insecureRepository` annotation or the
 /// tag's `importPolicy.insecure`).
@@ -168,17 +167,6 @@ pub struct Source {
     pub reference: ExternalRef,
     pub credentials: Credentials,
     pub insecure: bool,
-}
-
-/// How a client reaches a registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Transport {
-    /// https with verified certificates: the only transport for a source not marked insecure.
-    Https,
-    /// https without certificate verification (insecure sources).
-    HttpsUnverified,
-    /// plain http (insecure sources whose registry does not speak https).
-    Http,
 }
 
 /// A manifest as fetched: its bytes and digest (verified against the bytes and any digest asked for).
@@ -194,63 +182,45 @@ pub struct FetchedBlob {
     pub body: BoxStream<'static, Result<Bytes, std::io::Error>>,
 }
 
-/// The upstream side of Tributary: settings and the client pool. Cheap to share behind an `Arc`.
+/// The upstream side of Tributary: the rules, one client per transport, and which insecure registries speak only
+/// plain http. Cheap to share behind an `Arc`.
 pub struct Upstreams {
-    /// `allowedRegistriesForImport`: registry hosts (`quay.io`, `localhost:5000`, `*.example.com`); empty: all.
-    allowed: Vec<String>,
-    clients: Mutex<HashMap<(String, Transport, Credentials), Arc<Client>>>,
+    rules: Arc<Rules>,
+    clients: HashMap<Scheme, RegistryClient>,
+    /// Largest manifest read from an upstream: the limit pushes have.
+    max_manifest_bytes: usize,
     /// Insecure registries found not to speak https: reached over plain http from then on.
     plain_http: Mutex<HashMap<String, bool>>,
 }
 
 impl Upstreams {
-    pub fn new(allowed: Vec<String>) -> Upstreams {
+    /// `allowed` is `allowedRegistriesForImport` (registry hosts, `*.domain`; empty: all).
+    pub fn new(allowed: Vec<String>, outbound: &Outbound, max_manifest_bytes: usize) -> anyhow::Result<Upstreams> {
         // reqwest is built without a TLS provider of its own: use ring, as the server does.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Upstreams { allowed, clients: Mutex::default(), plain_http: Mutex::default() }
+        let rules = Rules::new(outbound, allowed);
+        let mut clients = HashMap::new();
+        for scheme in [Scheme::Https, Scheme::HttpsUnverified, Scheme::Http] {
+            let client = RegistryClient::new(scheme, rules.clone(), outbound).map_err(anyhow::Error::msg)?;
+            clients.insert(scheme, client);
+        }
+        Ok(Upstreams { rules, clients, max_manifest_bytes, plain_http: Mutex::default() })
     }
 
     /// Refuses registries outside `allowedRegistriesForImport` (an empty list allows every registry).
     pub fn check_allowed(&self, reference: &ExternalRef) -> Result<(), UpstreamError> {
         let host = reference.registry();
-        let allowed = self.allowed.is_empty()
-            || self.allowed.iter().any(|a| match a.strip_prefix("*.") {
-                Some(domain) => host.ends_with(&format!(".{domain}")),
-                None => a == host,
-            });
-        if allowed {
+        if self.rules.registry_allowed(host) {
             Ok(())
         } else {
             Err(UpstreamError::NotAllowed(host.to_owned()))
         }
     }
 
-    fn client(&self, registry: &str, transport: Transport, credentials: &Credentials) -> Arc<Client> {
-        let key = (registry.to_owned(), transport, credentials.clone());
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(key)
-            .or_insert_with(|| {
-                let config = ClientConfig {
-                    protocol: match transport {
-                        Transport::Http => ClientProtocol::Http,
-                        Transport::Https | Transport::HttpsUnverified => ClientProtocol::Https,
-                    },
-                    accept_invalid_certificates: transport == Transport::HttpsUnverified,
-                    connect_timeout: Some(Duration::from_secs(10)),
-                    read_timeout: Some(Duration::from_secs(60)),
-                    user_agent: concat!("tributary/", env!("CARGO_PKG_VERSION")),
-                    ..ClientConfig::default()
-                };
-                Arc::new(Client::new(config))
-            })
-            .clone()
-    }
-
     /// The transports to try for `source`, in order.
-    fn transports(&self, source: &Source) -> Vec<Transport> {
+    fn transports(&self, source: &Source) -> Vec<Scheme> {
         if !source.insecure {
-            return vec![Transport::Https];
+            return vec![Scheme::Https];
         }
         let known_plain = self
             .plain_http
@@ -260,27 +230,27 @@ impl Upstreams {
             .copied()
             .unwrap_or(false);
         if known_plain {
-            vec![Transport::Http]
+            vec![Scheme::Http]
         } else {
-            vec![Transport::HttpsUnverified, Transport::Http]
+            vec![Scheme::HttpsUnverified, Scheme::Http]
         }
     }
 
     /// Runs `op` with a client for `source`, falling back from https to http for an insecure source whose
     /// registry cannot be reached over https.
-    async fn run<T, F, Fut>(&self, source: &Source, op: F) -> Result<T, UpstreamError>
+    async fn run<'a, T, F, Fut>(&'a self, source: &Source, op: F) -> Result<T, UpstreamError>
     where
-        F: Fn(Arc<Client>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+        F: Fn(&'a RegistryClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, WireError>>,
     {
         self.check_allowed(&source.reference)?;
         let transports = self.transports(source);
         let mut last = None;
-        for (i, transport) in transports.iter().enumerate() {
-            let client = self.client(source.reference.registry(), *transport, &source.credentials);
+        for (i, scheme) in transports.iter().enumerate() {
+            let Some(client) = self.clients.get(scheme) else { continue };
             match op(client).await {
                 Ok(v) => {
-                    if *transport == Transport::Http {
+                    if *scheme == Scheme::Http {
                         self.plain_http
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -288,20 +258,23 @@ impl Upstreams {
                     }
                     return Ok(v);
                 }
-                Err(e) if i + 1 < transports.len() && is_transport_failure(&e) => last = Some(e),
+                Err(WireError::Transport(m)) if i + 1 < transports.len() => last = Some(WireError::Transport(m)),
                 Err(e) => return Err(classify(e, source)),
             }
         }
         Err(last.map(|e| classify(e, source)).unwrap_or_else(|| UpstreamError::Unavailable("no transport".into())))
     }
 
-    /// Fetches the manifest `source.reference` names (by tag or digest), in any media type Tributary stores.
+    /// Fetches the manifest `source.reference` names (by tag or digest), in any media type Tributary stores, of at
+    /// most the manifest limit.
     pub async fn manifest(&self, source: &Source) -> Result<FetchedManifest, UpstreamError> {
-        let reference = &source.reference.0;
-        let auth = source.credentials.auth();
-        let auth = &auth;
-        let (bytes, _) =
-            self.run(source, |c| async move { c.pull_manifest_raw(reference, auth, &SUPPORTED).await }).await?;
+        let r = &source.reference;
+        let reference = r.digest().or(r.tag()).unwrap_or("latest");
+        let accept = SUPPORTED.join(", ");
+        let (accept, limit) = (accept.as_str(), self.max_manifest_bytes);
+        let bytes = self
+            .run(source, |c| c.manifest(r.registry(), r.repository(), reference, &source.credentials, accept, limit))
+            .await?;
         let mismatch = || UpstreamError::Invalid(format!("{} answered a manifest of another digest", source.reference));
         let digest = match source.reference.digest() {
             Some(asked) => {
@@ -318,88 +291,46 @@ impl Upstreams {
 
     /// Starts fetching blob `digest` of `source`'s repository.
     pub async fn blob(&self, source: &Source, digest: &Digest) -> Result<FetchedBlob, UpstreamError> {
-        let reference = &source.reference.0;
-        let auth = source.credentials.auth();
-        let (auth, d) = (&auth, digest.to_string());
+        let r = &source.reference;
+        let d = digest.to_string();
         let d = d.as_str();
-        // Asked as the range `0-`: a registry that honours it answers 206, which oci-client passes through
-        // without hashing; the caller verifies every blob itself, so hashing twice would only cost CPU.
-        let response = self
-            .run(source, |c| async move {
-                c.store_auth_if_needed(reference.resolve_registry(), auth).await;
-                c.pull_blob_stream_partial(reference, d, 0, None).await
-            })
-            .await?;
-        let sized = match response {
-            BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
-        };
-        Ok(FetchedBlob { length: sized.content_length, body: sized.stream })
+        let resp = self.run(source, |c| c.blob(r.registry(), r.repository(), d, &source.credentials)).await?;
+        let length = resp.content_length();
+        let body = resp.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
+        Ok(FetchedBlob { length, body })
     }
 
     /// Every tag of `source`'s repository.
     pub async fn tags(&self, source: &Source) -> Result<Vec<String>, UpstreamError> {
-        let reference = &source.reference.0;
-        let auth = source.credentials.auth();
-        let auth = &auth;
-        let list = self.run(source, |c| async move { c.list_tags(reference, auth, None, None).await }).await?;
-        Ok(list.tags)
+        let r = &source.reference;
+        self.run(source, |c| c.tags(r.registry(), r.repository(), &source.credentials)).await
     }
 }
 
-/// Whether `e` is a failure to talk to the registry at all (worth another transport), not an answer from it.
-fn is_transport_failure(e: &OciDistributionError) -> bool {
-    matches!(e, OciDistributionError::RequestError(_))
-}
-
-/// Maps an oci-client error to what Tributary tells its clients.
-fn classify(e: OciDistributionError, source: &Source) -> UpstreamError {
+/// Says a wire failure in the terms Tributary tells its clients.
+fn classify(e: WireError, source: &Source) -> UpstreamError {
     let at = &source.reference;
     match e {
-        OciDistributionError::ImageManifestNotFoundError(m) => UpstreamError::NotFound(format!("{at}: {m}")),
-        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
-            UpstreamError::Unauthorized(format!("{at}: the registry refused the credentials (or their absence)"))
-        }
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let first = envelope.errors.first();
-            let code = first.map(|e| format!("{:?}", e.code)).unwrap_or_default().to_uppercase();
-            let message = first.map(|e| e.message.clone()).unwrap_or_default();
-            let text = format!("{at}: {message}");
-            match code.as_str() {
-                c if c.contains("TOOMANYREQUESTS") => UpstreamError::TooManyRequests(text),
-                c if c.contains("UNKNOWN") => UpstreamError::NotFound(text),
-                c if c.contains("UNAUTHORIZED") || c.contains("DENIED") => UpstreamError::Unauthorized(text),
-                _ => UpstreamError::Unavailable(text),
-            }
-        }
-        OciDistributionError::ServerError { code, message, .. } => {
-            let text = format!("{at}: HTTP {code}: {}", message.trim());
-            match code {
-                404 => UpstreamError::NotFound(text),
-                401 | 403 => UpstreamError::Unauthorized(text),
-                429 => UpstreamError::TooManyRequests(text),
-                _ => UpstreamError::Unavailable(text),
-            }
-        }
-        OciDistributionError::DigestError(d) => UpstreamError::Invalid(format!("{at}: {d}")),
-        OciDistributionError::RequestError(r) if !source.insecure => UpstreamError::Unavailable(format!(
-            "{at}: {}; if the registry speaks plain http or has an untrusted certificate, mark the stream \
-             (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure",
-            error_chain(&r)
+        WireError::Refused(Refused(m)) => UpstreamError::Refused(format!("{at}: {m}")),
+        WireError::TooLarge(m) | WireError::Invalid(m) => UpstreamError::Invalid(format!("{at}: {m}")),
+        WireError::Timeout(m) => UpstreamError::Unavailable(format!("{at}: timed out: {m}")),
+        WireError::Transport(m) if !source.insecure => UpstreamError::Unavailable(format!(
+            "{at}: {m}; if the registry speaks plain http or has an untrusted certificate, mark the stream \
+             (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure"
         )),
-        OciDistributionError::RequestError(r) => UpstreamError::Unavailable(format!("{at}: {}", error_chain(&r))),
-        other => UpstreamError::Unavailable(format!("{at}: {other}")),
+        WireError::Transport(m) => UpstreamError::Unavailable(format!("{at}: {m}")),
+        WireError::Status { status, code, message } => {
+            let text = format!("{at}: {message}");
+            match (status.as_u16(), code.to_ascii_uppercase().as_str()) {
+                (429, _) | (_, "TOOMANYREQUESTS") => UpstreamError::TooManyRequests(text),
+                (404, _) | (_, "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN" | "NAME_UNKNOWN") => UpstreamError::NotFound(text),
+                (401 | 403, _) | (_, "UNAUTHORIZED" | "DENIED") => UpstreamError::Unauthorized(format!(
+                    "{at}: the registry refused the credentials (or their absence): {message}"
+                )),
+                (s, _) => UpstreamError::Unavailable(format!("{at}: HTTP {s}: {message}")),
+            }
+        }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -422,8 +353,9 @@ mod tests {
 
     #[test]
     fn allowed_registries() {
-        let all = Upstreams::new(vec![]);
-        let some = Upstreams::new(vec!["quay.io".into(), "*.example.com".into()]);
+        let o = Outbound::default();
+        let all = Upstreams::new(vec![], &o, 1024).unwrap();
+        let some = Upstreams::new(vec!["quay.io".into(), "*.example.com".into()], &o, 1024).unwrap();
         let r = |s: &str| s.parse::<ExternalRef>().unwrap();
         assert!(all.check_allowed(&r("evil.io/x")).is_ok());
         assert!(some.check_allowed(&r("quay.io/x")).is_ok());
