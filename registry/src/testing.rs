@@ -48,9 +48,16 @@ pub struct Builder {
     webhooks: Vec<url::Url>,
     upload_purge: Option<(std::time::Duration, std::time::Duration)>,
     read_only: bool,
+    metrics: crate::metrics::MetricsConfig,
 }
 
 impl Builder {
+    /// These `[metrics]` settings (default: on, not anonymous).
+    pub fn with_metrics(mut self, metrics: crate::metrics::MetricsConfig) -> Builder {
+        self.metrics = metrics;
+        self
+    }
+
     /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
@@ -112,6 +119,7 @@ impl Builder {
                 .upload_purge
                 .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
+            metrics: self.metrics,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -133,6 +141,7 @@ struct Options {
     webhooks: Vec<url::Url>,
     upload_purge: (std::time::Duration, std::time::Duration),
     read_only: bool,
+    metrics: crate::metrics::MetricsConfig,
 }
 
 impl TestRegistry {
@@ -159,6 +168,7 @@ impl TestRegistry {
             webhooks,
             upload_purge,
             read_only,
+            metrics,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -177,6 +187,7 @@ impl TestRegistry {
             upload_purge_interval: upload_purge.1,
             read_only,
             storage,
+            metrics,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
