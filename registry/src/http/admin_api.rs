@@ -101,12 +101,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(&r("/readonly"), web::put().to(put_read_only));
 }
 
-fn answer(a: Answer) -> HttpResponse {
-    a.unwrap_or_else(|e| auth_status(&e))
+/// The handler's answer; a refusal is marked for the metrics ([`super::auth::refused`]).
+fn answer(req: &HttpRequest, a: Answer) -> HttpResponse {
+    a.unwrap_or_else(|e| {
+        match e {
+            AuthError::Unauthenticated => super::auth::refused(req, crate::metrics::Refusal::Unauthenticated),
+            AuthError::Forbidden => super::auth::refused(req, crate::metrics::Refusal::Denied),
+            _ => {}
+        }
+        auth_status(&e)
+    })
 }
 
 async fn whoami(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             if caller.identity.is_anonymous() && caller.via != auth::Via::Open {
@@ -125,6 +134,7 @@ struct NameBody {
 
 async fn list_namespaces(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             Ok(items("NamespaceList", reg.auth.list_namespaces(&caller).await?))
@@ -135,6 +145,7 @@ async fn list_namespaces(req: HttpRequest, reg: web::Data<Registry>) -> HttpResp
 
 async fn create_namespace(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&body::<NameBody>(&bytes)?.name)?;
@@ -154,6 +165,7 @@ struct UserBody {
 
 async fn list_users(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             Ok(items("UserList", reg.auth.list_users(&caller).await?))
@@ -164,6 +176,7 @@ async fn list_users(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse 
 
 async fn create_user(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let b = body::<UserBody>(&bytes)?;
@@ -175,6 +188,7 @@ async fn create_user(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registr
 
 async fn list_service_accounts(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&path)?;
@@ -191,6 +205,7 @@ async fn create_service_account(
     reg: web::Data<Registry>,
 ) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&path)?;
@@ -214,6 +229,7 @@ struct TokenBody {
 
 async fn list_tokens(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             Ok(items("TokenList", reg.auth.list_tokens(&caller).await?))
@@ -224,6 +240,7 @@ async fn list_tokens(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse
 
 async fn create_token(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let b = body::<TokenBody>(&bytes)?;
@@ -239,6 +256,7 @@ async fn create_token(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Regist
 
 async fn delete_token(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let id: TokenId = path.parse().map_err(bad)?;
@@ -257,6 +275,7 @@ struct BindingBody {
 
 async fn list_role_bindings(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&path)?;
@@ -273,6 +292,7 @@ async fn edit_role_binding(
     reg: web::Data<Registry>,
 ) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let (ns, action) = path.into_inner();
@@ -304,6 +324,7 @@ fn read_only_answer(status: crate::service::readonly::ReadOnlyStatus) -> HttpRes
 
 async fn get_read_only(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             if caller.identity.is_anonymous() && caller.via != auth::Via::Open {
@@ -324,6 +345,7 @@ struct ReadOnlyBody {
 async fn put_read_only(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     use crate::service::readonly::SwitchError;
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             reg.auth.require_cluster_admin(&caller).await?;

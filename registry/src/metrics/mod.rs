@@ -241,8 +241,16 @@ impl Metrics {
         r.register("tributary_http_received_bytes", "Request body bytes received", self.received_bytes.clone());
         r.register("tributary_http_sent_bytes", "Response body bytes sent", self.sent_bytes.clone());
         r.register("tributary_uploads_started", "Blob uploads started", self.uploads_started.clone());
-        r.register("tributary_uploads_finished", "Blob uploads finished (blob verified and stored)", self.uploads_finished.clone());
-        r.register("tributary_uploads_cancelled", "Blob uploads cancelled by the client", self.uploads_cancelled.clone());
+        r.register(
+            "tributary_uploads_finished",
+            "Blob uploads finished (blob verified and stored)",
+            self.uploads_finished.clone(),
+        );
+        r.register(
+            "tributary_uploads_cancelled",
+            "Blob uploads cancelled by the client",
+            self.uploads_cancelled.clone(),
+        );
         r.register("tributary_blob_bytes_stored", "Bytes of blobs stored by finished uploads", self.blob_bytes.clone());
         r.register("tributary_manifest_pushes", "Manifests pushed (PUT accepted)", self.manifest_pushes.clone());
         r.register("tributary_manifest_pulls", "Manifests pulled (GET served)", self.manifest_pulls.clone());
@@ -283,8 +291,16 @@ impl Metrics {
             "Webhook events handled, by outcome (delivered or given up)",
             self.webhooks.deliveries.clone(),
         );
-        r.register("tributary_webhook_retries", "Webhook delivery attempts after a failed one", self.webhooks.retries.clone());
-        r.register("tributary_auth_refusals", "Requests refused for credentials or rights, by reason", self.auth_refusals.clone());
+        r.register(
+            "tributary_webhook_retries",
+            "Webhook delivery attempts after a failed one",
+            self.webhooks.retries.clone(),
+        );
+        r.register(
+            "tributary_auth_refusals",
+            "Requests refused for credentials or rights, by reason",
+            self.auth_refusals.clone(),
+        );
         let build = Info::new(BuildLabels { version: crate::VERSION, commit: crate::GIT_COMMIT });
         r.register("tributary_build", "The version and git commit of this build", build);
         r.register_collector(Box::new(process::ProcessCollector));
@@ -413,7 +429,8 @@ mod tests {
         m.auth_refused(Refusal::Denied);
         let (text, content_type) = m.encode();
         assert!(content_type.starts_with("text/plain; version=0.0.4"));
-        let build = format!("tributary_build_info{{version=\"{}\",commit=\"{}\"}} 1\n", crate::VERSION, crate::GIT_COMMIT);
+        let build =
+            format!("tributary_build_info{{version=\"{}\",commit=\"{}\"}} 1\n", crate::VERSION, crate::GIT_COMMIT);
         assert!(text.contains(&build), "{text}");
         for line in [
             "tributary_gc_runs_total 1\n",

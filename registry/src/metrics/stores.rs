@@ -185,7 +185,12 @@ impl std::fmt::Display for TimedObjectStore {
 
 #[async_trait]
 impl ObjectStore for TimedObjectStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         timed(&self.put, self.inner.put_opts(location, payload, opts)).await
     }
     async fn put_multipart_opts(
@@ -316,7 +321,10 @@ mod tests {
         assert_eq!(listed.len(), 1);
         store.delete(&Path::from("a/b")).await.unwrap();
         let op = |o: &str| {
-            count(&m, &format!("tributary_storage_operation_duration_seconds_count{{backend=\"memory\",operation=\"{o}\"}}"))
+            count(
+                &m,
+                &format!("tributary_storage_operation_duration_seconds_count{{backend=\"memory\",operation=\"{o}\"}}"),
+            )
         };
         assert_eq!([op("put"), op("get"), op("head"), op("list"), op("delete")], [1, 1, 1, 1, 1]);
     }
