@@ -50,7 +50,7 @@ fn is_probe(path: &str) -> bool {
 
 /// Wraps each request in a span and logs its outcome (see the module documentation).
 pub async fn log_request(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
@@ -64,7 +64,6 @@ pub async fn log_request(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let metrics = req.app_data::<web::Data<Registry>>().map(|r| r.metrics.clone()).filter(|m| m.config().enabled);
-    let mut req = req;
     if let Some(m) = &metrics {
         count_request_body(&mut req, m.received_bytes().clone());
     }
