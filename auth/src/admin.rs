@@ -58,6 +58,11 @@ impl AuthService {
         self.require(caller, Verb::Create, Resource::Users, None).await
     }
 
+    /// Refuses unless the caller may read `/metrics` (`get metrics`, cluster-wide: `cluster-admin`).
+    pub async fn require_metrics_reader(&self, caller: &Caller) -> Result<(), AuthError> {
+        self.require(caller, Verb::Get, Resource::Metrics, None).await
+    }
+
     pub fn whoami(&self, caller: &Caller) -> WhoAmI {
         caller.identity.describe()
     }

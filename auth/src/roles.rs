@@ -36,6 +36,9 @@ pub enum Resource {
     RoleBindings,
     /// `secrets` of a namespace (pull secrets for external registries): `edit` and `admin`, not `view`.
     Secrets,
+    /// `metrics` (cluster-scoped): reading the Prometheus exposition at `/metrics` is `get`. No namespaced role
+    /// grants it; `cluster-admin` does.
+    Metrics,
 }
 
 /// A built-in role.
@@ -187,5 +190,7 @@ mod tests {
         assert!(!Role::Admin.allows(Create, Users));
         assert!(Role::Edit.allows(Create, Secrets) && !Role::View.allows(Get, Secrets));
         assert!(Role::ClusterAdmin.allows(Create, Users));
+        assert!(Role::ClusterAdmin.allows(Get, Metrics));
+        assert!(Role::ALL.iter().filter(|r| r.allows(Get, Metrics)).eq([&Role::ClusterAdmin]), "only cluster-admin");
     }
 }

@@ -116,6 +116,12 @@ impl Client {
         format!("{location}{sep}digest={digest}")
     }
 
+    /// The status of a plain `GET path` (with the client's token).
+    pub async fn status_of(&self, path: &str) -> anyhow::Result<u16> {
+        let resp = self.request(Method::GET, path).send().await.with_context(|| format!("{} GET {path}", self.name))?;
+        Ok(resp.status().as_u16())
+    }
+
     /// Creates a namespace through Tributary's administration API (with access control on, pushes need one).
     /// An existing namespace is fine, and so is a server without that API.
     pub async fn create_namespace(&self, ns: &str) -> anyhow::Result<()> {

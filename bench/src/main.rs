@@ -6,6 +6,7 @@
 
 mod client;
 mod content;
+mod overhead;
 mod pullthrough;
 mod report;
 mod s3;
@@ -30,7 +31,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these workload groups (comma-separated): push, pull, pullthrough, manifest, tags, catalog, memory,
-    /// growth, s3.
+    /// growth, metrics, s3.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Pairs of alternated measurements (ours, peer) per workload [default: 3].
@@ -47,7 +48,8 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-const GROUPS: [&str; 9] = ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory", "growth", "s3"];
+const GROUPS: [&str; 10] =
+    ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory", "growth", "metrics", "s3"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -142,7 +144,8 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
             args.only.is_empty() || args.only.iter().any(|o| o == g)
         }
     };
-    let only_s3 = !args.only.is_empty() && args.only.iter().all(|o| o == "s3");
+    // Groups outside issue 6 (s3, metrics) print their own targets only.
+    let only_side_groups = !args.only.is_empty() && args.only.iter().all(|o| o == "s3" || o == "metrics");
     let s3_bins = if wants("s3") { Some(s3::Bins::find()?) } else { None };
     let plan = Plan::new(args.quick, args.pairs);
     anyhow::ensure!(plan.pairs >= 1, "--pairs must be at least 1");
@@ -215,6 +218,9 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
             header.push(note);
         }
     }
+    if wants("metrics") {
+        timed(bench.metrics_overhead(&mut report)).await?;
+    }
     if let Some(bins) = &s3_bins {
         timed(bench.s3(&mut report, bins)).await?;
     }
@@ -236,12 +242,17 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     println!();
     print!("{}", report.table());
     println!();
-    if !only_s3 {
+    if !only_side_groups {
         println!(
             "issue-6 targets (ours){}:",
             if plan.quick { ", at the issue's sizes, which --quick does not run" } else { "" }
         );
         print!("{}", report::print_targets(&targets));
+        println!();
+    }
+    if let Some(t) = overhead::target(&report) {
+        println!("issue-12 metrics overhead target:");
+        print!("{}", report::print_targets(&[t]));
         println!();
     }
     if s3_bins.is_some() {

@@ -217,6 +217,18 @@ impl Server {
         role: PeerRole,
         storage: &Storage,
     ) -> anyhow::Result<Server> {
+        Server::start_with_args(tools, kind, scratch, role, storage, &[])
+    }
+
+    /// [`Server::start_on`], with more `tributary serve` flags for ours (`--metrics false`, say).
+    pub fn start_with_args(
+        tools: &Tools,
+        kind: Kind,
+        scratch: &Path,
+        role: PeerRole,
+        storage: &Storage,
+        ours_extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new().prefix(&format!("{}-", kind.name())).tempdir_in(scratch)?.keep();
         let log = std::fs::File::create(dir.join("server.log"))?;
         let data = dir.join("data");
@@ -228,6 +240,7 @@ impl Server {
                     .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
                     .arg(&data)
                     .args(storage.ours_args())
+                    .args(ours_extra)
                     .env("TRIBUTARY_ADMIN_TOKEN", &token)
                     .env("TRIBUTARY_LOG", "warn")
                     .stdin(Stdio::null())

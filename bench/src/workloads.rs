@@ -285,7 +285,12 @@ impl Bench {
 
     /// [`Bench::start`] on the given storage.
     pub async fn start_on(&self, kind: Kind, storage: &Storage) -> anyhow::Result<Live> {
-        let server = Server::start_on(&self.tools, kind, &self.scratch, PeerRole::Plain, storage)?;
+        self.start_with_args(kind, storage, &[]).await
+    }
+
+    /// [`Bench::start_on`], with more `tributary serve` flags for ours.
+    pub async fn start_with_args(&self, kind: Kind, storage: &Storage, ours_extra: &[&str]) -> anyhow::Result<Live> {
+        let server = Server::start_with_args(&self.tools, kind, &self.scratch, PeerRole::Plain, storage, ours_extra)?;
         let client = Client::new(kind.name(), &server.base, server.token.clone())?;
         if kind == Kind::Ours {
             for ns in NAMESPACES {

@@ -207,7 +207,12 @@ pub struct Background {
 pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
     Background {
         imports: crate::service::import::spawn_controller(registry.clone()),
-        webhooks: webhooks::spawn(registry.meta.clone(), config.webhooks.clone(), webhooks::Retry::default()),
+        webhooks: webhooks::spawn_counted(
+            registry.meta.clone(),
+            config.webhooks.clone(),
+            webhooks::Retry::default(),
+            registry.metrics.webhooks(),
+        ),
         uploads: spawn_upload_purge(registry.clone(), config.upload_purge_after, config.upload_purge_interval),
     }
 }

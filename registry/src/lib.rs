@@ -1,12 +1,13 @@
 //! Tributary's registry: configuration ([`config`]), the audit log's sink ([`audit`]), the composition root that opens the stores ([`open`]), the
 //! registry operations free of HTTP ([`service`]), the HTTP edge ([`http`]), the background work one replica at a
-//! time runs ([`background`]) and a test harness ([`testing`]).
+//! time runs ([`background`]), the Prometheus metrics ([`metrics`]) and a test harness ([`testing`]).
 //! The `tributary` binary (src/main.rs) is a thin CLI over this library.
 
 pub mod audit;
 pub mod background;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod testing;
 pub mod upstream;
@@ -39,25 +40,41 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", config.data_dir.display()))?;
     }
-    let meta: Arc<dyn MetadataStore> = match &config.storage.metadata {
-        Metadata::Redb => Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?),
+    let metrics = Arc::new(metrics::Metrics::new(config.metrics));
+    let (meta, meta_backend): (Arc<dyn MetadataStore>, _) = match &config.storage.metadata {
+        Metadata::Redb => (Arc::new(RedbStore::open(&config.data_dir.join("metadata.redb"))?), "redb"),
         // The error names the store and its endpoints ("metadata store: etcd at http://…: …").
-        Metadata::Etcd(etcd) => Arc::new(EtcdStore::connect(etcd).await?),
+        Metadata::Etcd(etcd) => (Arc::new(EtcdStore::connect(etcd).await?), "etcd"),
     };
-    let backend = match &config.storage.blobs {
-        Blobs::Filesystem => BlobBackend::Filesystem { root: config.data_dir.join("blobs") },
-        Blobs::S3(s3) => BlobBackend::S3(s3.clone()),
+    let (backend, blob_backend) = match &config.storage.blobs {
+        Blobs::Filesystem => (BlobBackend::Filesystem { root: config.data_dir.join("blobs") }, "filesystem"),
+        Blobs::S3(s3) => (BlobBackend::S3(s3.clone()), "s3"),
+    };
+    // With metrics on, both stores are timed by decorators (see `metrics::stores`); off, nothing wraps them.
+    let meta: Arc<dyn MetadataStore> = match config.metrics.enabled {
+        true => Arc::new(metrics::stores::TimedMetadataStore::new(meta, meta_backend, &metrics)),
+        false => meta,
     };
     let blobs = BlobStore::open(&backend, meta.clone())?;
-    assemble(config, meta, blobs)
+    let blobs = match config.metrics.enabled {
+        true => blobs.layered(&metrics::stores::BlobLayer { backend: blob_backend, metrics: metrics.clone() }),
+        false => blobs,
+    };
+    assemble(config, meta, blobs, metrics)
 }
 
-/// Builds the registry over stores already open (what [`open`] does after opening them; tests hand in stores of
-/// their own, such as fault-injecting decorators).
-pub fn assemble(config: &Config, meta: Arc<dyn MetadataStore>, blobs: BlobStore) -> anyhow::Result<Registry> {
+/// Builds the registry over stores already open (what [`open`] does after opening them, and decorated as it
+/// decorates them; tests hand in stores of their own, such as fault-injecting decorators).
+pub fn assemble(
+    config: &Config,
+    meta: Arc<dyn MetadataStore>,
+    blobs: BlobStore,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<Registry> {
     let read_only = Arc::new(service::readonly::ReadOnly::new(meta.clone(), config.read_only));
     Ok(Registry {
         read_only,
+        metrics,
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
         auth: auth::AuthService::new(meta.clone(), config.auth),

@@ -105,6 +105,15 @@ struct ServeArgs {
     #[arg(long, env = "TRIBUTARY_READ_ONLY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
     read_only: Option<bool>,
+    /// Serve /metrics and time requests and store operations (`[metrics] enabled`) [default: true].
+    #[arg(long = "metrics", env = "TRIBUTARY_METRICS_ENABLED", value_name = "BOOL", num_args = 0..=1,
+        default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    metrics_enabled: Option<bool>,
+    /// Let anyone read /metrics without credentials (`[metrics] anonymous`); otherwise a cluster-admin token is
+    /// needed [default: false].
+    #[arg(long, env = "TRIBUTARY_METRICS_ANONYMOUS", value_name = "BOOL", num_args = 0..=1,
+        default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    metrics_anonymous: Option<bool>,
     /// Blob and metadata stores (`[storage]` in the configuration file).
     #[command(flatten)]
     storage: registry::config::storage::StorageSettings,
@@ -199,6 +208,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         storage: args.storage,
         limits: args.limits,
         audit: args.audit,
+        metrics_enabled: args.metrics_enabled,
+        metrics_anonymous: args.metrics_anonymous,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
     let tls = match &config.tls {

@@ -55,6 +55,7 @@ pub struct Builder {
     audit: AuditConfig,
     outbound: crate::upstream::Outbound,
     max_manifest_bytes: Option<usize>,
+    metrics: crate::metrics::MetricsConfig,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -103,6 +104,12 @@ impl Builder {
     /// The manifest limit (`max-manifest-bytes`), for pushes and for what is read from upstreams.
     pub fn with_max_manifest_bytes(mut self, bytes: usize) -> Builder {
         self.max_manifest_bytes = Some(bytes);
+        self
+    }
+
+    /// These `[metrics]` settings (default: on, not anonymous).
+    pub fn with_metrics(mut self, metrics: crate::metrics::MetricsConfig) -> Builder {
+        self.metrics = metrics;
         self
     }
 
@@ -172,6 +179,7 @@ impl Builder {
             audit: self.audit,
             outbound: self.outbound,
             max_manifest_bytes: self.max_manifest_bytes.unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
+            metrics: self.metrics,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -198,6 +206,7 @@ struct Options {
     audit: AuditConfig,
     outbound: crate::upstream::Outbound,
     max_manifest_bytes: usize,
+    metrics: crate::metrics::MetricsConfig,
 }
 
 impl TestRegistry {
@@ -229,6 +238,7 @@ impl TestRegistry {
             audit,
             outbound,
             max_manifest_bytes,
+            metrics,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -250,6 +260,7 @@ impl TestRegistry {
             storage,
             limits,
             audit,
+            metrics,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -262,7 +273,9 @@ impl TestRegistry {
                 let mut attempts = 0;
                 let registry = loop {
                     if let Some(Stores(meta, blobs)) = &stores {
-                        break crate::assemble(&config, meta.clone(), blobs.clone()).expect("assemble the registry");
+                        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(config.metrics));
+                        break crate::assemble(&config, meta.clone(), blobs.clone(), metrics)
+                            .expect("assemble the registry");
                     }
                     match crate::open(&config).await {
                         Ok(r) => break r,

@@ -287,6 +287,14 @@ impl quick_cache::Weighter<Digest, Bytes> for ByteWeight {
     }
 }
 
+/// Decorators for the object stores behind a [`BlobStore`] (timing every call for metrics, say), applied by
+/// [`BlobStore::layered`]. A layer must change nothing a store does: what it returns is what the inner store
+/// returned.
+pub trait StoreLayer {
+    fn object_store(&self, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>;
+    fn multipart_store(&self, store: Arc<dyn MultipartStore>) -> Arc<dyn MultipartStore>;
+}
+
 /// How uploads are staged (the staging seam's two implementations).
 #[derive(Clone)]
 pub(crate) enum Staging {
@@ -385,6 +393,17 @@ impl BlobStore {
         s.part_size = self.part_size;
         s.lease = self.lease;
         s
+    }
+
+    /// The object store (and the multipart store uploads use) wrapped by `layer`. The readiness probe
+    /// ([`BlobStore::check`]) keeps the bare store. Local staging files (the filesystem backend's uploads) are
+    /// written directly, not through the object store.
+    pub fn layered(mut self, layer: &dyn StoreLayer) -> Self {
+        self.store = layer.object_store(self.store);
+        if let Staging::Multipart(multipart) = self.staging {
+            self.staging = Staging::Multipart(layer.multipart_store(multipart));
+        }
+        self
     }
 
     /// Keeps upload sessions and location records in `meta`.

@@ -57,6 +57,19 @@ pub struct FileConfig {
     /// `[audit]`: where the audit log goes and how large it may grow.
     #[serde(default)]
     pub audit: limits::AuditSettings,
+    /// `[metrics]`: `/metrics` on or off, and who may read it.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsSettings {
+    /// Serve `/metrics` and time requests and store operations (default true).
+    pub enabled: Option<bool>,
+    /// Anyone may read `/metrics`, without credentials (default false: a caller allowed `get metrics`).
+    pub anonymous: Option<bool>,
 }
 
 /// The effective configuration.
@@ -94,6 +107,8 @@ pub struct Config {
     pub limits: limits::Limits,
     /// The audit log (`[audit]`); off unless a path is given.
     pub audit: limits::AuditConfig,
+    /// `/metrics` (`TRIBUTARY_METRICS_ENABLED`, `TRIBUTARY_METRICS_ANONYMOUS`).
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -126,6 +141,8 @@ pub struct Overrides {
     pub storage: storage::StorageSettings,
     pub limits: limits::LimitsSettings,
     pub audit: limits::AuditSettings,
+    pub metrics_enabled: Option<bool>,
+    pub metrics_anonymous: Option<bool>,
 }
 
 impl Config {
@@ -228,6 +245,13 @@ impl Config {
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
             limits: limits::Limits::resolve(overrides.limits, from_file.limits)?,
             audit: limits::AuditConfig::resolve(overrides.audit, from_file.audit)?,
+            metrics: {
+                let default = crate::metrics::MetricsConfig::default();
+                crate::metrics::MetricsConfig {
+                    enabled: overrides.metrics_enabled.or(from_file.metrics.enabled).unwrap_or(default.enabled),
+                    anonymous: overrides.metrics_anonymous.or(from_file.metrics.anonymous).unwrap_or(default.anonymous),
+                }
+            },
         })
     }
 }
@@ -304,6 +328,15 @@ mod tests {
         assert_eq!(Config::load(Some(&f), flags).unwrap().upload_purge_after.as_secs(), 5, "flags win");
         std::fs::write(&f, "upload-purge-after = \"soon\"\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err());
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!((c.metrics.enabled, c.metrics.anonymous), (true, false), "metrics on, not anonymous");
+        std::fs::write(&f, "[metrics]\nenabled = false\nanonymous = true\n").unwrap();
+        let c = Config::load(Some(&f), Overrides::default()).unwrap();
+        assert_eq!((c.metrics.enabled, c.metrics.anonymous), (false, true));
+        let flags = Overrides { metrics_enabled: Some(true), ..Overrides::default() };
+        assert!(Config::load(Some(&f), flags).unwrap().metrics.enabled, "flags win");
+        std::fs::write(&f, "[metrics]\nenable = false\n").unwrap();
+        assert!(Config::load(Some(&f), Overrides::default()).is_err(), "a misspelt metrics setting");
         std::fs::write(&f, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&f), Overrides::default()).is_err());
     }

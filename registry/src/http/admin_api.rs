@@ -131,12 +131,21 @@ pub fn audit_action(req: &HttpRequest) -> Option<(String, bool)> {
     Some((action, true))
 }
 
-fn answer(a: Answer) -> HttpResponse {
-    a.unwrap_or_else(|e| auth_status(&e))
+/// The handler's answer; a refusal is marked for the metrics ([`super::auth::refused`]).
+fn answer(req: &HttpRequest, a: Answer) -> HttpResponse {
+    a.unwrap_or_else(|e| {
+        match e {
+            AuthError::Unauthenticated => super::auth::refused(req, crate::metrics::Refusal::Unauthenticated),
+            AuthError::Forbidden => super::auth::refused(req, crate::metrics::Refusal::Denied),
+            _ => {}
+        }
+        auth_status(&e)
+    })
 }
 
 async fn whoami(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             if caller.identity.is_anonymous() && caller.via != auth::Via::Open {
@@ -155,6 +164,7 @@ struct NameBody {
 
 async fn list_namespaces(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             Ok(items("NamespaceList", reg.auth.list_namespaces(&caller).await?))
@@ -165,6 +175,7 @@ async fn list_namespaces(req: HttpRequest, reg: web::Data<Registry>) -> HttpResp
 
 async fn create_namespace(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&body::<NameBody>(&bytes)?.name)?;
@@ -185,6 +196,7 @@ struct UserBody {
 
 async fn list_users(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             Ok(items("UserList", reg.auth.list_users(&caller).await?))
@@ -195,6 +207,7 @@ async fn list_users(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse 
 
 async fn create_user(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let b = body::<UserBody>(&bytes)?;
@@ -207,6 +220,7 @@ async fn create_user(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registr
 
 async fn list_service_accounts(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&path)?;
@@ -223,6 +237,7 @@ async fn create_service_account(
     reg: web::Data<Registry>,
 ) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&path)?;
@@ -247,6 +262,7 @@ struct TokenBody {
 
 async fn list_tokens(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             Ok(items("TokenList", reg.auth.list_tokens(&caller).await?))
@@ -257,6 +273,7 @@ async fn list_tokens(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse
 
 async fn create_token(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let b = body::<TokenBody>(&bytes)?;
@@ -274,6 +291,7 @@ async fn create_token(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Regist
 
 async fn delete_token(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let id: TokenId = path.parse().map_err(bad)?;
@@ -293,6 +311,7 @@ struct BindingBody {
 
 async fn list_role_bindings(req: HttpRequest, path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let ns = namespace(&path)?;
@@ -309,6 +328,7 @@ async fn edit_role_binding(
     reg: web::Data<Registry>,
 ) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             let (ns, action) = path.into_inner();
@@ -342,6 +362,7 @@ fn read_only_answer(status: crate::service::readonly::ReadOnlyStatus) -> HttpRes
 
 async fn get_read_only(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             if caller.identity.is_anonymous() && caller.via != auth::Via::Open {
@@ -362,6 +383,7 @@ struct ReadOnlyBody {
 async fn put_read_only(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     use crate::service::readonly::SwitchError;
     answer(
+        &req,
         async {
             let caller = who(&req, &reg).await?;
             reg.auth.require_cluster_admin(&caller).await?;

@@ -20,6 +20,7 @@ use storage_backends::StoreError;
 use super::admin_api::auth_status;
 use super::endpoint::Endpoint;
 use super::errors::{ApiError, ErrorCode};
+use crate::metrics::Refusal;
 use crate::service::{Registry, RegistryError};
 
 /// What the caller may do beyond the request it was authorized for.
@@ -46,10 +47,27 @@ pub async fn caller(req: &HttpRequest, reg: &Registry) -> Result<Caller, AuthErr
     if let Some(known) = req.extensions().get::<Caller>() {
         return Ok(known.clone());
     }
-    let caller = reg.auth.authenticate(&credentials(req)?).await?;
+    let authenticated = match credentials(req) {
+        Ok(creds) => reg.auth.authenticate(&creds).await,
+        Err(e) => Err(e),
+    };
+    let caller = match authenticated {
+        Ok(caller) => caller,
+        Err(e @ AuthError::Store(_)) => return Err(e),
+        Err(e) => {
+            refused(req, Refusal::InvalidCredentials);
+            return Err(e);
+        }
+    };
     req.extensions_mut().insert(super::request_log::LoggedUser(caller.identity.name()));
     req.extensions_mut().insert(caller.clone());
     Ok(caller)
+}
+
+/// Marks `req` as refused for `reason`: the request log middleware counts it
+/// (`tributary_auth_refusals_total{reason}`). Every refusal for credentials or rights calls it once.
+pub fn refused(req: &HttpRequest, reason: Refusal) {
+    req.extensions_mut().insert(reason);
 }
 
 /// `<scheme>://<host>/openshift/token`, as the client reached us.
@@ -137,9 +155,18 @@ pub async fn authorize(req: &HttpRequest, reg: &Registry, endpoint: &Endpoint) -
     };
     match reg.auth.check(&caller, &need).await.map_err(internal)? {
         Verdict::Allow => {}
-        Verdict::Unauthenticated => return Err(refuse(None)),
-        Verdict::InsufficientScope => return Err(refuse(Some("insufficient_scope"))),
-        Verdict::Denied => return Err(denied()),
+        Verdict::Unauthenticated => {
+            refused(req, Refusal::Unauthenticated);
+            return Err(refuse(None));
+        }
+        Verdict::InsufficientScope => {
+            refused(req, Refusal::InsufficientScope);
+            return Err(refuse(Some("insufficient_scope")));
+        }
+        Verdict::Denied => {
+            refused(req, Refusal::Denied);
+            return Err(denied());
+        }
     }
     let creates = matches!(
         (endpoint, req.method()),
@@ -150,6 +177,7 @@ pub async fn authorize(req: &HttpRequest, reg: &Registry, endpoint: &Endpoint) -
             let may = reg.auth.may_create_stream(&caller, repo).await.map_err(internal)?;
             // Blobs and manifests go only into streams that exist or that the caller may create.
             if !may && !reg.streams.stream_exists(repo).await.map_err(RegistryError::from)? {
+                refused(req, Refusal::Denied);
                 return Err(denied());
             }
             may
@@ -236,6 +264,7 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// Issues a token for `creds` and the requested scopes.
 async fn issue(
+    req: &HttpRequest,
     reg: &Registry,
     creds: Credentials,
     pairs: &[(String, String)],
@@ -247,7 +276,10 @@ async fn issue(
     let caller = match reg.auth.authenticate(&creds).await {
         Ok(c) => c,
         Err(AuthError::Store(e)) => return token_store_error(e),
-        Err(_) => return token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
+        Err(_) => {
+            refused(req, Refusal::InvalidCredentials);
+            return token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant");
+        }
     };
     let scopes = Scope::parse_all(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
     match reg.auth.issue(&caller, &scopes).await {
@@ -264,7 +296,10 @@ async fn issue(
             HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
         }
         Err(AuthError::Store(e)) => token_store_error(e),
-        Err(_) => token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
+        Err(_) => {
+            refused(req, Refusal::InvalidCredentials);
+            token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant")
+        }
     }
 }
 
@@ -273,16 +308,19 @@ async fn issue(
 async fn token_get(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     let creds = match credentials(&req) {
         Ok(c) => c,
-        Err(_) => return token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant"),
+        Err(_) => {
+            refused(&req, Refusal::InvalidCredentials);
+            return token_error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid_grant");
+        }
     };
     let pairs = form_pairs(req.query_string().as_bytes());
-    issue(&reg, creds, &pairs, None).await
+    issue(&req, &reg, creds, &pairs, None).await
 }
 
 /// `POST /openshift/token` with an OAuth2 form: `grant_type=password` (`username`, `password` = an API token) or
 /// `grant_type=refresh_token` (`refresh_token` = an API token), `service`, `scope` (space-separated), `client_id`,
 /// `access_type=offline` to get the refresh token back.
-async fn token_post(body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+async fn token_post(req: HttpRequest, body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     let pairs = form_pairs(&body);
     let secret = match param(&pairs, "grant_type") {
         Some("password") => param(&pairs, "password"),
@@ -295,7 +333,7 @@ async fn token_post(body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse 
     let offline =
         param(&pairs, "access_type") == Some("offline") || param(&pairs, "grant_type") == Some("refresh_token");
     let creds = Credentials::Bearer(secret.to_owned());
-    issue(&reg, creds, &pairs, offline.then_some(secret)).await
+    issue(&req, &reg, creds, &pairs, offline.then_some(secret)).await
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -390,8 +428,18 @@ pub async fn stream_api_guard<B: MessageBody>(
         Err(e) => Some(auth_status(&e)),
         Ok(caller) => match reg.auth.check_stream_api(&caller, verb, resource, ns.as_ref(), repo.as_ref()).await {
             Ok(Verdict::Allow) => None,
-            Ok(Verdict::Unauthenticated | Verdict::InsufficientScope) => Some(auth_status(&AuthError::Unauthenticated)),
-            Ok(Verdict::Denied) => Some(auth_status(&AuthError::Forbidden)),
+            Ok(verdict @ (Verdict::Unauthenticated | Verdict::InsufficientScope)) => {
+                let reason = match verdict {
+                    Verdict::InsufficientScope => Refusal::InsufficientScope,
+                    _ => Refusal::Unauthenticated,
+                };
+                refused(req.request(), reason);
+                Some(auth_status(&AuthError::Unauthenticated))
+            }
+            Ok(Verdict::Denied) => {
+                refused(req.request(), Refusal::Denied);
+                Some(auth_status(&AuthError::Forbidden))
+            }
             Err(e) => Some(auth_status(&AuthError::Store(e))),
         },
     };

@@ -1,7 +1,7 @@
-//! The HTTP edge: the actix application (OCI routes under `/v2`, the image stream API, the health endpoints), the
-//! request log, the audit log's records ([`audit`]), the limits that protect the service ([`limits`]), and the
-//! server start on a given listener with its shutdown rules and limits ([`ServeOptions`]). The only module of
-//! Tributary that knows HTTP.
+//! The HTTP edge: the actix application (OCI routes under `/v2`, the image stream API, the health endpoints,
+//! `/metrics`), the request log (which also records the HTTP metrics), the audit log's records ([`audit`]), the
+//! limits that protect the service ([`limits`]), and the server start on a given listener with its shutdown rules
+//! and limits ([`ServeOptions`]). The only module of Tributary that knows HTTP.
 
 mod admin_api;
 pub mod audit;
@@ -12,6 +12,7 @@ pub mod errors;
 pub mod health;
 pub mod kube;
 pub mod limits;
+pub mod metrics;
 mod oci;
 mod openapi;
 pub mod ranges;
@@ -36,8 +37,14 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         // Routes are tried in order: the token endpoint's `/v2/token` first, then everything else under `/v2` (the
         // hot path, matched by a plain prefix rather than after every API route's pattern), then the APIs.
+        let metrics_enabled = registry.metrics.config().enabled;
         cfg.app_data(web::Data::new(registry))
             .configure(health::configure)
+            .configure(|cfg| {
+                if metrics_enabled {
+                    metrics::configure(cfg);
+                }
+            })
             .configure(self::auth::configure)
             .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(secrets::configure)

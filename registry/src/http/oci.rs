@@ -153,6 +153,9 @@ async fn get_manifest(
     head: bool,
 ) -> Answer {
     let m = reg.get_manifest(repo, reference, &accept_list(req)).await?;
+    if !head {
+        reg.metrics.manifest_pulled();
+    }
     let mut resp = HttpResponse::Ok();
     resp.insert_header(("Content-Type", m.media_type.as_str()))
         .insert_header(("Docker-Content-Digest", m.digest.to_string()))
@@ -196,6 +199,7 @@ async fn put_manifest(
     };
     let content_type = req.headers().get("Content-Type").and_then(|v| v.to_str().ok());
     let put = reg.put_manifest(repo, reference, content_type, bytes, may_create_stream).await?;
+    reg.metrics.manifest_pushed();
     let mut resp = HttpResponse::Created();
     resp.insert_header(("Location", format!("/v2/{repo}/manifests/{}", put.digest)))
         .insert_header(("Docker-Content-Digest", put.digest.to_string()));

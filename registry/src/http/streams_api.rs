@@ -328,6 +328,7 @@ async fn authorize_sources(
             .await
             .map_err(|e| kube::error(&StreamError::Store(e)))?;
         if verdict != Verdict::Allow {
+            super::auth::refused(req, crate::metrics::Refusal::Denied);
             return Err(kube::failure(
                 403,
                 "Forbidden",

@@ -26,6 +26,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::background::{stopped, LeaderTask};
+use crate::metrics::WebhookMetrics;
 
 /// How deliveries are retried.
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +175,13 @@ impl Queue {
 }
 
 /// Delivers one notification, retrying; returns whether the receiver took it.
-async fn deliver(http: &reqwest::Client, url: &url::Url, n: &TagNotification, retry: Retry) -> bool {
+async fn deliver(
+    http: &reqwest::Client,
+    url: &url::Url,
+    n: &TagNotification,
+    retry: Retry,
+    metrics: &WebhookMetrics,
+) -> bool {
     let mut backoff = retry.first_backoff;
     for attempt in 1..=retry.attempts {
         match http.post(url.clone()).timeout(retry.timeout).json(n).send().await {
@@ -185,6 +192,7 @@ async fn deliver(http: &reqwest::Client, url: &url::Url, n: &TagNotification, re
         if attempt < retry.attempts {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(retry.max_backoff);
+            metrics.retry();
         }
     }
     tracing::error!(%url, namespace = %n.namespace, stream = %n.image_stream, tag = %n.tag, "webhook event given up");
@@ -259,18 +267,36 @@ pub const WEBHOOKS_LEASE: &str = "webhooks";
 /// deliveries run until the returned task is stopped or dropped, or the runtime stops. Without URLs this replica
 /// does not campaign (a replica configured without them never holds up delivery).
 pub fn spawn(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry) -> LeaderTask {
+    spawn_counted(meta, urls, retry, WebhookMetrics::default())
+}
+
+/// [`spawn`], counting deliveries and retries into `metrics` (what `tributary serve` runs).
+pub fn spawn_counted(
+    meta: Arc<dyn MetadataStore>,
+    urls: Vec<url::Url>,
+    retry: Retry,
+    metrics: WebhookMetrics,
+) -> LeaderTask {
     if urls.is_empty() {
         return LeaderTask::idle(WEBHOOKS_LEASE);
     }
     let store = meta.clone();
-    LeaderTask::spawn(meta, WEBHOOKS_LEASE, move |stopping| relay(store.clone(), urls.clone(), retry, stopping))
+    LeaderTask::spawn(meta, WEBHOOKS_LEASE, move |stopping| {
+        relay(store.clone(), urls.clone(), retry, metrics.clone(), stopping)
+    })
 }
 
 /// One leader's term of delivery: from the stored cursor, until asked to stop (the cursor is saved first) or the
 /// cursor was moved by someone else (another replica that believed itself the holder: this one steps down and
 /// the next term starts from what is stored). The cursor is only written with a compare-and-swap on the version
 /// this term read or last wrote, so two overlapping holders never both advance it unnoticed.
-async fn relay(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry, mut stopping: watch::Receiver<bool>) {
+async fn relay(
+    meta: Arc<dyn MetadataStore>,
+    urls: Vec<url::Url>,
+    retry: Retry,
+    metrics: WebhookMetrics,
+    mut stopping: watch::Receiver<bool>,
+) {
     // Subscribed first: changes committed after the cursor was read are on the feed.
     let mut feed = meta.subscribe();
     let (cursor, mut expect) = match meta.get(keys::WEBHOOK_CURSOR).await {
@@ -294,10 +320,12 @@ async fn relay(meta: Arc<dyn MetadataStore>, urls: Vec<url::Url>, retry: Retry, 
     let mut tasks = Tasks(Vec::new());
     for (url, queue) in &queues {
         let (url, queue, http, progressed) = (url.clone(), queue.clone(), http.clone(), progressed.clone());
+        let metrics = metrics.clone();
         tasks.0.push(tokio::spawn(async move {
             loop {
                 let n = queue.front().await;
-                deliver(&http, &url, &n, retry).await;
+                let delivered = deliver(&http, &url, &n, retry, &metrics).await;
+                metrics.delivery(delivered);
                 queue.handled().await;
                 progressed.notify_one();
             }
@@ -397,7 +425,7 @@ mod tests {
         let url: url::Url = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
         let retry = Retry { attempts: 1, ..Retry::default() };
         let (stop, stopping) = watch::channel(false);
-        let term = tokio::spawn(relay(meta.clone(), vec![url], retry, stopping));
+        let term = tokio::spawn(relay(meta.clone(), vec![url], retry, WebhookMetrics::default(), stopping));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while meta.get(keys::WEBHOOK_CURSOR).await.unwrap().is_none() {
             assert!(tokio::time::Instant::now() < deadline, "the cursor was never saved");

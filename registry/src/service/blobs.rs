@@ -91,15 +91,19 @@ impl Registry {
     ) -> Result<BlobRead, RegistryError> {
         let link = self.blob_link(repo, digest).await?;
         if let Some((body, range, total)) = self.blobs.read(digest, range.clone()).await? {
+            // A pull-through cache hit: a blob linked to an upstream, already stored here.
+            if let Some(from) = link.upstream.as_ref().and_then(|u| u.repository().ok()) {
+                self.metrics.pullthrough_hit(from.registry());
+            }
             return Ok(BlobRead { body, range, total });
         }
         let Some(upstream) = &link.upstream else { return Err(RegistryError::BlobUnknown(digest.clone())) };
-        let source = self.upstream_source(repo, &upstream.repository()?, digest, upstream.insecure).await?;
-        let joined = self
-            .pullthrough
-            .fetch(&self.upstreams, &self.blobs, source, digest, link.size, range.is_none())
-            .await
-            .map_err(RegistryError::Upstream)?;
+        let from = upstream.repository()?;
+        let source = self.upstream_source(repo, &from, digest, upstream.insecure).await?;
+        let joined =
+            self.pullthrough.fetch(&self.upstreams, &self.blobs, source, digest, link.size, range.is_none()).await;
+        self.metrics.pullthrough_miss(from.registry(), joined.is_ok());
+        let joined = joined.map_err(RegistryError::Upstream)?;
         match joined {
             Joined::Streaming(body) => Ok(BlobRead { body, range: 0..link.size, total: link.size }),
             Joined::Local => {

@@ -263,6 +263,10 @@ impl Registry {
             Ok((fetched.image, fetched.children.into_iter().map(|(i, _)| i).collect()))
         }
         .await;
+        self.metrics.import(match &result {
+            Ok(_) => "success",
+            Err(e) => e.reason(),
+        });
         if let Err(e) = &result {
             tracing::info!(%repo, %tag, from, error = %e, "import failed");
             if let Err(store) =

@@ -131,6 +131,8 @@ pub struct Registry {
     pub import_locks: Arc<import::ImportLocks>,
     /// Read-only mode: the configuration's floor and the run-time switch.
     pub read_only: Arc<readonly::ReadOnly>,
+    /// This server's Prometheus metrics ([`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Registry {

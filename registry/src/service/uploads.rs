@@ -16,7 +16,9 @@ use super::{Registry, RegistryError};
 impl Registry {
     /// Opens a new upload session for `repo`.
     pub async fn start_upload(&self, repo: &RepositoryName) -> Result<UploadId, RegistryError> {
-        Ok(self.blobs.start_upload(repo).await?)
+        let id = self.blobs.start_upload(repo).await?;
+        self.metrics.upload_started();
+        Ok(id)
     }
 
     /// The session `id` of `repo` with its version.
@@ -69,12 +71,15 @@ impl Registry {
         let size = self.blobs.finish_upload(id, digest, start, body).await?;
         let link = Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size, upstream: None }));
         self.meta.commit(link).await?;
+        self.metrics.upload_finished(size);
         Ok(())
     }
 
     /// Cancels an upload and discards what it received.
     pub async fn cancel_upload(&self, repo: &RepositoryName, id: UploadId) -> Result<(), RegistryError> {
         self.upload_session(repo, id).await?;
-        Ok(self.blobs.cancel_upload(id).await?)
+        self.blobs.cancel_upload(id).await?;
+        self.metrics.upload_cancelled();
+        Ok(())
     }
 }
