@@ -5,6 +5,7 @@
 
 pub mod background;
 pub mod config;
+pub mod gc;
 pub mod http;
 pub mod service;
 pub mod testing;

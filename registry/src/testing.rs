@@ -35,6 +35,7 @@ struct Leading {
     imports: tokio::sync::watch::Receiver<bool>,
     webhooks: tokio::sync::watch::Receiver<bool>,
     uploads: tokio::sync::watch::Receiver<bool>,
+    gc: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How to start a [`TestRegistry`].
@@ -48,9 +49,16 @@ pub struct Builder {
     webhooks: Vec<url::Url>,
     upload_purge: Option<(std::time::Duration, std::time::Duration)>,
     read_only: bool,
+    gc: Option<crate::config::gc::GcConfig>,
 }
 
 impl Builder {
+    /// Garbage collection in the background every `interval` with `grace` (off unless asked for).
+    pub fn with_gc(mut self, interval: std::time::Duration, grace: std::time::Duration) -> Builder {
+        self.gc = Some(crate::config::gc::GcConfig { enabled: true, interval, grace });
+        self
+    }
+
     /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
@@ -112,6 +120,7 @@ impl Builder {
                 .upload_purge
                 .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
+            gc: self.gc.unwrap_or(crate::config::gc::GcConfig { enabled: false, ..Default::default() }),
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -133,6 +142,7 @@ struct Options {
     webhooks: Vec<url::Url>,
     upload_purge: (std::time::Duration, std::time::Duration),
     read_only: bool,
+    gc: crate::config::gc::GcConfig,
 }
 
 impl TestRegistry {
@@ -159,6 +169,7 @@ impl TestRegistry {
             webhooks,
             upload_purge,
             read_only,
+            gc,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -177,6 +188,7 @@ impl TestRegistry {
             upload_purge_interval: upload_purge.1,
             read_only,
             storage,
+            gc,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -205,6 +217,7 @@ impl TestRegistry {
                     imports: background.imports.leading(),
                     webhooks: background.webhooks.leading(),
                     uploads: background.uploads.leading(),
+                    gc: background.gc.leading(),
                 };
                 let server = crate::http::serve(registry.clone(), listener).expect("serve");
                 tx.send((server.handle(), registry, leading)).expect("hand back the server handle");
@@ -275,6 +288,11 @@ impl TestRegistry {
     /// Whether this replica purges idle uploads now (holds the lease `uploads`).
     pub fn leads_uploads(&self) -> bool {
         *self.leading.uploads.borrow()
+    }
+
+    /// Whether this replica runs the background garbage collector now (holds the lease `gc`).
+    pub fn leads_gc(&self) -> bool {
+        *self.leading.gc.borrow()
     }
 }
 

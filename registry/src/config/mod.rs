@@ -3,6 +3,7 @@
 //! other blob and metadata stores.
 
 pub mod duration;
+pub mod gc;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -41,6 +42,9 @@ pub struct FileConfig {
     /// `[storage]`: the blob and metadata backends and their settings.
     #[serde(default)]
     pub storage: storage::StorageSettings,
+    /// `[gc]`: background garbage collection.
+    #[serde(default)]
+    pub gc: gc::GcSettings,
 }
 
 /// The effective configuration.
@@ -72,6 +76,8 @@ pub struct Config {
     pub read_only: bool,
     /// The blob and metadata stores.
     pub storage: storage::Storage,
+    /// Background garbage collection (`[gc]`).
+    pub gc: gc::GcConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -171,6 +177,7 @@ impl Config {
             upload_purge_interval,
             read_only: overrides.read_only.or(from_file.read_only).unwrap_or(false),
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
+            gc: from_file.gc.resolve()?,
         })
     }
 }
