@@ -52,6 +52,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Registry> {
     let read_only = Arc::new(service::readonly::ReadOnly::new(meta.clone(), config.read_only));
     Ok(Registry {
         read_only,
+        gc_grace: config.gc.grace,
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
         auth: auth::AuthService::new(meta.clone(), config.auth),

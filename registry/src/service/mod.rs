@@ -109,6 +109,8 @@ pub struct Registry {
     pub import_locks: Arc<import::ImportLocks>,
     /// Read-only mode: the configuration's floor and the run-time switch.
     pub read_only: Arc<readonly::ReadOnly>,
+    /// The configured garbage-collection grace period (`[gc] grace`), for sweeps asked for through the API.
+    pub gc_grace: std::time::Duration,
 }
 
 impl Registry {
