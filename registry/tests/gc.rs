@@ -333,3 +333,68 @@ async fn adm_gc_dry_run_then_confirm() {
     assert_eq!(anonymous.await.unwrap().status(), StatusCode::UNAUTHORIZED);
     tokio::task::block_in_place(|| drop(reg));
 }
+
+/// Two replicas on one etcd and one bucket: only the holder of the `gc` lease sweeps; when it stops, the other
+/// takes over and sweeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_of_two_replicas_sweeps_and_the_other_takes_over() {
+    use registry::config::storage::{Blobs, Metadata, Storage};
+    use storage_backends::testing::{etcd::EtcdServer, s3::S3Server, s3::BUCKET};
+    let Some(etcd) = EtcdServer::start() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let replica = || {
+        let storage = Storage {
+            blobs: Blobs::S3(s3.config(BUCKET, Some("gc-replicas"))),
+            metadata: Metadata::Etcd(etcd.config("/gc-replicas/")),
+        };
+        TestRegistry::builder().with_storage(storage).with_gc(Duration::from_millis(200), Duration::ZERO).start()
+    };
+    let mut replicas = vec![Some(replica()), Some(replica())];
+    let leader = the_gc_leader(&replicas).await;
+    let http = Client::new();
+    // Junk pushed through the replica that does not sweep goes all the same.
+    for round in 0..2 {
+        let through = replicas.iter().flatten().find(|r| !r.leads_gc()).or(replicas.iter().flatten().next()).unwrap();
+        let body = format!("junk of round {round}");
+        let d = Digest::sha256_of(body.as_bytes());
+        let url = |p: &str| format!("{}{p}", through.url());
+        let r = http.post(url(&format!("/v2/ns/app/blobs/uploads/?digest={d}"))).body(body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(
+            http.delete(url(&format!("/v2/ns/app/blobs/{d}"))).send().await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while through.registry().blobs.exists_now(&d).await.unwrap() {
+            assert!(std::time::Instant::now() < deadline, "round {round}: the junk was not collected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(replicas.iter().flatten().filter(|r| r.leads_gc()).count(), 1, "one sweeper at a time");
+        if round == 0 {
+            let stopped = replicas[leader].take().unwrap();
+            tokio::task::block_in_place(|| drop(stopped));
+            let next = the_gc_leader(&replicas).await;
+            assert_ne!(next, leader, "the other replica took over");
+        }
+    }
+    tokio::task::block_in_place(|| drop(replicas));
+}
+
+/// Waits until exactly one running replica holds the `gc` lease; returns its index.
+async fn the_gc_leader(replicas: &[Option<TestRegistry>]) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let leaders: Vec<usize> = replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| r.leads_gc()))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(leaders.len() <= 1, "two replicas sweep at once: {leaders:?}");
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(std::time::Instant::now() < deadline, "no replica took the gc lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
