@@ -188,7 +188,7 @@ impl World {
 
         // Garbage, in a repository no image uses: every other image, a one-off blob, or the layer this pusher
         // references eight images later, is uploaded and unlinked again; sweeps then race the later push of it.
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let junk = if rng.below(2) == 0 {
                 recycled(pusher, i + 8)
             } else {
@@ -244,7 +244,7 @@ impl World {
             return;
         }
         let victim = images[rng.below(images.len())].clone();
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             let r = self.http.delete(self.url(&format!("/v2/{repo}/manifests/{}", victim.tag))).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::ACCEPTED, "tag delete {repo}:{}", victim.tag);
             images.retain(|p| p.tag != victim.tag);
@@ -433,18 +433,18 @@ async fn stress(reg: TestRegistry, backend: &str) {
 }
 
 /// The two runs one after the other: each is a load test of its own.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_under_load_on_filesystem_and_redb() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let reg = TestRegistry::builder().with_gc(INTERVAL, GRACE).start();
     stress(reg, "filesystem+redb").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_under_load_on_s3_and_etcd() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Some(etcd) = EtcdServer::start() else { return };
     let Some(s3) = S3Server::start() else { return };
     let storage = Storage {

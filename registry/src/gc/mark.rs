@@ -102,7 +102,7 @@ pub(crate) async fn mark(meta: &dyn MetadataStore, blobs: &BlobStore) -> Result<
         let Some((last, _, _)) = page.last() else { break };
         after = Some(last.clone());
         for (key, image, _) in page {
-            let digest = keys::digest_of_key(&key).ok_or_else(|| GcError::Unreadable(format!("{key}")))?;
+            let digest = keys::digest_of_key(&key).ok_or_else(|| GcError::Unreadable(key.clone()))?;
             if let Some(config) = &image.docker_image_config {
                 let config = config.parse().map_err(|_| GcError::Unreadable(format!("{key}: config {config}")))?;
                 marks.referenced.insert(config);

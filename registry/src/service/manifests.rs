@@ -80,7 +80,7 @@ impl Registry {
     /// After a manifest kept in the blob store was linked: a garbage-collection sweep that marked before the link
     /// was committed may have deleted its bytes; wait for it and store them again. (Small manifests' bytes are
     /// written in the link's transaction, which a sweep's compare-and-swap delete loses to.)
-    async fn settle_large_manifest(&self, digest: &Digest, bytes: &Bytes) -> Result<(), RegistryError> {
+    pub(crate) async fn settle_large_manifest(&self, digest: &Digest, bytes: &Bytes) -> Result<(), RegistryError> {
         if bytes.len() <= MANIFEST_IN_METADATA {
             return Ok(());
         }
