@@ -53,8 +53,10 @@ pub const STALE_TOMBSTONE: Duration = Duration::from_secs(5 * 60);
 pub const MAX_DELETIONS: usize = 20_000;
 /// Deletions in flight at once (S3 requests).
 const PARALLEL: usize = 16;
-/// Writes per transaction (etcd takes 128 operations).
-const BATCH: usize = 100;
+/// Digests deleted between two clearings of tombstones.
+const CHUNK: usize = 480;
+/// Writes per transaction (etcd takes 128 operations; a cleared digest is two).
+const BATCH: usize = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -392,21 +394,31 @@ impl Collector {
                 return Err(e);
             }
         };
-        let mut jobs = Vec::with_capacity(tombstoned.len());
-        for digest in tombstoned {
-            let item = stored.get(&digest).cloned();
-            let referenced = marks.referenced.contains(&digest);
-            jobs.push(self.delete_one(digest, item, referenced));
-        }
-        let outcomes: Vec<(Digest, Outcome)> = futures::stream::iter(jobs).buffer_unordered(PARALLEL).collect().await;
-        for (digest, outcome) in outcomes {
-            match outcome {
-                Outcome::Deleted(freed) => {
-                    report.bytes_freed += freed.size;
-                    report.deleted.push(freed);
+        // A chunk of digests at a time: deleted (in parallel), then their tombstones and candidate records cleared
+        // in a few transactions, so that a writer waiting for one of them waits for its chunk only.
+        for chunk in tombstoned.chunks(CHUNK) {
+            let mut jobs = Vec::with_capacity(chunk.len());
+            for digest in chunk {
+                let item = stored.get(digest).cloned();
+                let referenced = marks.referenced.contains(digest);
+                jobs.push(self.delete_one(digest.clone(), item, referenced));
+            }
+            let outcomes: Vec<(Digest, Outcome)> =
+                futures::stream::iter(jobs).buffer_unordered(PARALLEL).collect().await;
+            let clear =
+                chunk.iter().map(|d| Txn::new().delete(keys::gc_deleting(d)).delete(keys::gc_candidate(d))).collect();
+            if let Err(e) = self.write_batches(clear).await {
+                tracing::warn!(error = %e, "could not clear GC tombstones; they go stale in {STALE_TOMBSTONE:?}");
+            }
+            for (digest, outcome) in outcomes {
+                match outcome {
+                    Outcome::Deleted(freed) => {
+                        report.bytes_freed += freed.size;
+                        report.deleted.push(freed);
+                    }
+                    Outcome::Kept => report.kept_at_recheck.push(digest),
+                    Outcome::Failed(e) => report.errors.push(format!("{digest}: {e}")),
                 }
-                Outcome::Kept => report.kept_at_recheck.push(digest),
-                Outcome::Failed(e) => report.errors.push(format!("{digest}: {e}")),
             }
         }
         // Orphaned upload objects: still named by no record and no session?
@@ -460,7 +472,8 @@ impl Collector {
         }
     }
 
-    /// Deletes one tombstoned digest unless it is referenced again or was rewritten; removes its tombstone.
+    /// Deletes one tombstoned digest unless it is referenced again or was rewritten (its tombstone is cleared by
+    /// the caller).
     async fn delete_one(&self, digest: Digest, item: Option<Stored>, referenced: bool) -> (Digest, Outcome) {
         let outcome = match (referenced, item) {
             (true, _) => Outcome::Kept,
@@ -474,10 +487,6 @@ impl Collector {
                 Err(e) => Outcome::Failed(e.to_string()),
             },
         };
-        let done = Txn::new().delete(keys::gc_deleting(&digest)).delete(keys::gc_candidate(&digest));
-        if let Err(e) = self.meta.commit(done).await {
-            tracing::warn!(%digest, error = %e, "could not clear a GC tombstone; it goes stale in {STALE_TOMBSTONE:?}");
-        }
         (digest, outcome)
     }
 
