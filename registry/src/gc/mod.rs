@@ -379,7 +379,10 @@ impl Collector {
         orphans: Vec<(UploadId, String)>,
         report: &mut SweepReport,
     ) -> Result<(), GcError> {
+        let wanted = deletable.len();
         let tombstoned = self.write_tombstones(deletable).await?;
+        // Those another sweep is deleting right now are left to it.
+        report.waiting += wanted - tombstoned.len();
         // From here on every tombstone must go, whatever happens: clear them before returning an error.
         let checked = async {
             let marks = mark::mark(&*self.meta, &self.blobs).await?;
