@@ -235,6 +235,13 @@ impl Client {
         Ok(Pull { bytes, first_byte: first_byte.unwrap_or_else(|| start.elapsed()) })
     }
 
+    /// `POST` JSON to an admin API path (`/apis/tributary.dev/v1/…`); the JSON answer.
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let req = self.request(Method::POST, path).json(&body);
+        let resp = self.send("admin POST", req, StatusCode::OK).await?;
+        Ok(resp.json().await?)
+    }
+
     pub async fn put_manifest(&self, repo: &str, reference: &str, body: Bytes) -> anyhow::Result<()> {
         let req = self
             .request(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))

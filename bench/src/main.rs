@@ -6,6 +6,7 @@
 
 mod client;
 mod content;
+mod gc;
 mod overhead;
 mod pullthrough;
 mod report;
@@ -31,7 +32,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these workload groups (comma-separated): push, pull, pullthrough, manifest, tags, catalog, memory,
-    /// growth, metrics, s3.
+    /// growth, metrics, s3, gc.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Pairs of alternated measurements (ours, peer) per workload [default: 3].
@@ -48,8 +49,8 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-const GROUPS: [&str; 10] =
-    ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory", "growth", "metrics", "s3"];
+const GROUPS: [&str; 11] =
+    ["push", "pull", "pullthrough", "manifest", "tags", "catalog", "memory", "growth", "metrics", "s3", "gc"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -137,15 +138,16 @@ fn version(bin: &std::path::Path, arg: &str) -> String {
 
 async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow::Result<()> {
     // The S3 group runs only when asked for (--s3 or --only s3); the others by default.
+    // The S3 and gc groups run only when asked for (they start their own servers and seed large stores).
     let wants = |g: &str| {
-        if g == "s3" {
+        if g == "s3" || g == "gc" {
             args.s3 || args.only.iter().any(|o| o == g)
         } else {
             args.only.is_empty() || args.only.iter().any(|o| o == g)
         }
     };
-    // Groups outside issue 6 (s3, metrics) print their own targets only.
-    let only_side_groups = !args.only.is_empty() && args.only.iter().all(|o| o == "s3" || o == "metrics");
+    // Groups outside issue 6 (s3, metrics, gc) print their own targets only.
+    let only_side_groups = !args.only.is_empty() && args.only.iter().all(|o| o == "s3" || o == "metrics" || o == "gc");
     let s3_bins = if wants("s3") { Some(s3::Bins::find()?) } else { None };
     let plan = Plan::new(args.quick, args.pairs);
     anyhow::ensure!(plan.pairs >= 1, "--pairs must be at least 1");
@@ -224,6 +226,9 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     if let Some(bins) = &s3_bins {
         timed(bench.s3(&mut report, bins)).await?;
     }
+    if wants("gc") {
+        timed(bench.gc(&mut report)).await?;
+    }
 
     // Targets are judged at the issue's sizes only; --quick rows at smaller sizes do not count.
     let targets = report::targets(
@@ -258,6 +263,11 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     if s3_bins.is_some() {
         println!("scale-out point-8 targets (ours){}:", if plan.quick { ", --quick runs 64 MiB only" } else { "" });
         print!("{}", report::print_targets(&s3::targets(&report)));
+        println!();
+    }
+    if wants("gc") {
+        println!("issue-11 gc target (ours): manifest GET p99 during sweeps within 2x of without");
+        print!("{}", gc::target(&report));
         println!();
     }
     println!("total time {:.0} s", started.elapsed().as_secs_f64());

@@ -229,7 +229,26 @@ impl Server {
         storage: &Storage,
         ours_extra: &[&str],
     ) -> anyhow::Result<Server> {
-        let dir = tempfile::Builder::new().prefix(&format!("{}-", kind.name())).tempdir_in(scratch)?.keep();
+        let dir = Server::new_dir(kind, scratch)?;
+        Server::start_in(tools, kind, dir, role, storage, ours_extra)
+    }
+
+    /// A fresh directory for a server in `scratch`; its data directory is `<dir>/data` (seed it, then
+    /// [`Server::start_in`]).
+    pub fn new_dir(kind: Kind, scratch: &Path) -> anyhow::Result<PathBuf> {
+        Ok(tempfile::Builder::new().prefix(&format!("{}-", kind.name())).tempdir_in(scratch)?.keep())
+    }
+
+    /// Starts `kind` in `dir` (from [`Server::new_dir`], perhaps seeded), on `storage`, with more `tributary serve`
+    /// flags for ours; a peer in the given role.
+    pub fn start_in(
+        tools: &Tools,
+        kind: Kind,
+        dir: PathBuf,
+        role: PeerRole,
+        storage: &Storage,
+        ours_extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let log = std::fs::File::create(dir.join("server.log"))?;
         let data = dir.join("data");
         match kind {

@@ -195,11 +195,72 @@ pub fn spawn_upload_purge(registry: Registry, after: Duration, every: Duration) 
     })
 }
 
+/// The lease of the garbage collector.
+pub const GC_LEASE: &str = "gc";
+
+/// Sweeps every `config.interval` (the first after one interval) with `config.grace` while this replica holds
+/// [`GC_LEASE`]; not while the registry is read-only. Each sweep's outcome goes to [`record_gc_sweep`].
+pub fn spawn_gc(registry: Registry, config: crate::config::gc::GcConfig) -> LeaderTask {
+    if !config.enabled {
+        return LeaderTask::idle(GC_LEASE);
+    }
+    LeaderTask::spawn(registry.meta.clone(), GC_LEASE, move |mut stopping| {
+        let collector = registry.collector();
+        let read_only = registry.read_only.clone();
+        let metrics = registry.metrics.clone();
+        async move {
+            let mut tick = tokio::time::interval(config.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let options = crate::gc::SweepOptions { grace: config.grace, ..Default::default() };
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped(&mut stopping) => return,
+                }
+                match read_only.is_on().await {
+                    Ok(false) => {}
+                    Ok(true) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gc: reading the read-only switch");
+                        continue;
+                    }
+                }
+                let outcome = collector.sweep(&options).await;
+                if let Err(e) = &outcome {
+                    tracing::warn!(error = %e, "garbage collection failed; trying again at the next interval");
+                }
+                record_gc_sweep(&metrics, &outcome);
+            }
+        }
+    })
+}
+
+/// Where a sweep's outcome goes besides the log: the hook for metrics (sweeps, items and bytes freed, failures).
+pub fn record_gc_sweep(
+    metrics: &crate::metrics::Metrics,
+    outcome: &Result<crate::gc::SweepReport, crate::gc::GcError>,
+) {
+    if let Ok(report) = outcome {
+        if !report.dry_run {
+            metrics.gc_run(report.deleted.len() as u64, report.bytes_freed);
+        }
+        tracing::debug!(
+            items = report.deleted.len(),
+            bytes = report.bytes_freed,
+            waiting = report.waiting,
+            ms = report.duration_ms,
+            "gc sweep"
+        );
+    }
+}
+
 /// The background work of one replica (see the module documentation). Stop it with [`Background::stop`].
 pub struct Background {
     pub imports: LeaderTask,
     pub webhooks: LeaderTask,
     pub uploads: LeaderTask,
+    pub gc: LeaderTask,
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -214,20 +275,21 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
             registry.metrics.webhooks(),
         ),
         uploads: spawn_upload_purge(registry.clone(), config.upload_purge_after, config.upload_purge_interval),
+        gc: spawn_gc(registry.clone(), config.gc),
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks, uploads } = self;
-        futures::join!(imports.stop(), webhooks.stop(), uploads.stop());
+        let Background { imports, webhooks, uploads, gc } = self;
+        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop());
     }
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks, uploads } = self;
-        futures::join!(imports.crash(), webhooks.crash(), uploads.crash());
+        let Background { imports, webhooks, uploads, gc } = self;
+        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash());
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod background;
 pub mod config;
+pub mod gc;
 pub mod http;
 pub mod metrics;
 pub mod service;
@@ -75,6 +76,7 @@ pub fn assemble(
     Ok(Registry {
         read_only,
         metrics,
+        gc_grace: config.gc.grace,
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
         auth: auth::AuthService::new(meta.clone(), config.auth),

@@ -37,6 +37,7 @@ struct Leading {
     imports: tokio::sync::watch::Receiver<bool>,
     webhooks: tokio::sync::watch::Receiver<bool>,
     uploads: tokio::sync::watch::Receiver<bool>,
+    gc: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How to start a [`TestRegistry`].
@@ -56,6 +57,7 @@ pub struct Builder {
     outbound: crate::upstream::Outbound,
     max_manifest_bytes: Option<usize>,
     metrics: crate::metrics::MetricsConfig,
+    gc: Option<crate::config::gc::GcConfig>,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -110,6 +112,12 @@ impl Builder {
     /// These `[metrics]` settings (default: on, not anonymous).
     pub fn with_metrics(mut self, metrics: crate::metrics::MetricsConfig) -> Builder {
         self.metrics = metrics;
+        self
+    }
+
+    /// Garbage collection in the background every `interval` with `grace` (off unless asked for).
+    pub fn with_gc(mut self, interval: std::time::Duration, grace: std::time::Duration) -> Builder {
+        self.gc = Some(crate::config::gc::GcConfig { enabled: true, interval, grace });
         self
     }
 
@@ -180,6 +188,7 @@ impl Builder {
             outbound: self.outbound,
             max_manifest_bytes: self.max_manifest_bytes.unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             metrics: self.metrics,
+            gc: self.gc.unwrap_or(crate::config::gc::GcConfig { enabled: false, ..Default::default() }),
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -207,6 +216,7 @@ struct Options {
     outbound: crate::upstream::Outbound,
     max_manifest_bytes: usize,
     metrics: crate::metrics::MetricsConfig,
+    gc: crate::config::gc::GcConfig,
 }
 
 impl TestRegistry {
@@ -239,6 +249,7 @@ impl TestRegistry {
             outbound,
             max_manifest_bytes,
             metrics,
+            gc,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -261,6 +272,7 @@ impl TestRegistry {
             limits,
             audit,
             metrics,
+            gc,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -294,6 +306,7 @@ impl TestRegistry {
                     imports: background.imports.leading(),
                     webhooks: background.webhooks.leading(),
                     uploads: background.uploads.leading(),
+                    gc: background.gc.leading(),
                 };
                 let options = crate::http::ServeOptions {
                     limits: config.limits.clone(),
@@ -369,6 +382,11 @@ impl TestRegistry {
     /// Whether this replica purges idle uploads now (holds the lease `uploads`).
     pub fn leads_uploads(&self) -> bool {
         *self.leading.uploads.borrow()
+    }
+
+    /// Whether this replica runs the background garbage collector now (holds the lease `gc`).
+    pub fn leads_gc(&self) -> bool {
+        *self.leading.gc.borrow()
     }
 }
 

@@ -499,6 +499,13 @@ impl BlobStore {
         }
     }
 
+    /// Forgets what this handle cached of `digest` (its bytes, its location record): the garbage collector
+    /// deleted it.
+    pub(crate) fn forget(&self, digest: &Digest) {
+        self.small.remove(digest);
+        self.locations.remove(digest);
+    }
+
     /// Size of a stored blob, or `None` when it is not stored.
     pub async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
         if let Some(l) = self.locations.get(digest) {
@@ -550,8 +557,20 @@ impl BlobStore {
         range: Option<Range<u64>>,
     ) -> Result<Option<(ByteStream, Range<u64>, u64)>, BlobError> {
         let opts = || GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
-        let res = match self.locations.get(digest) {
-            Some(l) => self.store.get_opts(&Path::from(l.path), opts()).await,
+        let cached = match self.locations.get(digest) {
+            Some(l) => match self.store.get_opts(&Path::from(l.path), opts()).await {
+                // The record was deleted with its object (garbage collected, perhaps stored again since under
+                // another record): read afresh.
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.locations.remove(digest);
+                    None
+                }
+                other => Some(other),
+            },
+            None => None,
+        };
+        let res = match cached {
+            Some(res) => res,
             None => match self.store.get_opts(&paths::blob(digest), opts()).await {
                 Err(object_store::Error::NotFound { .. }) => match self.location(digest).await? {
                     Some(l) => self.store.get_opts(&Path::from(l.path), opts()).await,

@@ -25,6 +25,9 @@
 //! secrets/<ns>/<name>                             a pull secret (`.dockerconfigjson`) of a namespace
 //! leases/<name>                                   the holder of a lease (etcd only; attached to an etcd lease)
 //! settings/read-only                              the run-time read-only switch (`registry::service::readonly`)
+//! gc/candidates/<digest>                          when a GC sweep first saw <digest>'s stored content unreferenced
+//! gc/deleting/<digest>                            tombstone: a GC sweep is deleting <digest> now; a link to <digest>
+//!                                                 is written only while it is absent (`registry::gc`)
 //! ```
 //! Identity names (users, service accounts, roles, token ids, key ids) come from `auth`'s typed names, which only
 //! admit characters that cannot break out of a key segment.
@@ -100,6 +103,31 @@ pub fn is_unwatched(key: &str) -> bool {
         || key.starts_with("blob-objects/")
         || key == WEBHOOK_CURSOR
         || key.starts_with(LEASES)
+        || key.starts_with(GC)
+}
+
+/// Everything the garbage collector keeps for itself.
+pub const GC: &str = "gc/";
+
+pub const GC_CANDIDATES: &str = "gc/candidates/";
+
+/// When a sweep first found `digest`'s content referenced by nothing (the grace period counts from there).
+pub fn gc_candidate(digest: &Digest) -> String {
+    format!("gc/candidates/{digest}")
+}
+
+pub const GC_DELETING: &str = "gc/deleting/";
+
+/// The tombstone a sweep writes before it deletes `digest`'s content. Every writer of a link to `digest` expects it
+/// absent in the transaction that writes the link.
+pub fn gc_deleting(digest: &Digest) -> String {
+    format!("gc/deleting/{digest}")
+}
+
+/// The digest a key under one of the `gc/` prefixes, `links/…/blobs/`, `links/…/manifests/`, `images/`,
+/// `manifest-content/` or `blob-objects/` names (its last segment), if it is one.
+pub fn digest_of_key(key: &str) -> Option<Digest> {
+    key.rsplit_once('/')?.1.parse().ok()
 }
 
 pub const LEASES: &str = "leases/";
@@ -224,6 +252,12 @@ mod tests {
         assert!(is_unwatched(&manifest_content(&d)));
         assert!(is_unwatched(&lease("imports")) && !keeps_tombstone(&lease("imports")));
         assert!(is_unwatched(&blob_object(&d)));
+        assert!(is_unwatched(&gc_candidate(&d)) && is_unwatched(&gc_deleting(&d)));
+        assert!(gc_candidate(&d).starts_with(GC_CANDIDATES) && gc_deleting(&d).starts_with(GC_DELETING));
+        assert_eq!(digest_of_key(&gc_deleting(&d)), Some(d.clone()));
+        assert_eq!(digest_of_key(&manifest_link(&repo, &d)), Some(d.clone()));
+        assert_eq!(digest_of_key(&manifest_content(&d)), Some(d.clone()));
+        assert_eq!(digest_of_key("links/ns/app/blobs/nope"), None);
         assert!(!is_unwatched(&imagestream(&repo)) && !is_unwatched(&image(&d)));
         assert_eq!(imagestream(&repo), "imagestreams/ns/app");
         assert_eq!(repository_of_imagestream_key(&imagestream(&repo)), Some(repo.clone()));

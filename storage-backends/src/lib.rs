@@ -3,9 +3,10 @@
 //! uploads in [`multipart`]), and the metadata store ([`meta`]: a compare-and-swap key-value trait with embedded
 //! redb, etcd and in-memory implementations, and leases). Knows nothing about HTTP, streams or auth; `streams`,
 //! `auth` and `registry` call it, it calls no Tributary crate but `names`. [`suite`] is the blob-and-upload suite
-//! every blob backend runs (`meta::suite` the metadata one); [`testing`] starts real servers (etcd, an S3 service).
+//! every blob backend runs (`meta::suite` the metadata one); [`content`] lists and deletes stored content for the garbage collector; [`testing`] starts real servers (etcd, an S3 service).
 
 pub mod blobs;
+pub mod content;
 pub mod keys;
 pub mod meta;
 pub mod multipart;

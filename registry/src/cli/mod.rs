@@ -81,7 +81,7 @@ pub enum Command {
     /// Image stream verbs: `tag`, `describe`, `set image-lookup`.
     #[command(flatten)]
     Streams(streams::Command),
-    /// Cluster administration: `adm read-only on|off|status`.
+    /// Cluster administration: `adm read-only on|off|status`, `adm gc`.
     #[command(subcommand)]
     Adm(Adm),
 }
@@ -96,6 +96,60 @@ pub enum Adm {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Garbage-collect blobs and manifests that nothing references (no image, repository link or upload) and
+    /// have not been for the grace period (cluster-admin). A dry run unless `--confirm`: prints what would go.
+    Gc {
+        /// Delete (without it nothing changes).
+        #[arg(long)]
+        confirm: bool,
+        /// Grace period (`30m`, `2h`, or seconds: `0`); default: the registry's `[gc] grace`.
+        #[arg(long, value_parser = registry::config::duration::seconds_or_duration)]
+        grace: Option<std::time::Duration>,
+        /// `json`: the whole report.
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<GcOutput>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Output formats of `adm gc`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcOutput {
+    Json,
+}
+
+/// `adm gc`'s text: one line per digest with its size, then the total, as `oc adm prune` prints.
+fn describe_gc(v: &Value) -> String {
+    let dry = v["dryRun"] == json!(true);
+    let mut out = String::new();
+    let items = v["deleted"].as_array().cloned().unwrap_or_default();
+    if !items.is_empty() {
+        out.push_str(&format!("{:<8} {:<72} {:>12}\n", "KIND", "DIGEST", "SIZE"));
+    }
+    for i in &items {
+        out.push_str(&format!(
+            "{:<8} {:<72} {:>12}\n",
+            i["kind"].as_str().unwrap_or("?"),
+            i["digest"].as_str().unwrap_or("?"),
+            i["size"].as_u64().unwrap_or(0)
+        ));
+    }
+    let bytes = v["bytesFreed"].as_u64().unwrap_or(0);
+    let verb = if dry { "would free" } else { "freed" };
+    out.push_str(&format!("{} items, {bytes} bytes {verb}", items.len()));
+    let waiting = v["waiting"].as_u64().unwrap_or(0);
+    if waiting > 0 {
+        out.push_str(&format!(
+            "; {waiting} unreferenced ({} bytes) within the grace period of {}s",
+            v["waitingBytes"].as_u64().unwrap_or(0),
+            v["graceSeconds"].as_u64().unwrap_or(0)
+        ));
+    }
+    if dry {
+        out.push_str("\ndry run: nothing deleted; add --confirm to delete");
+    }
+    out
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,6 +357,14 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
                 ReadOnlyAction::Off => client.put("/readonly", json!({"readOnly": false})).await?,
             };
             println!("{}", describe_read_only(&state));
+        }
+        Command::Adm(Adm::Gc { confirm, grace, output, conn }) => {
+            let body = json!({"confirm": confirm, "graceSeconds": grace.map(|g| g.as_secs())});
+            let report = Client::from(conn)?.post("/gc", body).await?;
+            match output {
+                Some(GcOutput::Json) => println!("{}", serde_json::to_string_pretty(&report)?),
+                None => println!("{}", describe_gc(&report)),
+            }
         }
         Command::Delete(Delete::Token { id, conn }) => {
             Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;

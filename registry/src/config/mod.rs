@@ -3,6 +3,7 @@
 //! other blob and metadata stores; [`limits`] holds the `[limits]` and `[audit]` tables.
 
 pub mod duration;
+pub mod gc;
 pub mod limits;
 pub mod storage;
 
@@ -51,6 +52,9 @@ pub struct FileConfig {
     /// `[storage]`: the blob and metadata backends and their settings.
     #[serde(default)]
     pub storage: storage::StorageSettings,
+    /// `[gc]`: background garbage collection.
+    #[serde(default)]
+    pub gc: gc::GcSettings,
     /// `[limits]`: rate limit, upload cap, body and header timeouts and sizes, trusted proxies.
     #[serde(default)]
     pub limits: limits::LimitsSettings,
@@ -103,6 +107,8 @@ pub struct Config {
     pub read_only: bool,
     /// The blob and metadata stores.
     pub storage: storage::Storage,
+    /// Background garbage collection (`[gc]`).
+    pub gc: gc::GcConfig,
     /// What protects the service from its clients (`[limits]`).
     pub limits: limits::Limits,
     /// The audit log (`[audit]`); off unless a path is given.
@@ -243,6 +249,7 @@ impl Config {
             upload_purge_interval,
             read_only: overrides.read_only.or(from_file.read_only).unwrap_or(false),
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
+            gc: from_file.gc.resolve()?,
             limits: limits::Limits::resolve(overrides.limits, from_file.limits)?,
             audit: limits::AuditConfig::resolve(overrides.audit, from_file.audit)?,
             metrics: {

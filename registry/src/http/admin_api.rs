@@ -19,6 +19,9 @@
 //! GET    /apis/tributary.dev/v1/readonly                               read-only mode (any authenticated caller)
 //! PUT    /apis/tributary.dev/v1/readonly                  {"readOnly"} switch it (cluster-admin; every replica
 //!                                                                      follows; 409 when the configuration sets it)
+//! POST   /apis/tributary.dev/v1/gc              {"confirm"?, "graceSeconds"?} one garbage-collection sweep
+//!                                                                      (cluster-admin): a dry run unless confirm,
+//!                                                                      answered with what it freed (would free)
 //! ```
 //! A `Subject` is `{"kind":"User","name"}`, `{"kind":"ServiceAccount","namespace","name"}` or
 //! `{"kind":"Group","name"}`. Permission checks live in [`auth::AuthService`]; this module only translates.
@@ -104,7 +107,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(&r("/namespaces/{ns}/rolebindings"), web::get().to(list_role_bindings))
         .route(&r("/namespaces/{ns}/rolebindings/{action}"), web::post().to(edit_role_binding))
         .route(&r("/readonly"), web::get().to(get_read_only))
-        .route(&r("/readonly"), web::put().to(put_read_only));
+        .route(&r("/readonly"), web::put().to(put_read_only))
+        .route(&r("/gc"), web::post().to(post_gc));
 }
 
 /// The audit log's name for a request to this API, and whether it is a write; `None` outside it. Reads the route
@@ -394,6 +398,50 @@ async fn put_read_only(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Regis
                 Ok(status) => Ok(read_only_answer(status)),
                 Err(e @ SwitchError::ConfigFloor) => Ok(status(409, "Conflict", e.to_string())),
                 Err(SwitchError::Store(e)) => Err(e.into()),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GcBody {
+    /// Delete; without it a dry run.
+    #[serde(default)]
+    confirm: bool,
+    /// The grace period (default: the configured one).
+    grace_seconds: Option<u64>,
+}
+
+async fn post_gc(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    answer(
+        &req,
+        async {
+            let caller = who(&req, &reg).await?;
+            reg.auth.require_cluster_admin(&caller).await?;
+            let input: GcBody = if bytes.is_empty() { GcBody::default() } else { body(&bytes)? };
+            if input.confirm && reg.read_only.is_on().await? {
+                return Ok(status(409, "Conflict", crate::service::readonly::REFUSAL.to_string()));
+            }
+            let options = crate::gc::SweepOptions {
+                grace: input.grace_seconds.map(std::time::Duration::from_secs).unwrap_or(reg.gc_grace),
+                dry_run: !input.confirm,
+                ..Default::default()
+            };
+            let outcome = reg.collector().sweep(&options).await;
+            crate::background::record_gc_sweep(&reg.metrics, &outcome);
+            match outcome {
+                Ok(report) => {
+                    let mut body = serde_json::to_value(report).unwrap_or_default();
+                    body["kind"] = json!("GarbageCollection");
+                    body["apiVersion"] = json!("tributary.dev/v1");
+                    Ok(HttpResponse::Ok().json(body))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "garbage collection through the admin API failed");
+                    Ok(status(500, "InternalError", e.to_string()))
+                }
             }
         }
         .await,

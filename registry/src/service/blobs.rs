@@ -114,7 +114,8 @@ impl Registry {
         }
     }
 
-    /// Links a blob into a repository.
+    /// Links a blob into a repository (guarded against garbage collection: [`Registry::commit_linking`];
+    /// [`RegistryError::BlobUnknown`] when a link without upstream finds the content collected).
     pub async fn link_blob(
         &self,
         repo: &RepositoryName,
@@ -122,7 +123,8 @@ impl Registry {
         link: &BlobLink,
     ) -> Result<(), RegistryError> {
         let txn = Txn::new().put(keys::blob_link(repo, digest), encode(link));
-        self.meta.commit(txn).await?;
+        // A link that names an upstream does not need the content: it is fetched again when gone.
+        self.commit_linking(txn, std::slice::from_ref(digest), link.upstream.is_none()).await?;
         Ok(())
     }
 
@@ -138,8 +140,12 @@ impl Registry {
             Ok(size) => {
                 let mut link = self.blob_link(from, digest).await?;
                 link.size = size;
-                self.link_blob(repo, digest, &link).await?;
-                Ok(Some(size))
+                match self.link_blob(repo, digest, &link).await {
+                    Ok(()) => Ok(Some(size)),
+                    // Garbage collected meanwhile: the client uploads it.
+                    Err(RegistryError::BlobUnknown(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
             }
             Err(RegistryError::BlobUnknown(_)) => Ok(None),
             Err(e) => Err(e),

@@ -243,6 +243,11 @@ impl Registry {
             .record_import(repo, tag, &fetched.image, reference, &fetched.children, extra)
             .await
             .map_err(internal)?;
+        for (digest, bytes) in &fetched.contents {
+            if manifests.contains(&digest) {
+                self.settle_large_manifest(digest, bytes).await.map_err(internal)?;
+            }
+        }
         Ok(())
     }
 

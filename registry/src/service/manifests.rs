@@ -77,13 +77,31 @@ impl Registry {
         Ok(None)
     }
 
-    /// Writes repository links (of blobs and manifests) a bounded number per transaction. Links may be written
-    /// ahead of the manifest or image that needs them: a link alone only lets the repository serve content.
+    /// After a manifest kept in the blob store was linked: a garbage-collection sweep that marked before the link
+    /// was committed may have deleted its bytes; wait for it and store them again. (Small manifests' bytes are
+    /// written in the link's transaction, which a sweep's compare-and-swap delete loses to.)
+    pub(crate) async fn settle_large_manifest(&self, digest: &Digest, bytes: &Bytes) -> Result<(), RegistryError> {
+        if bytes.len() <= MANIFEST_IN_METADATA {
+            return Ok(());
+        }
+        crate::gc::guard::settle(&*self.meta, digest).await.map_err(|e| RegistryError::Internal(e.to_string()))?;
+        if !self.blobs.exists_now(digest).await? {
+            self.blobs.put_verified(digest, bytes.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes repository links (of blobs and manifests, naming their upstream) a bounded number per transaction,
+    /// guarded against garbage collection. Links may be written ahead of the manifest or image that needs them: a
+    /// link alone only lets the repository serve content.
     pub(crate) async fn commit_links(&self, links: Vec<(String, Vec<u8>)>) -> Result<(), RegistryError> {
         let mut links = links.into_iter().peekable();
         while links.peek().is_some() {
-            let txn = links.by_ref().take(LINKS_PER_TXN).fold(Txn::new(), |t, (k, v)| t.put(k, v));
-            self.meta.commit(txn).await?;
+            let batch: Vec<_> = links.by_ref().take(LINKS_PER_TXN).collect();
+            let digests: Vec<Digest> = batch.iter().filter_map(|(k, _)| keys::digest_of_key(k)).collect();
+            let txn = batch.into_iter().fold(Txn::new(), |t, (k, v)| t.put(k, v));
+            // These links name their upstream: content collected meanwhile is fetched again.
+            self.commit_linking(txn, &digests, false).await?;
         }
         Ok(())
     }
@@ -149,6 +167,7 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         self.streams.record_mapping(repo, tag, &image, extra, may_create_stream).await?;
+        self.settle_large_manifest(&digest, &bytes).await?;
         Ok(PutManifest { digest, subject })
     }
 
@@ -309,7 +328,8 @@ impl Registry {
         if let Some((key, value)) = self.keep_manifest(digest, &fetched.bytes).await? {
             txn = txn.put(key, value);
         }
-        self.meta.commit(txn).await?;
+        self.commit_linking(txn, std::slice::from_ref(digest), false).await?;
+        self.settle_large_manifest(digest, &fetched.bytes).await?;
         Ok(StoredManifest { digest: digest.clone(), media_type: parsed.media_type, bytes: fetched.bytes })
     }
 

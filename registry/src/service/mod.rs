@@ -14,7 +14,7 @@ pub mod uploads;
 use std::sync::Arc;
 
 use names::{Digest, RepositoryName, UploadId};
-use storage_backends::{BlobError, BlobStore, MetadataStore, StoreError};
+use storage_backends::{BlobError, BlobStore, MetadataStore, StoreError, Txn};
 use streams::{StreamError, StreamService};
 
 /// Everything that can go wrong in a registry operation, in domain terms.
@@ -133,9 +133,47 @@ pub struct Registry {
     pub read_only: Arc<readonly::ReadOnly>,
     /// This server's Prometheus metrics ([`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The configured garbage-collection grace period (`[gc] grace`), for sweeps asked for through the API.
+    pub gc_grace: std::time::Duration,
 }
 
 impl Registry {
+    /// Commits `txn`, which links `digests` into a repository, guarded against a garbage-collection sweep deleting
+    /// them ([`crate::gc::guard`]). When a sweep was, waits for it and commits again; with `need_content` only when
+    /// the content is still stored ([`RegistryError::BlobUnknown`] when the sweep deleted it).
+    pub(crate) async fn commit_linking(
+        &self,
+        txn: Txn,
+        digests: &[Digest],
+        need_content: bool,
+    ) -> Result<u64, RegistryError> {
+        use crate::gc::guard::{commit_guarded, Guarded};
+        for _ in 0..8 {
+            match commit_guarded(&*self.meta, txn.clone(), digests).await {
+                Ok(revision) => return Ok(revision),
+                Err(Guarded::Swept(d)) => {
+                    if need_content && !self.content_exists(&d).await? {
+                        return Err(RegistryError::BlobUnknown(d));
+                    }
+                }
+                Err(e @ Guarded::Busy(_)) => return Err(RegistryError::Internal(e.to_string())),
+                Err(Guarded::Store(e)) => return Err(e.into()),
+            }
+        }
+        Err(RegistryError::Internal("garbage collection kept deleting what this write links".into()))
+    }
+
+    /// The garbage collector over this registry's stores.
+    pub fn collector(&self) -> crate::gc::Collector {
+        crate::gc::Collector::new(self.meta.clone(), self.blobs.clone())
+    }
+
+    /// Whether `digest`'s content (a blob, or a manifest's bytes) is stored now, as the stores have it.
+    pub(crate) async fn content_exists(&self, digest: &Digest) -> Result<bool, RegistryError> {
+        Ok(self.blobs.exists_now(digest).await?
+            || self.meta.get_latest(&storage_backends::keys::manifest_content(digest)).await?.is_some())
+    }
+
     /// [`RegistryError::ReadOnly`] while the registry is read-only: every write asks this first.
     pub async fn check_writable(&self) -> Result<(), RegistryError> {
         match self.read_only.is_on().await? {

@@ -70,9 +70,16 @@ impl Registry {
         self.upload_session(repo, id).await?;
         let size = self.blobs.finish_upload(id, digest, start, body).await?;
         let link = Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size, upstream: None }));
-        self.meta.commit(link).await?;
-        self.metrics.upload_finished(size);
-        Ok(())
+        match self.commit_linking(link, std::slice::from_ref(digest), true).await {
+            Ok(_) => {
+                self.metrics.upload_finished(size);
+                Ok(())
+            }
+            Err(RegistryError::BlobUnknown(d)) => Err(RegistryError::UploadInvalid(format!(
+                "{d} was garbage collected while the upload finished; push it again"
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Cancels an upload and discards what it received.
