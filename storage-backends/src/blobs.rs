@@ -23,6 +23,7 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload};
 
+pub use crate::backend::{BlobBackend, S3Config};
 use crate::meta::{encode, MetadataStore, MetadataStoreExt};
 use crate::{keys, paths, Expect, StoreError, Txn};
 
@@ -51,143 +52,6 @@ async fn file_stream(file: std::fs::File, range: Range<u64>) -> Result<ByteStrea
     file.seek(std::io::SeekFrom::Start(range.start)).await?;
     let reader = file.take(range.end - range.start);
     Ok(tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).boxed())
-}
-
-/// Which object store holds the blobs. Chosen from configuration; building it never panics.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum BlobBackend {
-    /// A directory on the local filesystem (the default: `<data-dir>/blobs`).
-    Filesystem { root: PathBuf },
-    /// Process memory; for tests. Uploads use its multipart uploads, as on S3.
-    Memory,
-    /// An S3-compatible object store.
-    S3(S3Config),
-}
-
-/// An S3-compatible bucket. Building starts from the usual `AWS_*` environment variables
-/// (`AmazonS3Builder::from_env`); the fields given here override them.
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct S3Config {
-    /// `http(s)://host:port` of an S3-compatible service; AWS itself when absent.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default = "default_region")]
-    pub region: String,
-    pub bucket: String,
-    /// Every object's path starts with this (several registries may share a bucket).
-    #[serde(default)]
-    pub prefix: Option<String>,
-    #[serde(default)]
-    pub access_key_id: Option<String>,
-    #[serde(default)]
-    pub secret_access_key: Option<String>,
-    /// `endpoint/bucket/key` requests (MinIO, moto, Ceph) rather than `bucket.endpoint/key`.
-    #[serde(default = "yes")]
-    pub path_style: bool,
-    /// Allow a plain `http://` endpoint.
-    #[serde(default)]
-    pub allow_http: bool,
-    /// Offer presigned GET URLs for stored blobs ([`BlobStore::presigned_get`]), for redirecting clients to S3.
-    #[serde(default)]
-    pub redirect: bool,
-}
-
-fn default_region() -> String {
-    "us-east-1".to_owned()
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl std::fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Config")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
-            .field("path_style", &self.path_style)
-            .field("allow_http", &self.allow_http)
-            .field("redirect", &self.redirect)
-            .finish()
-    }
-}
-
-impl S3Config {
-    /// `S3 bucket X at http://…`, as errors name it.
-    pub fn describe(&self) -> String {
-        let at = self.endpoint.as_deref().unwrap_or("AWS");
-        match &self.prefix {
-            Some(p) => format!("S3 bucket {} (prefix {p}) at {at}", self.bucket),
-            None => format!("S3 bucket {} at {at}", self.bucket),
-        }
-    }
-
-    fn builder(&self) -> object_store::aws::AmazonS3Builder {
-        let mut b = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(&self.bucket)
-            .with_region(&self.region)
-            .with_virtual_hosted_style_request(!self.path_style)
-            .with_allow_http(self.allow_http);
-        if let Some(e) = &self.endpoint {
-            b = b.with_endpoint(e);
-        }
-        if let Some(k) = &self.access_key_id {
-            b = b.with_access_key_id(k);
-        }
-        if let Some(s) = &self.secret_access_key {
-            b = b.with_secret_access_key(s);
-        }
-        b
-    }
-
-    /// Signs URLs of the bucket's objects (paths with the prefix, which the signer does not apply).
-    fn signer(&self) -> Result<Arc<dyn Signer>, BlobError> {
-        let s3 = self.builder().build().map_err(|e| BlobError::Config(format!("{}: {e}", self.describe())))?;
-        Ok(Arc::new(s3))
-    }
-
-    /// The store and its multipart interface (one object), with `prefix` applied.
-    fn build(&self, retry: object_store::RetryConfig) -> Result<Stores, BlobError> {
-        let s3 = self
-            .builder()
-            .with_retry(retry)
-            .build()
-            .map_err(|e| BlobError::Config(format!("{}: {e}", self.describe())))?;
-        Ok(match self.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
-            Some(p) => {
-                let s = Arc::new(object_store::prefix::PrefixStore::new(s3, p));
-                (s.clone(), s)
-            }
-            None => {
-                let s = Arc::new(s3);
-                (s.clone(), s)
-            }
-        })
-    }
-}
-
-type Stores = (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>);
-
-impl BlobBackend {
-    /// The object store alone (for tools that only read or list).
-    pub fn build(&self) -> Result<Arc<dyn ObjectStore>, BlobError> {
-        match self {
-            BlobBackend::Filesystem { root } => {
-                std::fs::create_dir_all(root).map_err(|e| BlobError::Config(format!("{}: {e}", root.display())))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(root)
-                    .map_err(|e| BlobError::Config(e.to_string()))?;
-                Ok(Arc::new(fs))
-            }
-            BlobBackend::Memory => Ok(Arc::new(object_store::memory::InMemory::new())),
-            BlobBackend::S3(c) => Ok(c.build(Default::default())?.0),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -680,6 +544,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::default_region;
 
     #[test]
     fn s3_config_reads_kebab_case_with_defaults() {

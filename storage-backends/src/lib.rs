@@ -5,6 +5,7 @@
 //! `auth` and `registry` call it, it calls no Tributary crate but `names`. [`suite`] is the blob-and-upload suite
 //! every blob backend runs (`meta::suite` the metadata one); [`content`] lists and deletes stored content for the garbage collector; [`testing`] starts real servers (etcd, an S3 service).
 
+pub mod backend;
 pub mod blobs;
 pub mod content;
 pub mod keys;
