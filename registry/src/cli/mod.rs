@@ -360,7 +360,10 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
         }
         Command::Adm(Adm::Gc { confirm, grace, output, conn }) => {
             let body = json!({"confirm": confirm, "graceSeconds": grace.map(|g| g.as_secs())});
+            let what = if confirm { "collecting garbage" } else { "looking for garbage (dry run)" };
+            let progress = progress::Progress::spinner(what, output.is_some());
             let report = Client::from(conn)?.post("/gc", body).await?;
+            drop(progress);
             match output {
                 Some(GcOutput::Json) => println!("{}", serde_json::to_string_pretty(&report)?),
                 None => println!("{}", describe_gc(&report)),
