@@ -50,6 +50,7 @@ pub struct Builder {
     upload_purge: Option<(std::time::Duration, std::time::Duration)>,
     read_only: bool,
     gc: Option<crate::config::gc::GcConfig>,
+    prune: crate::config::prune::PruneConfig,
 }
 
 impl Builder {
@@ -60,6 +61,18 @@ impl Builder {
     }
 
     /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
+    /// Runs the scheduled image pruner every `interval` with these keep flags (off otherwise).
+    pub fn with_prune(
+        mut self,
+        interval: std::time::Duration,
+        keep_tag_revisions: usize,
+        keep_younger_than: std::time::Duration,
+    ) -> Builder {
+        self.prune =
+            crate::config::prune::PruneConfig { enabled: true, interval, keep_tag_revisions, keep_younger_than };
+        self
+    }
+
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
         self
@@ -121,6 +134,7 @@ impl Builder {
                 .unwrap_or((crate::config::DEFAULT_UPLOAD_PURGE_AFTER, crate::config::DEFAULT_UPLOAD_PURGE_INTERVAL)),
             read_only: self.read_only,
             gc: self.gc.unwrap_or(crate::config::gc::GcConfig { enabled: false, ..Default::default() }),
+            prune: self.prune,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -143,6 +157,7 @@ struct Options {
     upload_purge: (std::time::Duration, std::time::Duration),
     read_only: bool,
     gc: crate::config::gc::GcConfig,
+    prune: crate::config::prune::PruneConfig,
 }
 
 impl TestRegistry {
@@ -170,6 +185,7 @@ impl TestRegistry {
             upload_purge,
             read_only,
             gc,
+            prune,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -189,6 +205,7 @@ impl TestRegistry {
             read_only,
             storage,
             gc,
+            prune,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

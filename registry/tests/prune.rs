@@ -3,7 +3,7 @@
 //! nothing; `--confirm` removes exactly that list, the kept images still pull completely (digests verified) and
 //! the bytes under the blob directory drop by what was reported. `--keep-younger-than` protects recent items;
 //! `--prune-over-size-limit` is refused (with the keep flags: as a combination error); only a cluster-admin may
-//! prune.
+//! prune; the scheduled pruner (`[prune]`) prunes on its own.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -31,7 +31,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
-        let reg = TestRegistry::builder().with_admin_token(TOKEN).start();
+        Harness::on(TestRegistry::builder().with_admin_token(TOKEN).start()).await
+    }
+
+    async fn on(reg: TestRegistry) -> Harness {
         let h = Harness { reg, http: Client::new() };
         let r = h.http.post(h.url("/apis/tributary.dev/v1/namespaces")).bearer_auth(TOKEN).json(&json!({"name": "ns"}));
         assert_eq!(r.send().await.unwrap().status(), StatusCode::CREATED);
@@ -291,5 +294,31 @@ async fn refusals() {
     let bob: Value = r.send().await.unwrap().json().await.unwrap();
     let r = h.http.post(h.url("/apis/tributary.dev/v1/prune/images")).bearer_auth(bob["token"].as_str().unwrap());
     assert_eq!(r.json(&json!({})).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_pruner_prunes_on_its_own() {
+    let builder =
+        TestRegistry::builder().with_admin_token(TOKEN).with_prune(Duration::from_millis(500), 1, Duration::ZERO);
+    let h = Harness::on(builder.start()).await;
+    let mut pushed = Vec::new();
+    for i in 0..3u8 {
+        pushed.push(h.push("ns/sched", "t", &[vec![b'k' + i; 300]]).await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while h.history_len("ns/sched", "t").await > 1 {
+        assert!(std::time::Instant::now() < deadline, "the scheduled pruner did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its images go as well (the same run, once the history was edited).
+    for p in &pushed[..2] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while h.get(&format!("/v2/ns/sched/manifests/{}", p.manifest)).await.0 != StatusCode::NOT_FOUND {
+            assert!(std::time::Instant::now() < deadline, "{} still served", p.manifest);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    h.pull("ns/sched", &pushed[2]).await;
     h.stop().await;
 }

@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod gc;
+pub mod prune;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -45,6 +46,9 @@ pub struct FileConfig {
     /// `[gc]`: background garbage collection.
     #[serde(default)]
     pub gc: gc::GcSettings,
+    /// `[prune]`: the scheduled image pruner.
+    #[serde(default)]
+    pub prune: prune::PruneSettings,
 }
 
 /// The effective configuration.
@@ -78,6 +82,8 @@ pub struct Config {
     pub storage: storage::Storage,
     /// Background garbage collection (`[gc]`).
     pub gc: gc::GcConfig,
+    /// The scheduled image pruner (`[prune]`).
+    pub prune: prune::PruneConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -178,6 +184,7 @@ impl Config {
             read_only: overrides.read_only.or(from_file.read_only).unwrap_or(false),
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
             gc: from_file.gc.resolve()?,
+            prune: from_file.prune.resolve()?,
         })
     }
 }

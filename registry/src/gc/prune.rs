@@ -232,6 +232,12 @@ impl Pruner {
             report.blobs =
                 unreferenced.into_iter().map(|(digest, (kind, size))| Freed { digest, kind, size }).collect();
         }
+        // One order for a dry run and a confirmed run.
+        report.tag_events.sort_by(|a, b| (&a.repository, &a.tag, b.created).cmp(&(&b.repository, &b.tag, a.created)));
+        report.images.sort_by(|a, b| a.digest.cmp(&b.digest));
+        report.links.sort_by(|a, b| {
+            (&a.repository, a.kind != "manifest", &a.digest).cmp(&(&b.repository, b.kind != "manifest", &b.digest))
+        });
         report.blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
         report.bytes_freed = report.blobs.iter().map(|f| f.size).sum();
         report.deleted_objects = report.tag_events.len() + report.images.len() + report.blobs.len();
