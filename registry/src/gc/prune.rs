@@ -573,3 +573,27 @@ impl Pruner {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_resolve_with_oc_defaults_and_refusals() {
+        let o = PruneRequest::default().resolve().unwrap();
+        assert_eq!((o.keep_tag_revisions, o.keep_younger_than.as_secs(), o.all, o.confirm), (3, 3600, true, false));
+        let with = |keep: Option<usize>, young: Option<u64>| PruneRequest {
+            prune_over_size_limit: true,
+            keep_tag_revisions: keep,
+            keep_younger_than_seconds: young,
+            ..Default::default()
+        };
+        assert_eq!(with(Some(1), None).resolve().unwrap_err(), PruneRequestError::OverSizeLimitWithKeepFlags);
+        assert_eq!(with(None, Some(1)).resolve().unwrap_err(), PruneRequestError::OverSizeLimitWithKeepFlags);
+        assert_eq!(with(None, None).resolve().unwrap_err(), PruneRequestError::OverSizeLimitUnsupported);
+        let r: PruneRequest = serde_json::from_str(r#"{"all":false,"namespace":"ns","confirm":true}"#).unwrap();
+        let o = r.resolve().unwrap();
+        assert_eq!((o.all, o.namespace.unwrap().to_string(), o.confirm), (false, "ns".to_owned(), true));
+        assert!(serde_json::from_str::<PruneRequest>(r#"{"keep":1}"#).is_err());
+    }
+}
