@@ -146,7 +146,12 @@ impl Registry {
 
     /// The image pruner (`adm prune images`) over this registry's stores.
     pub fn pruner(&self) -> crate::gc::prune::Pruner {
-        crate::gc::prune::Pruner::new(self.meta.clone(), self.collector(), self.streams.public_host())
+        crate::gc::prune::Pruner::new(
+            self.meta.clone(),
+            self.blobs.clone(),
+            self.collector(),
+            self.streams.public_host(),
+        )
     }
 
     /// Whether `digest`'s content (a blob, or a manifest's bytes) is stored now, as the stores have it.

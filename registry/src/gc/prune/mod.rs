@@ -15,122 +15,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use names::{Digest, Namespace, RepositoryName};
+use names::{Digest, RepositoryName};
 use storage_backends::meta::{decode, encode};
-use storage_backends::{keys, Expect, MetadataStore, StoreError, Txn};
+use storage_backends::{keys, BlobStore, Expect, MetadataStore, StoreError, Txn};
 use streams::model::{Image, NamedTagEventList};
 
 use super::{Collector, Freed, GcError, SweepOptions};
 
-/// `--keep-tag-revisions`' default.
-pub const DEFAULT_KEEP_TAG_REVISIONS: usize = 3;
-/// `--keep-younger-than`'s default.
-pub const DEFAULT_KEEP_YOUNGER_THAN: Duration = Duration::from_secs(60 * 60);
+mod request;
+
+pub use request::{
+    PruneOptions, PruneReport, PruneRequest, PruneRequestError, PrunedImage, PrunedLink, PrunedTagEvent,
+    DEFAULT_KEEP_TAG_REVISIONS, DEFAULT_KEEP_YOUNGER_THAN,
+};
+
 /// Attempts at a compare-and-swap before giving up on one tag or image (left for the next run).
 const ATTEMPTS: usize = 8;
-
-/// A prune request as the API takes it (JSON, camelCase); [`PruneRequest::resolve`] checks it.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PruneRequest {
-    pub keep_tag_revisions: Option<usize>,
-    pub keep_younger_than_seconds: Option<u64>,
-    #[serde(default)]
-    pub prune_over_size_limit: bool,
-    pub all: Option<bool>,
-    pub namespace: Option<Namespace>,
-    #[serde(default)]
-    pub confirm: bool,
-}
-
-/// Why a request is refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PruneRequestError {
-    #[error("--prune-over-size-limit cannot be combined with --keep-tag-revisions or --keep-younger-than")]
-    OverSizeLimitWithKeepFlags,
-    #[error("--prune-over-size-limit is not supported: Tributary has no per-namespace image size limit (LimitRange)")]
-    OverSizeLimitUnsupported,
-}
-
-impl PruneRequest {
-    /// The options, with `oc`'s defaults filled in.
-    pub fn resolve(self) -> Result<PruneOptions, PruneRequestError> {
-        if self.prune_over_size_limit {
-            if self.keep_tag_revisions.is_some() || self.keep_younger_than_seconds.is_some() {
-                return Err(PruneRequestError::OverSizeLimitWithKeepFlags);
-            }
-            return Err(PruneRequestError::OverSizeLimitUnsupported);
-        }
-        Ok(PruneOptions {
-            keep_tag_revisions: self.keep_tag_revisions.unwrap_or(DEFAULT_KEEP_TAG_REVISIONS),
-            keep_younger_than: self
-                .keep_younger_than_seconds
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_KEEP_YOUNGER_THAN),
-            all: self.all.unwrap_or(true),
-            namespace: self.namespace,
-            confirm: self.confirm,
-        })
-    }
-}
-
-/// What to prune.
-#[derive(Debug, Clone)]
-pub struct PruneOptions {
-    /// Keep the newest N items of every tag's history (the newest is always kept).
-    pub keep_tag_revisions: usize,
-    /// Never prune a history item or an Image younger than this.
-    pub keep_younger_than: Duration,
-    /// Include imported and pulled-through images; `false`: only images pushed here.
-    pub all: bool,
-    /// Only this namespace's histories, and only Images linked in no other namespace.
-    pub namespace: Option<Namespace>,
-    /// Change things; `false`: a dry run.
-    pub confirm: bool,
-}
-
-/// One tag-history item removed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PrunedTagEvent {
-    pub repository: RepositoryName,
-    pub tag: String,
-    pub image: Digest,
-    pub created: DateTime<Utc>,
-}
-
-/// One Image removed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PrunedImage {
-    pub digest: Digest,
-    pub size: u64,
-}
-
-/// One repository link removed (`kind`: `manifest` or `blob`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PrunedLink {
-    pub repository: RepositoryName,
-    pub kind: String,
-    pub digest: Digest,
-}
-
-/// What a prune removed (a dry run: would remove).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PruneReport {
-    pub dry_run: bool,
-    pub tag_events: Vec<PrunedTagEvent>,
-    pub images: Vec<PrunedImage>,
-    pub links: Vec<PrunedLink>,
-    /// Manifests' and blobs' content deleted by the sweep.
-    pub blobs: Vec<Freed>,
-    pub bytes_freed: u64,
-    /// History items, Images and content deleted.
-    pub deleted_objects: usize,
-    /// Unreferenced by the plan but referenced again (or tagged again) before deletion: kept.
-    pub kept_at_recheck: Vec<Digest>,
-    pub errors: Vec<String>,
-    pub duration_ms: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
@@ -160,14 +60,15 @@ struct Snapshot {
 #[derive(Clone)]
 pub struct Pruner {
     meta: Arc<dyn MetadataStore>,
+    blobs: BlobStore,
     collector: Collector,
     /// `<public-host>/`: how the tag events and Images of images pushed here begin.
     local_prefix: String,
 }
 
 impl Pruner {
-    pub fn new(meta: Arc<dyn MetadataStore>, collector: Collector, public_host: &str) -> Pruner {
-        Pruner { meta, collector, local_prefix: format!("{public_host}/") }
+    pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore, collector: Collector, public_host: &str) -> Pruner {
+        Pruner { meta, blobs, collector, local_prefix: format!("{public_host}/") }
     }
 
     /// One prune (see the module documentation).
@@ -229,8 +130,18 @@ impl Pruner {
                 report.errors.extend(sweep.errors);
             }
         } else {
-            report.blobs =
-                unreferenced.into_iter().map(|(digest, (kind, size))| Freed { digest, kind, size }).collect();
+            // What the sweep would find stored: a blob (an object) or a manifest's bytes (in the metadata store);
+            // a pulled-through layer never fetched has nothing to free.
+            for (digest, (_, size)) in unreferenced {
+                let kind = if self.blobs.exists_now(&digest).await.map_err(GcError::from)? {
+                    "blob"
+                } else if self.meta.get_latest(&keys::manifest_content(&digest)).await?.is_some() {
+                    "manifest"
+                } else {
+                    continue;
+                };
+                report.blobs.push(Freed { digest, kind: kind.into(), size });
+            }
         }
         // One order for a dry run and a confirmed run.
         report.tag_events.sort_by(|a, b| (&a.repository, &a.tag, b.created).cmp(&(&b.repository, &b.tag, a.created)));
@@ -382,6 +293,8 @@ struct ImagePlan {
     /// Per image: its transaction's links (with versions).
     links: Vec<(PrunedLink, u64)>,
     image_versions: HashMap<Digest, u64>,
+    /// The subject of a pruned manifest link, whose referrers entry goes with it.
+    subjects: HashMap<(RepositoryName, Digest), Digest>,
     unreferenced: BTreeMap<Digest, (String, u64)>,
 }
 
@@ -429,12 +342,16 @@ impl Pruner {
         let pruned: BTreeMap<&Digest, &(Image, u64)> = s.images.iter().filter(|(d, _)| !kept.contains(*d)).collect();
 
         let mut links = Vec::new();
+        let mut subjects = HashMap::new();
         for (repo, l) in &s.links {
             let mut gone_blobs: HashSet<Digest> = HashSet::new();
             let mut any = false;
-            for (digest, (_, _, version)) in &l.manifests {
+            for (digest, (_, subject, version)) in &l.manifests {
                 if let Some((image, _)) = pruned.get(digest) {
                     any = true;
+                    if let Some(subject) = subject {
+                        subjects.insert((repo.clone(), digest.clone()), subject.clone());
+                    }
                     let link = PrunedLink { repository: repo.clone(), kind: "manifest".into(), digest: digest.clone() };
                     links.push((link, *version));
                     gone_blobs.extend(parts(image));
@@ -514,7 +431,7 @@ impl Pruner {
                 unreferenced.insert(d, (kind.to_owned(), size.unwrap_or(0)));
             }
         }
-        ImagePlan { images, links, image_versions, unreferenced }
+        ImagePlan { images, links, image_versions, subjects, unreferenced }
     }
 
     /// Deletes the plan's Images with their manifest links (one transaction per Image, expecting the versions
@@ -541,6 +458,9 @@ impl Pruner {
             for (link, version) in &mine {
                 let k = link_key(link);
                 txn = txn.expect(k.clone(), Expect::Version(*version)).delete(k);
+                if let Some(subject) = plan.subjects.get(&(link.repository.clone(), link.digest.clone())) {
+                    txn = txn.delete(keys::referrer(&link.repository, subject, &link.digest));
+                }
             }
             match self.meta.commit(txn).await {
                 Ok(_) => {
@@ -571,29 +491,5 @@ impl Pruner {
             }
         }
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_resolve_with_oc_defaults_and_refusals() {
-        let o = PruneRequest::default().resolve().unwrap();
-        assert_eq!((o.keep_tag_revisions, o.keep_younger_than.as_secs(), o.all, o.confirm), (3, 3600, true, false));
-        let with = |keep: Option<usize>, young: Option<u64>| PruneRequest {
-            prune_over_size_limit: true,
-            keep_tag_revisions: keep,
-            keep_younger_than_seconds: young,
-            ..Default::default()
-        };
-        assert_eq!(with(Some(1), None).resolve().unwrap_err(), PruneRequestError::OverSizeLimitWithKeepFlags);
-        assert_eq!(with(None, Some(1)).resolve().unwrap_err(), PruneRequestError::OverSizeLimitWithKeepFlags);
-        assert_eq!(with(None, None).resolve().unwrap_err(), PruneRequestError::OverSizeLimitUnsupported);
-        let r: PruneRequest = serde_json::from_str(r#"{"all":false,"namespace":"ns","confirm":true}"#).unwrap();
-        let o = r.resolve().unwrap();
-        assert_eq!((o.all, o.namespace.unwrap().to_string(), o.confirm), (false, "ns".to_owned(), true));
-        assert!(serde_json::from_str::<PruneRequest>(r#"{"keep":1}"#).is_err());
     }
 }
