@@ -306,18 +306,24 @@ fn parts(image: &Image) -> impl Iterator<Item = Digest> + '_ {
 
 impl Pruner {
     fn plan_images(&self, s: &Snapshot, options: &PruneOptions, cutoff: DateTime<Utc>) -> ImagePlan {
-        // Kept: what a remaining history names, what is young, imported (unless --all), linked outside the
-        // namespace, or without a known age; then index children and referrers of kept images.
+        // Kept: what a remaining history names, what is young or without a known age, imported (unless --all),
+        // with --namespace linked outside it or not in it; then index children and referrers of kept images.
         let mut kept: HashSet<Digest> =
             s.histories.values().flat_map(|(h, _)| h.items.iter().filter_map(|i| i.image.clone())).collect();
+        // With --namespace: the manifests linked in it, and those linked in another namespace.
+        let (mut inside, mut outside) = (HashSet::new(), HashSet::new());
+        if let Some(ns) = &options.namespace {
+            for (repo, l) in &s.links {
+                let set = if repo.namespace() == ns { &mut inside } else { &mut outside };
+                set.extend(l.manifests.keys());
+            }
+        }
         for (digest, (image, _)) in &s.images {
             let created = image.metadata.creation_timestamp.or(image.docker_image_metadata.created);
             let young = created.is_none_or(|c| c >= cutoff);
             let imported = !options.all && !self.is_local(&image.docker_image_reference);
-            let elsewhere = options.namespace.as_ref().is_some_and(|ns| {
-                s.links.iter().any(|(repo, l)| repo.namespace() != ns && l.manifests.contains_key(digest))
-            });
-            if young || imported || elsewhere {
+            let not_ours = options.namespace.is_some() && (!inside.contains(digest) || outside.contains(digest));
+            if young || imported || not_ours {
                 kept.insert(digest.clone());
             }
         }
