@@ -3,7 +3,7 @@
 //! nothing; `--confirm` removes exactly that list, the kept images still pull completely (digests verified) and
 //! the bytes under the blob directory drop by what was reported. `--keep-younger-than` protects recent items;
 //! `--prune-over-size-limit` is refused (with the keep flags: as a combination error); only a cluster-admin may
-//! prune; the scheduled pruner (`[prune]`) prunes on its own.
+//! prune; the scheduled pruner (`[prune]`) prunes on its own; an image another tag still names is kept.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -320,5 +320,36 @@ async fn the_scheduled_pruner_prunes_on_its_own() {
         }
     }
     h.pull("ns/sched", &pushed[2]).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_another_tag_still_names_is_kept() {
+    let h = Harness::start().await;
+    let mut pushed = Vec::new();
+    for i in 0..4u8 {
+        pushed.push(h.push("ns/app", "latest", &[vec![b'p' + i; 400]]).await);
+    }
+    // The oldest image is also tagged `pinned`, in another stream of the namespace.
+    let (status, bytes) = h.get(&format!("/v2/ns/app/manifests/{}", pushed[0].manifest)).await;
+    assert_eq!(status, StatusCode::OK);
+    for b in &pushed[0].blobs {
+        let (_, blob) = h.get(&format!("/v2/ns/app/blobs/{b}")).await;
+        h.put_blob("ns/pins", &blob).await;
+    }
+    let r = h.http.put(h.url("/v2/ns/pins/manifests/pinned")).bearer_auth(TOKEN).header("Content-Type", OCI_MANIFEST);
+    assert_eq!(r.body(bytes).send().await.unwrap().status(), StatusCode::CREATED);
+
+    let (_, done) = h.prune(json!({"keepTagRevisions": 1, "keepYoungerThanSeconds": 0, "confirm": true})).await;
+    let all_but_newest: BTreeSet<String> = pushed[..3].iter().map(|p| p.manifest.to_string()).collect();
+    assert_eq!(digests(&done, "tagEvents", "image"), all_but_newest, "{done:#}");
+    let gone: BTreeSet<String> = pushed[1..3].iter().map(|p| p.manifest.to_string()).collect();
+    assert_eq!(digests(&done, "images", "digest"), gone, "the pinned image stays: {done:#}");
+    assert!(!done.to_string().contains(&pushed[0].blobs[1].to_string()), "its layer stays: {done:#}");
+    h.pull("ns/pins", &pushed[0]).await;
+    h.pull("ns/app", &pushed[3]).await;
+    // A kept Image keeps its manifest links everywhere, ns/app's too.
+    let (status, _) = h.get(&format!("/v2/ns/app/manifests/{}", pushed[0].manifest)).await;
+    assert_eq!(status, StatusCode::OK, "the Image is kept, so is its manifest link in ns/app");
     h.stop().await;
 }
