@@ -1,7 +1,8 @@
 //! The registry's background work, and the rule that work which must happen once runs on one replica at a time.
 //! [`spawn_background`] starts what `tributary serve` and [`crate::testing::TestRegistry`] both run: the import
 //! controller (pending and scheduled imports, lease `imports`), webhook delivery (lease `webhooks`) and the upload
-//! purge (idle upload sessions and their staged data, lease `uploads`; see `storage_backends::purge`). Each is a
+//! purge (idle upload sessions and their staged data, lease `uploads`; see `storage_backends::purge`), garbage
+//! collection (lease `gc`) and the scheduled image pruner (lease `prune`, off by default). Each is a
 //! [`LeaderTask`]: every replica campaigns for the lease ([`storage_backends::MetadataStore::elect`]: an etcd
 //! lease, or the embedded store's in-process one); only the holder runs the work; when the lease is lost the work
 //! is dropped at once (cancelled at its next await: every store write is an atomic transaction, so what a cancelled
@@ -236,6 +237,61 @@ pub fn spawn_gc(registry: Registry, config: crate::config::gc::GcConfig) -> Lead
     })
 }
 
+/// The lease of the scheduled image pruner.
+pub const PRUNE_LEASE: &str = "prune";
+
+/// Prunes images every `config.interval` (the first after one interval) with the configured keep flags while this
+/// replica holds [`PRUNE_LEASE`]; not while the registry is read-only. Off unless `[prune] enabled = true`.
+pub fn spawn_prune(registry: Registry, config: crate::config::prune::PruneConfig) -> LeaderTask {
+    if !config.enabled {
+        return LeaderTask::idle(PRUNE_LEASE);
+    }
+    LeaderTask::spawn(registry.meta.clone(), PRUNE_LEASE, move |mut stopping| {
+        let pruner = registry.pruner();
+        let read_only = registry.read_only.clone();
+        let metrics = registry.metrics.clone();
+        async move {
+            let mut tick = tokio::time::interval(config.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let options = crate::gc::prune::PruneOptions {
+                keep_tag_revisions: config.keep_tag_revisions,
+                keep_younger_than: config.keep_younger_than,
+                all: true,
+                namespace: None,
+                confirm: true,
+            };
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped(&mut stopping) => return,
+                }
+                match read_only.is_on().await {
+                    Ok(false) => {}
+                    Ok(true) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "prune: reading the read-only switch");
+                        continue;
+                    }
+                }
+                match pruner.prune(&options).await {
+                    Ok(report) => {
+                        metrics.prune_run(report.deleted_objects as u64, report.bytes_freed);
+                        tracing::info!(
+                            tag_events = report.tag_events.len(),
+                            images = report.images.len(),
+                            blobs = report.blobs.len(),
+                            bytes = report.bytes_freed,
+                            "scheduled prune"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "scheduled prune failed; trying again at the next interval"),
+                }
+            }
+        }
+    })
+}
+
 /// Where a sweep's outcome goes besides the log: the hook for metrics (sweeps, items and bytes freed, failures).
 pub fn record_gc_sweep(
     metrics: &crate::metrics::Metrics,
@@ -261,6 +317,7 @@ pub struct Background {
     pub webhooks: LeaderTask,
     pub uploads: LeaderTask,
     pub gc: LeaderTask,
+    pub prune: LeaderTask,
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -276,20 +333,21 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
         ),
         uploads: spawn_upload_purge(registry.clone(), config.upload_purge_after, config.upload_purge_interval),
         gc: spawn_gc(registry.clone(), config.gc),
+        prune: spawn_prune(registry.clone(), config.prune),
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks, uploads, gc } = self;
-        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop());
+        let Background { imports, webhooks, uploads, gc, prune } = self;
+        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop(), prune.stop());
     }
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks, uploads, gc } = self;
-        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash());
+        let Background { imports, webhooks, uploads, gc, prune } = self;
+        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash(), prune.crash());
     }
 }
 

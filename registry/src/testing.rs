@@ -58,6 +58,7 @@ pub struct Builder {
     max_manifest_bytes: Option<usize>,
     metrics: crate::metrics::MetricsConfig,
     gc: Option<crate::config::gc::GcConfig>,
+    prune: crate::config::prune::PruneConfig,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -122,6 +123,18 @@ impl Builder {
     }
 
     /// Purge uploads untouched for `after`, checking every `interval` (the `upload-purge-*` settings).
+    /// Runs the scheduled image pruner every `interval` with these keep flags (off otherwise).
+    pub fn with_prune(
+        mut self,
+        interval: std::time::Duration,
+        keep_tag_revisions: usize,
+        keep_younger_than: std::time::Duration,
+    ) -> Builder {
+        self.prune =
+            crate::config::prune::PruneConfig { enabled: true, interval, keep_tag_revisions, keep_younger_than };
+        self
+    }
+
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
         self
@@ -189,6 +202,7 @@ impl Builder {
             max_manifest_bytes: self.max_manifest_bytes.unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             metrics: self.metrics,
             gc: self.gc.unwrap_or(crate::config::gc::GcConfig { enabled: false, ..Default::default() }),
+            prune: self.prune,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -217,6 +231,7 @@ struct Options {
     max_manifest_bytes: usize,
     metrics: crate::metrics::MetricsConfig,
     gc: crate::config::gc::GcConfig,
+    prune: crate::config::prune::PruneConfig,
 }
 
 impl TestRegistry {
@@ -250,6 +265,7 @@ impl TestRegistry {
             max_manifest_bytes,
             metrics,
             gc,
+            prune,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -273,6 +289,7 @@ impl TestRegistry {
             audit,
             metrics,
             gc,
+            prune,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -11,6 +11,7 @@ mod describe;
 mod exit;
 mod imports;
 mod progress;
+mod prune;
 pub mod streams;
 mod yaml;
 
@@ -81,7 +82,7 @@ pub enum Command {
     /// Image stream verbs: `tag`, `describe`, `set image-lookup`.
     #[command(flatten)]
     Streams(streams::Command),
-    /// Cluster administration: `adm read-only on|off|status`, `adm gc`.
+    /// Cluster administration: `adm read-only on|off|status`, `adm gc`, `adm prune images`.
     #[command(subcommand)]
     Adm(Adm),
 }
@@ -111,9 +112,19 @@ pub enum Adm {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Prune images (cluster-admin), as `oc adm prune images`.
+    #[command(subcommand)]
+    Prune(Prune),
 }
 
-/// Output formats of `adm gc`.
+#[derive(Subcommand, Debug)]
+pub enum Prune {
+    /// Remove tag-history items beyond the keep limits, then the images no stream references any more, their
+    /// manifests and the blobs nothing else needs. A dry run unless `--confirm`: prints what would go.
+    Images(prune::PruneImages),
+}
+
+/// Output formats of `adm gc` and `adm prune images`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GcOutput {
     Json,
@@ -369,6 +380,7 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
                 None => println!("{}", describe_gc(&report)),
             }
         }
+        Command::Adm(Adm::Prune(Prune::Images(p))) => prune::run(p).await?,
         Command::Delete(Delete::Token { id, conn }) => {
             Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;
             println!("token/{id} deleted");

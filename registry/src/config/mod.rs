@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod gc;
 pub mod limits;
+pub mod prune;
 pub mod storage;
 
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ pub struct FileConfig {
     /// `[gc]`: background garbage collection.
     #[serde(default)]
     pub gc: gc::GcSettings,
+    /// `[prune]`: the scheduled image pruner.
+    #[serde(default)]
+    pub prune: prune::PruneSettings,
     /// `[limits]`: rate limit, upload cap, body and header timeouts and sizes, trusted proxies.
     #[serde(default)]
     pub limits: limits::LimitsSettings,
@@ -109,6 +113,8 @@ pub struct Config {
     pub storage: storage::Storage,
     /// Background garbage collection (`[gc]`).
     pub gc: gc::GcConfig,
+    /// The scheduled image pruner (`[prune]`).
+    pub prune: prune::PruneConfig,
     /// What protects the service from its clients (`[limits]`).
     pub limits: limits::Limits,
     /// The audit log (`[audit]`); off unless a path is given.
@@ -250,6 +256,7 @@ impl Config {
             read_only: overrides.read_only.or(from_file.read_only).unwrap_or(false),
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
             gc: from_file.gc.resolve()?,
+            prune: from_file.prune.resolve()?,
             limits: limits::Limits::resolve(overrides.limits, from_file.limits)?,
             audit: limits::AuditConfig::resolve(overrides.audit, from_file.audit)?,
             metrics: {

@@ -1,8 +1,8 @@
 //! Online garbage collection of stored content nothing references: blobs at their content-addressed paths, the
 //! objects of chunked S3 uploads with their location records (`blob-objects/*`) and small manifests' bytes
 //! (`manifest-content/*`), while pushes, pulls, tags and mounts go on. [`Collector::sweep`] is the library API:
-//! the background task ([`crate::background::spawn_gc`], lease `gc`), the admin API (`POST …/gc`) and the future
-//! `adm prune images` call it; [`guard`] is the other half of the protocol, which every writer of a repository link
+//! the background task ([`crate::background::spawn_gc`], lease `gc`), the admin API (`POST …/gc`) and
+//! `adm prune images` ([`prune`]) call it; [`guard`] is the other half of the protocol, which every writer of a repository link
 //! follows. Calls `storage_backends` and reads `streams`' Images; knows nothing of HTTP.
 //!
 //! A sweep:
@@ -30,6 +30,7 @@
 
 pub mod guard;
 mod mark;
+pub mod prune;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

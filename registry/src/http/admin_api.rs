@@ -22,6 +22,10 @@
 //! POST   /apis/tributary.dev/v1/gc              {"confirm"?, "graceSeconds"?} one garbage-collection sweep
 //!                                                                      (cluster-admin): a dry run unless confirm,
 //!                                                                      answered with what it freed (would free)
+//! POST   /apis/tributary.dev/v1/prune/images    {"keepTagRevisions"?, "keepYoungerThanSeconds"?, "all"?,
+//!                                                "namespace"?, "pruneOverSizeLimit"?, "confirm"?}
+//!                                                                      `oc adm prune images` (cluster-admin): a dry
+//!                                                                      run unless confirm, answered with the report
 //! ```
 //! A `Subject` is `{"kind":"User","name"}`, `{"kind":"ServiceAccount","namespace","name"}` or
 //! `{"kind":"Group","name"}`. Permission checks live in [`auth::AuthService`]; this module only translates.
@@ -108,7 +112,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(&r("/namespaces/{ns}/rolebindings/{action}"), web::post().to(edit_role_binding))
         .route(&r("/readonly"), web::get().to(get_read_only))
         .route(&r("/readonly"), web::put().to(put_read_only))
-        .route(&r("/gc"), web::post().to(post_gc));
+        .route(&r("/gc"), web::post().to(post_gc))
+        .route(&r("/prune/images"), web::post().to(post_prune_images));
 }
 
 /// The audit log's name for a request to this API, and whether it is a write; `None` outside it. Reads the route
@@ -441,6 +446,38 @@ async fn post_gc(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) 
                 Err(e) => {
                     tracing::error!(error = %e, "garbage collection through the admin API failed");
                     Ok(status(500, "InternalError", e.to_string()))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+async fn post_prune_images(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    use crate::gc::prune::PruneRequest;
+    answer(
+        &req,
+        async {
+            let caller = who(&req, &reg).await?;
+            reg.auth.require_cluster_admin(&caller).await?;
+            let input: PruneRequest = if bytes.is_empty() { PruneRequest::default() } else { body(&bytes)? };
+            let options = input.resolve().map_err(bad)?;
+            if options.confirm && reg.read_only.is_on().await? {
+                return Ok(status(409, "Conflict", crate::service::readonly::REFUSAL.to_string()));
+            }
+            match reg.pruner().prune(&options).await {
+                Ok(report) => {
+                    if !report.dry_run {
+                        reg.metrics.prune_run(report.deleted_objects as u64, report.bytes_freed);
+                    }
+                    let mut body = serde_json::to_value(report).unwrap_or_default();
+                    body["kind"] = json!("ImagePrune");
+                    body["apiVersion"] = json!("tributary.dev/v1");
+                    Ok(HttpResponse::Ok().json(body))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "pruning images through the admin API failed");
+                    Ok(status(500, "InternalError", "internal error".into()))
                 }
             }
         }

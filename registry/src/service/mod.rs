@@ -168,6 +168,16 @@ impl Registry {
         crate::gc::Collector::new(self.meta.clone(), self.blobs.clone())
     }
 
+    /// The image pruner (`adm prune images`) over this registry's stores.
+    pub fn pruner(&self) -> crate::gc::prune::Pruner {
+        crate::gc::prune::Pruner::new(
+            self.meta.clone(),
+            self.blobs.clone(),
+            self.collector(),
+            self.streams.public_host(),
+        )
+    }
+
     /// Whether `digest`'s content (a blob, or a manifest's bytes) is stored now, as the stores have it.
     pub(crate) async fn content_exists(&self, digest: &Digest) -> Result<bool, RegistryError> {
         Ok(self.blobs.exists_now(digest).await?
