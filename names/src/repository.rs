@@ -235,6 +235,17 @@ impl From<UploadId> for String {
 mod tests {
     use super::*;
 
+    /// Found by the `names` fuzz target: the OCI tag grammar admits `..` inside a tag (a tag only names a metadata
+    /// key), while names, which become storage paths, never hold it.
+    #[test]
+    fn dots_may_sit_in_tags_but_never_in_names() {
+        assert!("eda..".parse::<TagName>().is_ok());
+        for bad in ["ns/a..b", "../a", "ns/..", "a/b/../c"] {
+            assert!(bad.parse::<RepositoryName>().is_err(), "{bad}");
+        }
+        assert!("..".parse::<Namespace>().is_err());
+    }
+
     #[test]
     fn repository_names() {
         for ok in ["ns/app", "my-proj/app.v2", "a/b__c", "a1/x-y--z", "ns/a_b"] {
