@@ -12,10 +12,7 @@ use storage_backends::testing::s3::{S3Server, BUCKET};
 
 const TOOLS: &[&str] = &["skopeo", "umoci", "busybox", "jq", "sha256sum"];
 
-fn config_file(dir: &Path, s3: &S3Server, bucket: &str) -> PathBuf {
-    config_with(dir, s3, bucket, "")
-}
-
+/// The `--config` file for `bucket` on `s3`, with `extra` lines appended to `[storage.s3]`.
 fn config_with(dir: &Path, s3: &S3Server, bucket: &str, extra: &str) -> PathBuf {
     let path = dir.join("tributary.toml");
     let toml = format!(
@@ -26,6 +23,25 @@ fn config_with(dir: &Path, s3: &S3Server, bucket: &str, extra: &str) -> PathBuf 
     path
 }
 
+/// skopeo pulls `ns/app:v1` into an OCI layout at `out`: the test image `app`, manifest and blobs byte for byte.
+fn pull_and_compare(skopeo: &Skopeo, reg: &Registry, images: &TestImages, out: &Path) {
+    skopeo.pull(reg, "ns/app:v1", &format!("oci:{}:v1", out.display()), &[]);
+    assert_eq!(layout_digest(out, "v1"), images.digest("app"), "pulled back the same manifest");
+    for blob in manifest_blobs(&images.manifest("app")) {
+        assert_eq!(layout_blob(out, &blob), images.blob(&blob), "blob {blob} byte for byte");
+    }
+}
+
+/// The project's whole conformance suite against `reg`, in namespace `conformance`.
+fn run_the_suite(reg: &Registry, rt: &tokio::runtime::Runtime) {
+    reg.create_namespace("conformance");
+    let mut c = conformance::Config::new(format!("http://{}", reg.host));
+    c.token = reg.token.clone();
+    let report = rt.block_on(conformance::run(c));
+    println!("{}", report.summary());
+    assert!(report.success(), "{}\n{}", report.lines.join("\n"), report.summary());
+}
+
 #[test]
 fn skopeo_and_the_conformance_suite_on_s3() {
     if !tools_present(TOOLS) {
@@ -34,25 +50,15 @@ fn skopeo_and_the_conformance_suite_on_s3() {
     let Some(s3) = S3Server::start() else { return };
     let images = TestImages::get();
     let tmp = tempdir("e2e-s3-");
-    let config = config_file(tmp.path(), &s3, BUCKET);
+    let config = config_with(tmp.path(), &s3, BUCKET, "");
     let reg = Registry::start_configured(&tmp.path().join("data"), Some(&config));
     let skopeo = Skopeo::new();
 
     let src = images.digest("app");
     assert_eq!(skopeo.push(&reg, &images.oci("app"), "ns/app:v1", &[]), src);
-    let out = tmp.path().join("out");
-    skopeo.pull(&reg, "ns/app:v1", &format!("oci:{}:v1", out.display()), &[]);
-    assert_eq!(layout_digest(&out, "v1"), src, "pulled back the same manifest");
-    for blob in manifest_blobs(&images.manifest("app")) {
-        assert_eq!(layout_blob(&out, &blob), images.blob(&blob), "blob {blob} byte for byte");
-    }
+    pull_and_compare(&skopeo, &reg, images, &tmp.path().join("out"));
 
-    reg.create_namespace("conformance");
-    let mut c = conformance::Config::new(format!("http://{}", reg.host));
-    c.token = reg.token.clone();
-    let report = tokio::runtime::Runtime::new().unwrap().block_on(conformance::run(c));
-    println!("{}", report.summary());
-    assert!(report.success(), "{}\n{}", report.lines.join("\n"), report.summary());
+    run_the_suite(&reg, &tokio::runtime::Runtime::new().unwrap());
 
     let local = tmp.path().join("data/blobs");
     assert!(!local.exists(), "blobs went to S3, not to {}", local.display());
@@ -90,25 +96,15 @@ fn skopeo_and_the_conformance_suite_through_s3_redirects() {
     let to = to.expect("a Location");
     assert!(to.starts_with(&s3.endpoint()), "to the S3 server: {to}");
 
-    let out = tmp.path().join("out");
-    skopeo.pull(&reg, "ns/app:v1", &format!("oci:{}:v1", out.display()), &[]);
-    assert_eq!(layout_digest(&out, "v1"), src, "pulled back the same manifest");
-    for blob in manifest_blobs(&images.manifest("app")) {
-        assert_eq!(layout_blob(&out, &blob), images.blob(&blob), "blob {blob} byte for byte");
-    }
-    reg.create_namespace("conformance");
-    let mut c = conformance::Config::new(format!("http://{}", reg.host));
-    c.token = reg.token.clone();
-    let report = rt.block_on(conformance::run(c));
-    println!("{}", report.summary());
-    assert!(report.success(), "{}\n{}", report.lines.join("\n"), report.summary());
+    pull_and_compare(&skopeo, &reg, images, &tmp.path().join("out"));
+    run_the_suite(&reg, &rt);
 }
 
 #[test]
 fn a_wrong_bucket_stops_the_start_with_a_clear_error() {
     let Some(s3) = S3Server::start() else { return };
     let tmp = tempdir("e2e-s3-wrong-");
-    let config = config_file(tmp.path(), &s3, "no-such-bucket");
+    let config = config_with(tmp.path(), &s3, "no-such-bucket", "");
     let mut cmd = Command::new(tributary_bin());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--auth", "none", "--config"])
         .arg(&config)

@@ -157,40 +157,63 @@ pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
 }
 
-/// The lease of the upload purge.
-pub const UPLOADS_LEASE: &str = "uploads";
-
-/// Purges upload sessions untouched for `after`, every `every`, while this replica holds [`UPLOADS_LEASE`]; not
-/// while the registry is read-only (nothing is written then, housekeeping included).
-pub fn spawn_upload_purge(registry: Registry, after: Duration, every: Duration) -> LeaderTask {
-    LeaderTask::spawn(registry.meta.clone(), UPLOADS_LEASE, move |mut stopping| {
-        let registry = registry.clone();
+/// Runs `job` every `every` while this replica holds `lease` (the first run at once, or after one interval when
+/// `wait_first`), skipping the turns that find the registry read-only (nothing is written then, housekeeping
+/// included). The one loop of the periodic housekeeping below.
+fn spawn_periodic<J, F>(
+    registry: Registry,
+    lease: &'static str,
+    every: Duration,
+    wait_first: bool,
+    job: J,
+) -> LeaderTask
+where
+    J: Fn() -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let read_only = registry.read_only.clone();
+    LeaderTask::spawn(registry.meta.clone(), lease, move |mut stopping| {
+        let (job, read_only) = (job.clone(), read_only.clone());
         async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            if wait_first {
+                tick.tick().await;
+            }
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stopped(&mut stopping) => return,
                 }
-                match registry.read_only.is_on().await {
-                    Ok(false) => {}
-                    Ok(true) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "upload purge: reading the read-only switch");
-                        continue;
-                    }
+                match read_only.is_on().await {
+                    Ok(false) => job().await,
+                    Ok(true) => {}
+                    Err(e) => tracing::warn!(lease, error = %e, "reading the read-only switch"),
                 }
-                match registry.blobs.purge_uploads(after).await {
-                    Ok(r) if r.sessions.is_empty() && r.orphans.is_empty() => {}
-                    Ok(r) => tracing::info!(
-                        sessions = r.sessions.len(),
-                        bytes = r.bytes,
-                        orphans = r.orphans.len(),
-                        "purged idle uploads"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "upload purge failed; trying again at the next interval"),
-                }
+            }
+        }
+    })
+}
+
+/// The lease of the upload purge.
+pub const UPLOADS_LEASE: &str = "uploads";
+
+/// Purges upload sessions untouched for `after`, every `every`, while this replica holds [`UPLOADS_LEASE`]; not
+/// while the registry is read-only.
+pub fn spawn_upload_purge(registry: Registry, after: Duration, every: Duration) -> LeaderTask {
+    let blobs = registry.blobs.clone();
+    spawn_periodic(registry, UPLOADS_LEASE, every, false, move || {
+        let blobs = blobs.clone();
+        async move {
+            match blobs.purge_uploads(after).await {
+                Ok(r) if r.sessions.is_empty() && r.orphans.is_empty() => {}
+                Ok(r) => tracing::info!(
+                    sessions = r.sessions.len(),
+                    bytes = r.bytes,
+                    orphans = r.orphans.len(),
+                    "purged idle uploads"
+                ),
+                Err(e) => tracing::warn!(error = %e, "upload purge failed; trying again at the next interval"),
             }
         }
     })
@@ -205,34 +228,16 @@ pub fn spawn_gc(registry: Registry, config: crate::config::gc::GcConfig) -> Lead
     if !config.enabled {
         return LeaderTask::idle(GC_LEASE);
     }
-    LeaderTask::spawn(registry.meta.clone(), GC_LEASE, move |mut stopping| {
-        let collector = registry.collector();
-        let read_only = registry.read_only.clone();
-        let metrics = registry.metrics.clone();
+    let (collector, metrics) = (Arc::new(registry.collector()), registry.metrics.clone());
+    let options = crate::gc::SweepOptions { grace: config.grace, ..Default::default() };
+    spawn_periodic(registry, GC_LEASE, config.interval, true, move || {
+        let (collector, metrics, options) = (collector.clone(), metrics.clone(), options.clone());
         async move {
-            let mut tick = tokio::time::interval(config.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            let options = crate::gc::SweepOptions { grace: config.grace, ..Default::default() };
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped(&mut stopping) => return,
-                }
-                match read_only.is_on().await {
-                    Ok(false) => {}
-                    Ok(true) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "gc: reading the read-only switch");
-                        continue;
-                    }
-                }
-                let outcome = collector.sweep(&options).await;
-                if let Err(e) = &outcome {
-                    tracing::warn!(error = %e, "garbage collection failed; trying again at the next interval");
-                }
-                record_gc_sweep(&metrics, &outcome);
+            let outcome = collector.sweep(&options).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(error = %e, "garbage collection failed; trying again at the next interval");
             }
+            record_gc_sweep(&metrics, &outcome);
         }
     })
 }
@@ -246,47 +251,29 @@ pub fn spawn_prune(registry: Registry, config: crate::config::prune::PruneConfig
     if !config.enabled {
         return LeaderTask::idle(PRUNE_LEASE);
     }
-    LeaderTask::spawn(registry.meta.clone(), PRUNE_LEASE, move |mut stopping| {
-        let pruner = registry.pruner();
-        let read_only = registry.read_only.clone();
-        let metrics = registry.metrics.clone();
+    let (pruner, metrics) = (Arc::new(registry.pruner()), registry.metrics.clone());
+    let options = crate::gc::prune::PruneOptions {
+        keep_tag_revisions: config.keep_tag_revisions,
+        keep_younger_than: config.keep_younger_than,
+        all: true,
+        namespace: None,
+        confirm: true,
+    };
+    spawn_periodic(registry, PRUNE_LEASE, config.interval, true, move || {
+        let (pruner, metrics, options) = (pruner.clone(), metrics.clone(), options.clone());
         async move {
-            let mut tick = tokio::time::interval(config.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            let options = crate::gc::prune::PruneOptions {
-                keep_tag_revisions: config.keep_tag_revisions,
-                keep_younger_than: config.keep_younger_than,
-                all: true,
-                namespace: None,
-                confirm: true,
-            };
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped(&mut stopping) => return,
+            match pruner.prune(&options).await {
+                Ok(report) => {
+                    metrics.prune_run(report.deleted_objects as u64, report.bytes_freed);
+                    tracing::info!(
+                        tag_events = report.tag_events.len(),
+                        images = report.images.len(),
+                        blobs = report.blobs.len(),
+                        bytes = report.bytes_freed,
+                        "scheduled prune"
+                    );
                 }
-                match read_only.is_on().await {
-                    Ok(false) => {}
-                    Ok(true) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "prune: reading the read-only switch");
-                        continue;
-                    }
-                }
-                match pruner.prune(&options).await {
-                    Ok(report) => {
-                        metrics.prune_run(report.deleted_objects as u64, report.bytes_freed);
-                        tracing::info!(
-                            tag_events = report.tag_events.len(),
-                            images = report.images.len(),
-                            blobs = report.blobs.len(),
-                            bytes = report.bytes_freed,
-                            "scheduled prune"
-                        );
-                    }
-                    Err(e) => tracing::warn!(error = %e, "scheduled prune failed; trying again at the next interval"),
-                }
+                Err(e) => tracing::warn!(error = %e, "scheduled prune failed; trying again at the next interval"),
             }
         }
     })

@@ -88,26 +88,19 @@ pub enum BlobError {
     DigestMismatch { expected: Digest, actual: Digest, size: u64 },
 }
 
-/// Whether `e`, or an error it wraps, says the storage has no room (ENOSPC, EDQUOT).
+/// Whether `e`, or an error it wraps, says the storage has no room (ENOSPC and EDQUOT, which std decodes to
+/// these kinds).
 fn storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
-                || matches!(io.raw_os_error(), Some(libc_errno::ENOSPC | libc_errno::EDQUOT))
-            {
+            if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
                 return true;
             }
         }
         cause = c.source();
     }
     false
-}
-
-/// The two errno values of a full disk (Linux), without a libc dependency for two numbers.
-mod libc_errno {
-    pub const ENOSPC: i32 = 28;
-    pub const EDQUOT: i32 = 122;
 }
 
 impl From<std::io::Error> for BlobError {
@@ -380,6 +373,12 @@ impl BlobStore {
             Err(object_store::Error::NotFound { .. }) => Ok(self.location(digest).await?.map(|l| l.size)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether [`BlobStore::presigned_get`] can give URLs (S3 with `redirect`); cheap, for callers that would
+    /// otherwise look the blob up first.
+    pub fn redirects(&self) -> bool {
+        self.signer.is_some()
     }
 
     /// A presigned GET URL of `digest`'s stored bytes, valid for [`PRESIGNED_URL_LIFETIME`], when this store

@@ -77,6 +77,9 @@ impl Registry {
     /// Where a client may fetch `digest` from directly (a presigned S3 URL, with `storage.s3.redirect`), when the
     /// repository holds it and it is stored; `None` when the registry serves the bytes itself.
     pub async fn blob_redirect(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<String>, RegistryError> {
+        if !self.blobs.redirects() {
+            return Ok(None);
+        }
         let link = self.blob_link(repo, digest).await?;
         Ok(self.blobs.presigned_get(digest, link.upstream.is_some()).await?.map(String::from))
     }
