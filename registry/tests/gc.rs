@@ -5,10 +5,13 @@
 //! acknowledged dangling; a manifest stored again just before its deletion: the compare-and-swap delete loses).
 //! `tributary adm gc` prints a dry run, then deletes with `--confirm`, measured on disk.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::tributary;
 use futures::future::BoxFuture;
 use names::Digest;
 use registry::gc::guard::{commit_guarded, Guarded};
@@ -248,22 +251,6 @@ async fn a_manifest_stored_again_just_before_its_deletion_wins() {
     let report = f.gc.sweep(&options(Duration::ZERO)).await.unwrap();
     assert_eq!(report.kept_at_recheck, vec![d.clone()], "{report:?}");
     assert!(f.meta.inner.get(&keys::manifest_content(&d)).await.unwrap().is_some(), "the push won");
-}
-
-/// Runs `tributary ARGS` against `reg` with the administrator's token; stdout, or the failure's stderr.
-fn tributary(reg: &TestRegistry, args: &[&str]) -> Result<String, String> {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(args)
-        .args(["--server", &reg.url(), "--token", reg.admin_token().unwrap()])
-        .env("TRIBUTARY_CLIENT_CONFIG", reg.data_dir().join("no-client-config"))
-        .output()
-        .expect("run tributary");
-    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    if o.status.success() {
-        Ok(out.into_owned())
-    } else {
-        Err(err.into_owned())
-    }
 }
 
 /// Files under the registry's blob directory (content and upload objects).

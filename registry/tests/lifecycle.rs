@@ -4,8 +4,11 @@
 //! through the admin API and followed by a second replica on the same etcd within a second (skipped without the
 //! etcd binary unless `TRIBUTARY_E2E_REQUIRED=1`), and cannot be lifted when the configuration sets it.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::tributary;
 use names::Digest;
 use registry::config::storage::{Metadata, Storage};
 use registry::testing::TestRegistry;
@@ -231,22 +234,6 @@ async fn a_second_replica_on_etcd_follows_the_switch_within_a_second() {
     let off = seen_within_a_second(&a, StatusCode::ACCEPTED).await;
     eprintln!("replica b refused writes {on:?} after the switch on a; a accepted them {off:?} after b's");
     tokio::task::block_in_place(|| drop((a, b)));
-}
-
-/// Runs `tributary ARGS` against `reg` with the administrator's token; stdout, or the failure's stderr.
-fn tributary(reg: &TestRegistry, args: &[&str]) -> Result<String, String> {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(args)
-        .args(["--server", &reg.url(), "--token", reg.admin_token().unwrap()])
-        .env("TRIBUTARY_CLIENT_CONFIG", reg.data_dir().join("no-client-config"))
-        .output()
-        .expect("run tributary");
-    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    if o.status.success() {
-        Ok(out.into_owned())
-    } else {
-        Err(err.into_owned())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,7 +325,7 @@ impl RegistryClient {
         &self,
         registry: &str,
         repository: &str,
-        digest: &str,
+        digest: &names::Digest,
         credentials: &Credentials,
     ) -> Result<Response, WireError> {
         let url = self.url(registry, repository, &format!("blobs/{digest}"))?;

@@ -292,9 +292,7 @@ impl Upstreams {
     /// Starts fetching blob `digest` of `source`'s repository.
     pub async fn blob(&self, source: &Source, digest: &Digest) -> Result<FetchedBlob, UpstreamError> {
         let r = &source.reference;
-        let d = digest.to_string();
-        let d = d.as_str();
-        let resp = self.run(source, |c| c.blob(r.registry(), r.repository(), d, &source.credentials)).await?;
+        let resp = self.run(source, |c| c.blob(r.registry(), r.repository(), digest, &source.credentials)).await?;
         let length = resp.content_length();
         let body = resp.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
         Ok(FetchedBlob { length, body })

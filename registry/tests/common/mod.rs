@@ -170,3 +170,19 @@ fn serve(mut conn: TcpStream, routes: &Mutex<HashMap<String, Answer>>, hits: &Mu
         }
     }
 }
+
+/// Runs `tributary ARGS` against `reg` with the administrator's token; stdout, or the failure's stderr.
+pub fn tributary(reg: &registry::testing::TestRegistry, args: &[&str]) -> Result<String, String> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(args)
+        .args(["--server", &reg.url(), "--token", reg.admin_token().unwrap()])
+        .env("TRIBUTARY_CLIENT_CONFIG", reg.data_dir().join("no-client-config"))
+        .output()
+        .expect("run tributary");
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    if o.status.success() {
+        Ok(out.into_owned())
+    } else {
+        Err(err.into_owned())
+    }
+}
