@@ -42,7 +42,9 @@ use names::{Digest, UploadId};
 use storage_backends::blobs::ObjectLocation;
 use storage_backends::content::ContentName;
 use storage_backends::meta::encode;
-use storage_backends::{keys, BlobError, BlobStore, Expect, MetadataStore, StoreError, Txn};
+use storage_backends::{
+    keys, BlobError, BlobStore, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn, Versioned,
+};
 
 /// The default grace period: content is deleted only after it has been unreferenced this long.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -288,7 +290,7 @@ impl Collector {
     async fn tombstones(&self, now: DateTime<Utc>, dry_run: bool) -> Result<HashSet<Digest>, GcError> {
         let stale = chrono::Duration::from_std(STALE_TOMBSTONE).unwrap_or(chrono::Duration::MAX);
         let mut busy = HashSet::new();
-        for (key, tombstone, version) in self.list_all(keys::GC_DELETING).await? {
+        for (key, Versioned { value: tombstone, version }) in self.meta.list_all(keys::GC_DELETING).await? {
             let Some(digest) = keys::digest_of_key(&key) else { continue };
             let tombstone: Tombstone = storage_backends::meta::decode(&key, &tombstone)?;
             if now - tombstone.at > stale && !dry_run {
@@ -307,23 +309,10 @@ impl Collector {
         Ok(busy)
     }
 
-    /// Every key under `prefix` with its value and version, a page at a time.
-    async fn list_all(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, u64)>, GcError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.meta.list(prefix, after.as_deref(), 1000).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            out.extend(page.into_iter().map(|(k, v)| (k, v.value, v.version)));
-        }
-        Ok(out)
-    }
-
     /// When each candidate was first seen unreferenced.
     async fn candidates(&self) -> Result<HashMap<Digest, DateTime<Utc>>, GcError> {
         let mut out = HashMap::new();
-        for (key, value, _) in self.list_all(keys::GC_CANDIDATES).await? {
+        for (key, Versioned { value, .. }) in self.meta.list_all(keys::GC_CANDIDATES).await? {
             let Some(digest) = keys::digest_of_key(&key) else { continue };
             let c: Candidate = storage_backends::meta::decode(&key, &value)?;
             out.insert(digest, c.first_seen);

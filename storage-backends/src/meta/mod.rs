@@ -298,6 +298,19 @@ pub trait MetadataStoreExt: MetadataStore {
         let rows = self.list(prefix, start_after, limit).await?;
         rows.into_iter().map(|(k, v)| decode(&k, &v.value).map(|t| (k, t, v.version))).collect()
     }
+    /// Every key under `prefix` with its value and version, read a page at a time.
+    async fn list_all(&self, prefix: &str) -> Result<Vec<(String, Versioned)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(prefix, after.as_deref(), 1000).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
     /// Every value under `prefix` with its version, read a page at a time.
     async fn list_all_json<T: DeserializeOwned + Send>(&self, prefix: &str) -> Result<Vec<(T, u64)>, StoreError> {
         let mut out = Vec::new();

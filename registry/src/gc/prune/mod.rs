@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use names::{Digest, RepositoryName};
 use storage_backends::meta::{decode, encode};
-use storage_backends::{keys, BlobStore, Expect, MetadataStore, StoreError, Txn};
+use storage_backends::{keys, BlobStore, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn, Versioned};
 use streams::model::{Image, NamedTagEventList};
 
 use super::{Collector, Freed, GcError, SweepOptions};
@@ -243,11 +243,11 @@ impl Pruner {
     async fn snapshot(&self) -> Result<Snapshot, PruneError> {
         let revision = self.meta.revision().await?;
         let mut histories = BTreeMap::new();
-        for (key, value, version) in self.list_all(keys::ISTAGS).await? {
+        for (key, Versioned { value, version }) in self.meta.list_all(keys::ISTAGS).await? {
             histories.insert(key.clone(), (decode::<NamedTagEventList>(&key, &value)?, version));
         }
         let mut links: BTreeMap<RepositoryName, RepoLinks> = BTreeMap::new();
-        for (key, value, version) in self.list_all("links/").await? {
+        for (key, Versioned { value, version }) in self.meta.list_all("links/").await? {
             let Some((rest, digest)) = key.strip_prefix("links/").and_then(|k| k.rsplit_once('/')) else { continue };
             let Some((repo, kind)) = rest.rsplit_once('/') else { continue };
             let (Ok(repo), Ok(digest)) = (repo.parse::<RepositoryName>(), digest.parse::<Digest>()) else { continue };
@@ -266,24 +266,11 @@ impl Pruner {
             }
         }
         let mut images = HashMap::new();
-        for (key, value, version) in self.list_all(keys::IMAGES).await? {
+        for (key, Versioned { value, version }) in self.meta.list_all(keys::IMAGES).await? {
             let Some(digest) = keys::digest_of_key(&key) else { continue };
             images.insert(digest, (decode::<Image>(&key, &value)?, version));
         }
         Ok(Snapshot { revision, histories, links, images })
-    }
-
-    /// Every key under `prefix` with its value and version, a page at a time.
-    async fn list_all(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, u64)>, StoreError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.meta.list(prefix, after.as_deref(), 1000).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            out.extend(page.into_iter().map(|(k, v)| (k, v.value, v.version)));
-        }
-        Ok(out)
     }
 }
 
