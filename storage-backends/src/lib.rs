@@ -25,4 +25,4 @@ pub use meta::{
     StoreError, Txn, Versioned,
 };
 pub use purge::PurgeReport;
-pub use uploads::{ChunkStart, UploadSession};
+pub use uploads::{ChunkStart, FinishError, UploadSession};

@@ -151,6 +151,9 @@ impl UploadLock {
         let (id, file, root) = (self.id, self.file.clone(), self.root.clone());
         let target = root.join(paths::blob(digest).as_ref());
         blocking(move || {
+            // Published now, whenever its bytes were written: a garbage-collection sweep keeps content written
+            // within its grace period, which covers the moment between this and the caller's link.
+            file.set_modified(std::time::SystemTime::now())?;
             file.sync_data()?;
             let failed = root.join(paths::upload_failed(id).as_ref());
             if let Ok(why) = std::fs::read_to_string(&failed) {

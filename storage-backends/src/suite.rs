@@ -76,6 +76,7 @@ pub async fn run(a: &BlobStore, b: &BlobStore) {
     mismatch_and_too_large_leave_nothing_visible(a, b).await;
     empty_blob_and_ranges(a, b).await;
     monolithic_and_other_algorithm(a, b).await;
+    content_collected_while_linking_is_stored_again(a, b).await;
     cancel_discards(a, b).await;
     put_stream(a, b).await;
     large_blob_of_several_parts(a, b).await;
@@ -349,6 +350,37 @@ pub async fn monolithic_and_other_algorithm(a: &BlobStore, b: &BlobStore) {
     b.append_upload(id, None, body([Bytes::from(data.clone())])).await.unwrap();
     b.finish_upload(id, &d512, None, no_body()).await.unwrap();
     assert_eq!(read(b, &d512).await, data);
+}
+
+/// An upload of content stored already keeps its own bytes until its link is committed: when a garbage
+/// collection sweep deletes the content between the upload's check and its link (simulated inside the link), the
+/// upload stores its copy (monolithic and chunked alike), and nothing of it is left staged.
+pub async fn content_collected_while_linking_is_stored_again(a: &BlobStore, b: &BlobStore) {
+    for (seed, chunked) in [(21, false), (22, true)] {
+        let data = noise(a.part_size as usize + 11, seed);
+        let d = Digest::sha256_of(&data);
+        let id = a.start_upload(&repo()).await.unwrap();
+        a.finish_upload(id, &d, Some(0), body([Bytes::from(data.clone())])).await.unwrap();
+
+        let id = b.start_upload(&repo()).await.unwrap();
+        let last = if chunked {
+            b.append_upload(id, None, body(chunks_of(&data, &[1 << 20]))).await.unwrap();
+            body([])
+        } else {
+            body([Bytes::from(data.clone())])
+        };
+        let (len, d2) = (data.len() as u64, d.clone());
+        let sweep = |size: u64| async move {
+            assert_eq!(size, len);
+            a.delete_content(&d2).await.unwrap();
+            assert!(!a.exists_now(&d2).await.unwrap(), "the sweep deleted it");
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let start = if chunked { None } else { Some(0) };
+        let size = b.finish_upload_linked(id, &d, start, last, sweep).await.unwrap();
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(read(a, &d).await, data, "stored again by the upload (chunked: {chunked})");
+    }
 }
 
 /// Cancelling discards the session and everything staged, also while parts were uploaded.

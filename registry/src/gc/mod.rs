@@ -25,8 +25,12 @@
 //! mark, which starts after the tombstone committed, sees it) or waits until the sweep is done and then checks that
 //! the content is still there (re-writing it when the writer holds the bytes). A manifest PUT stores its bytes in
 //! the same transaction as its link (the compare-and-swap above), or, when large, checks after its commit
-//! ([`guard::settle`]). An upload's bytes are written at the content path before its link: the grace period on
-//! the object's last modification covers the time between.
+//! ([`guard::settle`]). An upload's bytes are published at the content path (with a fresh modification time)
+//! before its link: the grace period covers the time between. The guard alone does not cover a writer that found
+//! the content stored, then committed its link after a whole sweep deleted it (tombstone written and cleared in
+//! between): an upload of content stored already therefore links while it still holds its own copy, checks again
+//! and publishes its copy when the content is gone (`BlobStore::finish_upload_linked`); a mount checks the
+//! content after its commit and takes the link back when it is gone (`Registry::commit_linking`).
 
 pub mod guard;
 mod mark;

@@ -140,7 +140,10 @@ pub struct Registry {
 impl Registry {
     /// Commits `txn`, which links `digests` into a repository, guarded against a garbage-collection sweep deleting
     /// them ([`crate::gc::guard`]). When a sweep was, waits for it and commits again; with `need_content` only when
-    /// the content is still stored ([`RegistryError::BlobUnknown`] when the sweep deleted it).
+    /// the content is still stored ([`RegistryError::BlobUnknown`] when the sweep deleted it). With
+    /// `need_content`, the content is also checked after the commit: a sweep may have deleted it (and cleared its
+    /// tombstone) between the caller's own check and this commit; then the link is taken back and the answer is
+    /// [`RegistryError::BlobUnknown`]. A caller that holds the bytes passes `false` and stores them again instead.
     pub(crate) async fn commit_linking(
         &self,
         txn: Txn,
@@ -150,6 +153,15 @@ impl Registry {
         use crate::gc::guard::{commit_guarded, Guarded};
         for _ in 0..8 {
             match commit_guarded(&*self.meta, txn.clone(), digests).await {
+                Ok(revision) if need_content => {
+                    for d in digests {
+                        if !self.content_exists(d).await? {
+                            self.take_back(&txn, revision).await;
+                            return Err(RegistryError::BlobUnknown(d.clone()));
+                        }
+                    }
+                    return Ok(revision);
+                }
                 Ok(revision) => return Ok(revision),
                 Err(Guarded::Swept(d)) => {
                     if need_content && !self.content_exists(&d).await? {
@@ -161,6 +173,17 @@ impl Registry {
             }
         }
         Err(RegistryError::Internal("garbage collection kept deleting what this write links".into()))
+    }
+
+    /// Deletes the keys `txn` wrote at `revision`, unless written again since (best effort: a link left behind
+    /// names content that is gone, which a pull answers 404 and a push uploads again).
+    async fn take_back(&self, txn: &Txn, revision: u64) {
+        let undo = txn.puts.iter().fold(Txn::new(), |t, (key, _)| {
+            t.expect(key.clone(), storage_backends::Expect::Version(revision)).delete(key.clone())
+        });
+        if let Err(e) = self.meta.commit(undo).await {
+            tracing::warn!(error = %e, "could not take back a link to collected content");
+        }
     }
 
     /// The garbage collector over this registry's stores.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::Stream;
 use names::{Digest, RepositoryName, UploadId};
 use storage_backends::meta::encode;
-use storage_backends::{keys, Txn};
+use storage_backends::{keys, FinishError, Txn};
 pub use storage_backends::{ChunkStart, UploadSession};
 
 use super::blobs::BlobLink;
@@ -68,17 +68,21 @@ impl Registry {
         E: std::fmt::Display,
     {
         self.upload_session(repo, id).await?;
-        let size = self.blobs.finish_upload(id, digest, start, body).await?;
-        let link = Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size, upstream: None }));
-        match self.commit_linking(link, std::slice::from_ref(digest), true).await {
-            Ok(_) => {
+        let link = |size| async move {
+            let txn = Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size, upstream: None }));
+            // The store publishes its own copy again when a sweep took the content meanwhile (`false`).
+            self.commit_linking(txn, std::slice::from_ref(digest), false).await.map(drop)
+        };
+        match self.blobs.finish_upload_linked(id, digest, start, body, link).await {
+            Ok(size) => {
                 self.metrics.upload_finished(size);
                 Ok(())
             }
-            Err(RegistryError::BlobUnknown(d)) => Err(RegistryError::UploadInvalid(format!(
+            Err(FinishError::Blob(e)) => Err(e.into()),
+            Err(FinishError::Link(RegistryError::BlobUnknown(d))) => Err(RegistryError::UploadInvalid(format!(
                 "{d} was garbage collected while the upload finished; push it again"
             ))),
-            Err(e) => Err(e),
+            Err(FinishError::Link(e)) => Err(e),
         }
     }
 

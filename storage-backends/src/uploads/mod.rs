@@ -58,6 +58,13 @@ pub struct WriterClaim {
 /// Where a chunk claims to start (`Content-Range`), when the client said.
 pub type ChunkStart = Option<u64>;
 
+/// Why [`BlobStore::finish_upload_linked`] failed: the upload itself, or the caller's link (`X`).
+#[derive(Debug)]
+pub enum FinishError<X> {
+    Blob(BlobError),
+    Link(X),
+}
+
 impl UploadSession {
     /// The hasher after the session's bytes.
     pub fn hasher(&self) -> Result<DigestHasher, BlobError> {
@@ -251,11 +258,40 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut lease = Lease::claim(self, id, start).await?;
-        let session = lease.session().cloned().ok_or(BlobError::LeaseLost)?;
+        let nothing = |_| async { Ok::<(), std::convert::Infallible>(()) };
+        self.finish_upload_linked(id, digest, start, body, nothing).await.map_err(|e| match e {
+            FinishError::Blob(e) => e,
+            FinishError::Link(never) => match never {},
+        })
+    }
+
+    /// [`Self::finish_upload`], then `link(size)` (the caller's commit of the reference that keeps the blob, such
+    /// as a repository link), run at the one moment that keeps it safe from a garbage-collection sweep: after the
+    /// bytes are published, or, when the content was stored already, while this upload still holds its own copy.
+    /// Then the content is checked again and, when a sweep deleted it between that check and the link, this
+    /// upload's copy is published in its place: an acknowledged upload never names missing content. When `link`
+    /// fails the blob may be visible (it was published), but nothing of the caller's is.
+    pub async fn finish_upload_linked<S, E, L, F, X>(
+        &self,
+        id: UploadId,
+        digest: &Digest,
+        start: ChunkStart,
+        body: S,
+        link: L,
+    ) -> Result<u64, FinishError<X>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+        L: FnOnce(u64) -> F,
+        F: std::future::Future<Output = Result<(), X>>,
+    {
+        let blob = FinishError::Blob;
+        let mut lease = Lease::claim(self, id, start).await.map_err(blob)?;
+        let session = lease.session().cloned().ok_or(FinishError::Blob(BlobError::LeaseLost))?;
         // Hash with the client's algorithm from the start when nothing was received yet.
         let fresh = session.size == 0 && session.staged.is_empty();
-        let mut hasher = if session.size == 0 { DigestHasher::new(digest.algorithm()) } else { session.hasher()? };
+        let mut hasher =
+            if session.size == 0 { DigestHasher::new(digest.algorithm()) } else { session.hasher().map_err(blob)? };
         let target = match &session.staged.multipart {
             Some(m) => Path::from(&*m.target),
             // The digest is known before the first byte: straight to the content-addressed path.
@@ -266,7 +302,7 @@ impl BlobStore {
             Ok(w) => w,
             Err(e) => {
                 lease.abandon().await;
-                return Err(e);
+                return Err(blob(e));
             }
         };
         let written = match writer.write(session.size, body, &mut hasher, None, &mut lease).await {
@@ -276,40 +312,73 @@ impl BlobStore {
                     app.discard_unrecorded().await;
                 }
                 lease.abandon().await;
-                return Err(e);
+                return Err(blob(e));
             }
         };
         let size = session.size + written;
         let hashed = (hasher.algorithm() == digest.algorithm()).then(|| hasher.finish());
         if let Some(actual) = hashed.as_ref().filter(|a| *a != digest) {
             self.discard(writer, lease, id).await;
-            return Err(BlobError::DigestMismatch { expected: digest.clone(), actual: actual.clone(), size });
+            return Err(blob(BlobError::DigestMismatch { expected: digest.clone(), actual: actual.clone(), size }));
         }
         let stored = match self.stat(digest).await {
             Ok(stored) => stored.is_some(),
             Err(e) => {
                 lease.abandon().await;
-                return Err(e);
+                return Err(blob(e));
             }
         };
         if stored {
-            self.discard(writer, lease, id).await;
-            return Ok(size);
+            // Linked while this upload still holds its bytes: a sweep that deleted the content after the check
+            // above (its tombstone gone by the time the link committed) is answered by publishing them.
+            if let Err(e) = link(size).await {
+                self.discard(writer, lease, id).await;
+                return Err(FinishError::Link(e));
+            }
+            match self.stat(digest).await {
+                Ok(Some(_)) => {
+                    self.discard(writer, lease, id).await;
+                    return Ok(size);
+                }
+                Ok(None) => {
+                    tracing::warn!(%digest, "content collected while an upload of it finished: storing it again");
+                }
+                Err(e) => {
+                    self.discard(writer, lease, id).await;
+                    return Err(blob(e));
+                }
+            }
+            return match self.publish(writer, &mut lease, digest, &target, hashed.is_some(), size).await {
+                Ok(None) => {
+                    self.close_and_clean(lease, id, &StagedUpload::default()).await;
+                    Ok(size)
+                }
+                Ok(Some(actual)) => {
+                    self.close_and_clean(lease, id, &StagedUpload::default()).await;
+                    Err(blob(BlobError::DigestMismatch { expected: digest.clone(), actual, size }))
+                }
+                Err(e) => {
+                    lease.abandon().await;
+                    Err(blob(e))
+                }
+            };
         }
         match self.publish(writer, &mut lease, digest, &target, hashed.is_some(), size).await {
             Ok(None) => {
                 self.close_and_clean(lease, id, &StagedUpload::default()).await;
-                Ok(size)
             }
             Ok(Some(actual)) => {
                 self.close_and_clean(lease, id, &StagedUpload::default()).await;
-                Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size })
+                return Err(blob(BlobError::DigestMismatch { expected: digest.clone(), actual, size }));
             }
             Err(e) => {
                 lease.abandon().await;
-                Err(e)
+                return Err(blob(e));
             }
         }
+        // Published just now (a fresh modification time): a sweep keeps it for its grace period.
+        link(size).await.map_err(FinishError::Link)?;
+        Ok(size)
     }
 
     /// Makes the `size` bytes `writer` staged visible as `digest` (already verified when `verified`, else checked
