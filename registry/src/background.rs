@@ -2,7 +2,8 @@
 //! [`spawn_background`] starts what `tributary serve` and [`crate::testing::TestRegistry`] both run: the import
 //! controller (pending and scheduled imports, lease `imports`), webhook delivery (lease `webhooks`) and the upload
 //! purge (idle upload sessions and their staged data, lease `uploads`; see `storage_backends::purge`), garbage
-//! collection (lease `gc`) and the scheduled image pruner (lease `prune`, off by default). Each is a
+//! collection (lease `gc`), the scheduled image pruner (lease `prune`, off by default) and the pull-through cache's
+//! eviction (lease `cache`, off unless capped). Each is a
 //! [`LeaderTask`]: every replica campaigns for the lease ([`storage_backends::MetadataStore::elect`]: an etcd
 //! lease, or the embedded store's in-process one); only the holder runs the work; when the lease is lost the work
 //! is dropped at once (cancelled at its next await: every store write is an atomic transaction, so what a cancelled
@@ -298,6 +299,31 @@ pub fn record_gc_sweep(
     }
 }
 
+/// The lease of the pull-through cache's eviction.
+pub const CACHE_LEASE: &str = "cache";
+
+/// Evicts the least recently pulled blobs of the pull-through cache when it is over `config`'s cap, every
+/// `config.interval`, while this replica holds [`CACHE_LEASE`]; not while the registry is read-only. Off unless
+/// `[cache] max-size-mb` is set.
+pub fn spawn_cache_eviction(registry: Registry, config: Option<crate::config::cache::CacheConfig>) -> LeaderTask {
+    let Some(config) = config else { return LeaderTask::idle(CACHE_LEASE) };
+    let limits = crate::gc::evict::CacheLimits {
+        max_bytes: config.max_bytes,
+        low_water_bytes: config.low_water_bytes,
+        grace: registry.gc_grace,
+    };
+    let (collector, metrics) = (Arc::new(registry.collector()), registry.metrics.clone());
+    spawn_periodic(registry, CACHE_LEASE, config.interval, false, move || {
+        let (collector, metrics) = (collector.clone(), metrics.clone());
+        async move {
+            match collector.evict(&limits).await {
+                Ok(report) => metrics.cache_evicted(&report),
+                Err(e) => tracing::warn!(error = %e, "cache eviction failed; trying again at the next interval"),
+            }
+        }
+    })
+}
+
 /// The background work of one replica (see the module documentation). Stop it with [`Background::stop`].
 pub struct Background {
     pub imports: LeaderTask,
@@ -305,6 +331,7 @@ pub struct Background {
     pub uploads: LeaderTask,
     pub gc: LeaderTask,
     pub prune: LeaderTask,
+    pub cache: LeaderTask,
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -321,20 +348,21 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
         uploads: spawn_upload_purge(registry.clone(), config.upload_purge_after, config.upload_purge_interval),
         gc: spawn_gc(registry.clone(), config.gc),
         prune: spawn_prune(registry.clone(), config.prune),
+        cache: spawn_cache_eviction(registry.clone(), config.cache),
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks, uploads, gc, prune } = self;
-        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop(), prune.stop());
+        let Background { imports, webhooks, uploads, gc, prune, cache } = self;
+        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop(), prune.stop(), cache.stop());
     }
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks, uploads, gc, prune } = self;
-        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash(), prune.crash());
+        let Background { imports, webhooks, uploads, gc, prune, cache } = self;
+        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash(), prune.crash(), cache.crash());
     }
 }
 

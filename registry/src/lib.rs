@@ -88,6 +88,7 @@ pub fn assemble(
             config.max_manifest_bytes,
         )?),
         pullthrough: Arc::default(),
+        pull_clock: Arc::default(),
         import_locks: Arc::default(),
         imports: service::import::ImportSettings {
             scheduled_interval: config.scheduled_import_interval,

@@ -59,6 +59,7 @@ pub struct Builder {
     metrics: crate::metrics::MetricsConfig,
     gc: Option<crate::config::gc::GcConfig>,
     prune: crate::config::prune::PruneConfig,
+    cache: Option<crate::config::cache::CacheConfig>,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -135,6 +136,13 @@ impl Builder {
         self
     }
 
+    /// Caps the pull-through cache at `max_bytes`, evicting down to `low_water_bytes`, checked every `interval`
+    /// (the `[cache]` settings).
+    pub fn with_cache(mut self, max_bytes: u64, low_water_bytes: u64, interval: std::time::Duration) -> Builder {
+        self.cache = Some(crate::config::cache::CacheConfig { max_bytes, low_water_bytes, interval });
+        self
+    }
+
     pub fn with_upload_purge(mut self, after: std::time::Duration, interval: std::time::Duration) -> Builder {
         self.upload_purge = Some((after, interval));
         self
@@ -203,6 +211,7 @@ impl Builder {
             metrics: self.metrics,
             gc: self.gc.unwrap_or(crate::config::gc::GcConfig { enabled: false, ..Default::default() }),
             prune: self.prune,
+            cache: self.cache,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -232,6 +241,7 @@ struct Options {
     metrics: crate::metrics::MetricsConfig,
     gc: crate::config::gc::GcConfig,
     prune: crate::config::prune::PruneConfig,
+    cache: Option<crate::config::cache::CacheConfig>,
 }
 
 impl TestRegistry {
@@ -266,6 +276,7 @@ impl TestRegistry {
             metrics,
             gc,
             prune,
+            cache,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -290,6 +301,7 @@ impl TestRegistry {
             metrics,
             gc,
             prune,
+            cache,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

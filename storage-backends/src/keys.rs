@@ -124,6 +124,14 @@ pub fn gc_deleting(digest: &Digest) -> String {
     format!("gc/deleting/{digest}")
 }
 
+pub const GC_PULLED: &str = "gc/pulled/";
+
+/// When a blob of the pull-through cache was last pulled (recorded at most once a minute per replica), for the
+/// cache's least-recently-pulled eviction.
+pub fn gc_pulled(digest: &Digest) -> String {
+    format!("gc/pulled/{digest}")
+}
+
 /// The digest a key under one of the `gc/` prefixes, `links/…/blobs/`, `links/…/manifests/`, `images/`,
 /// `manifest-content/` or `blob-objects/` names (its last segment), if it is one.
 pub fn digest_of_key(key: &str) -> Option<Digest> {

@@ -2,6 +2,7 @@
 //! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data; [`storage`] chooses
 //! other blob and metadata stores; [`limits`] holds the `[limits]` and `[audit]` tables.
 
+pub mod cache;
 pub mod duration;
 pub mod gc;
 pub mod limits;
@@ -59,6 +60,9 @@ pub struct FileConfig {
     /// `[prune]`: the scheduled image pruner.
     #[serde(default)]
     pub prune: prune::PruneSettings,
+    /// `[cache]`: the pull-through cache's size cap.
+    #[serde(default)]
+    pub cache: cache::CacheSettings,
     /// `[limits]`: rate limit, upload cap, body and header timeouts and sizes, trusted proxies.
     #[serde(default)]
     pub limits: limits::LimitsSettings,
@@ -115,6 +119,8 @@ pub struct Config {
     pub gc: gc::GcConfig,
     /// The scheduled image pruner (`[prune]`).
     pub prune: prune::PruneConfig,
+    /// The pull-through cache's cap (`[cache]`); `None`: nothing is evicted.
+    pub cache: Option<cache::CacheConfig>,
     /// What protects the service from its clients (`[limits]`).
     pub limits: limits::Limits,
     /// The audit log (`[audit]`); off unless a path is given.
@@ -257,6 +263,7 @@ impl Config {
             storage: storage::Storage::resolve(overrides.storage, from_file.storage)?,
             gc: from_file.gc.resolve()?,
             prune: from_file.prune.resolve()?,
+            cache: from_file.cache.resolve()?,
             limits: limits::Limits::resolve(overrides.limits, from_file.limits)?,
             audit: limits::AuditConfig::resolve(overrides.audit, from_file.audit)?,
             metrics: {

@@ -32,6 +32,7 @@
 //! and publishes its copy when the content is gone (`BlobStore::finish_upload_linked`); a mount checks the
 //! content after its commit and takes the link back when it is gone (`Registry::commit_linking`).
 
+pub mod evict;
 pub mod guard;
 mod mark;
 pub mod prune;

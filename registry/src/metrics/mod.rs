@@ -178,6 +178,9 @@ pub struct Metrics {
     gc_items: Counter,
     gc_bytes: Counter,
     prune_runs: Counter,
+    cache_bytes: prometheus_client::metrics::gauge::Gauge,
+    cache_evicted_items: Counter,
+    cache_evicted_bytes: Counter,
     prune_items: Counter,
     prune_bytes: Counter,
     webhooks: WebhookMetrics,
@@ -211,6 +214,9 @@ impl Metrics {
             gc_items: Counter::default(),
             gc_bytes: Counter::default(),
             prune_runs: Counter::default(),
+            cache_bytes: Default::default(),
+            cache_evicted_items: Counter::default(),
+            cache_evicted_bytes: Counter::default(),
             prune_items: Counter::default(),
             prune_bytes: Counter::default(),
             webhooks: WebhookMetrics::default(),
@@ -284,6 +290,21 @@ impl Metrics {
         r.register("tributary_gc_removed_items", "Items garbage collection removed", self.gc_items.clone());
         r.register("tributary_gc_removed_bytes", "Bytes garbage collection removed", self.gc_bytes.clone());
         r.register("tributary_prune_runs", "Prune runs", self.prune_runs.clone());
+        r.register(
+            "tributary_cache_bytes",
+            "Bytes of pulled-through blobs stored, as of the last eviction check",
+            self.cache_bytes.clone(),
+        );
+        r.register(
+            "tributary_cache_evicted_items",
+            "Blobs evicted from the pull-through cache",
+            self.cache_evicted_items.clone(),
+        );
+        r.register(
+            "tributary_cache_evicted_bytes",
+            "Bytes evicted from the pull-through cache",
+            self.cache_evicted_bytes.clone(),
+        );
         r.register("tributary_prune_removed_items", "Items pruning removed", self.prune_items.clone());
         r.register("tributary_prune_removed_bytes", "Bytes pruning removed", self.prune_bytes.clone());
         r.register(
@@ -393,6 +414,14 @@ impl Metrics {
         self.prune_runs.inc();
         self.prune_items.inc_by(items);
         self.prune_bytes.inc_by(bytes);
+    }
+
+    /// One check of the pull-through cache ([`crate::gc::evict`]), on the replica that ran it.
+    pub fn cache_evicted(&self, report: &crate::gc::evict::EvictReport) {
+        let left = report.cached_bytes.saturating_sub(report.evicted_bytes);
+        self.cache_bytes.set(i64::try_from(left).unwrap_or(i64::MAX));
+        self.cache_evicted_items.inc_by(report.evicted.len() as u64);
+        self.cache_evicted_bytes.inc_by(report.evicted_bytes);
     }
 
     /// The counters webhook delivery moves.

@@ -81,7 +81,11 @@ impl Registry {
             return Ok(None);
         }
         let link = self.blob_link(repo, digest).await?;
-        Ok(self.blobs.presigned_get(digest, link.upstream.is_some()).await?.map(String::from))
+        let url = self.blobs.presigned_get(digest, link.upstream.is_some()).await?.map(String::from);
+        if url.is_some() && link.upstream.is_some() {
+            self.pull_clock.pulled(&self.meta, digest);
+        }
+        Ok(url)
     }
 
     /// Streams a blob of the repository, whole or the given range (already validated against the size). A blob
@@ -97,6 +101,7 @@ impl Registry {
             // A pull-through cache hit: a blob linked to an upstream, already stored here.
             if let Some(from) = link.upstream.as_ref().and_then(|u| u.repository().ok()) {
                 self.metrics.pullthrough_hit(from.registry());
+                self.pull_clock.pulled(&self.meta, digest);
             }
             return Ok(BlobRead { body, range, total });
         }
@@ -106,6 +111,7 @@ impl Registry {
         let joined =
             self.pullthrough.fetch(&self.upstreams, &self.blobs, source, digest, link.size, range.is_none()).await;
         self.metrics.pullthrough_miss(from.registry(), joined.is_ok());
+        self.pull_clock.pulled(&self.meta, digest);
         let joined = joined.map_err(RegistryError::Upstream)?;
         match joined {
             Joined::Streaming(body) => Ok(BlobRead { body, range: 0..link.size, total: link.size }),

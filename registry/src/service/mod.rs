@@ -125,6 +125,8 @@ pub struct Registry {
     pub upstreams: Arc<crate::upstream::Upstreams>,
     /// Upstream fetches in progress.
     pub pullthrough: Arc<pullthrough::PullThrough>,
+    /// When cached (pulled-through) blobs were last pulled, for the cache's eviction.
+    pub pull_clock: Arc<crate::gc::evict::PullClock>,
     /// Import settings.
     pub imports: import::ImportSettings,
     /// Streams with an import running.
