@@ -70,7 +70,7 @@ async fn pushes_and_pulls_on_s3_across_replicas() {
     let id = location(&r).rsplit('/').next().unwrap().parse().unwrap();
     let half = more.len() / 2;
     let body = suite::body([Bytes::copy_from_slice(&more[..half])]);
-    assert_eq!(two.append_chunk(&repo, id, Some(0), body).await.unwrap(), half as u64);
+    assert_eq!(two.append_chunk(&repo, id, "system:anonymous", Some(0), body).await.unwrap(), half as u64);
     let status = http.get(url(&format!("/v2/ns/app/blobs/uploads/{id}"))).send().await.unwrap();
     assert_eq!(status.headers()["range"], format!("0-{}", half - 1).as_str(), "replica one sees replica two's bytes");
     let r = http

@@ -40,6 +40,7 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
     let q = query(&req);
     let reg = registry.get_ref();
     let decision = super::auth::authorize(&req, reg, &endpoint).await?;
+    let who = decision.caller.identity.name();
     // Read-only mode: every write is refused here, once, after authorization (a caller who may not write hears
     // that first), before any handler runs.
     if endpoint.is_write(&method) {
@@ -65,11 +66,11 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
             Ok(HttpResponse::Accepted().finish())
         }
         (Endpoint::StartUpload(repo), Method::POST) => start_upload(reg, &decision, &req, &repo, &q, payload).await,
-        (Endpoint::Upload(repo, id), Method::GET) => upload_status(reg, &repo, id).await,
-        (Endpoint::Upload(repo, id), Method::PATCH) => patch_upload(reg, &req, &repo, id, payload).await,
-        (Endpoint::Upload(repo, id), Method::PUT) => finish_upload(reg, &req, &repo, id, &q, payload).await,
+        (Endpoint::Upload(repo, id), Method::GET) => upload_status(reg, &repo, id, &who).await,
+        (Endpoint::Upload(repo, id), Method::PATCH) => patch_upload(reg, &req, &repo, id, &who, payload).await,
+        (Endpoint::Upload(repo, id), Method::PUT) => finish_upload(reg, &req, &repo, id, &who, &q, payload).await,
         (Endpoint::Upload(repo, id), Method::DELETE) => {
-            reg.cancel_upload(&repo, id).await?;
+            reg.cancel_upload(&repo, id, &who).await?;
             Ok(HttpResponse::NoContent().finish())
         }
         (Endpoint::Referrers(repo, d), Method::GET) => referrers(reg, &repo, &d, &q).await,
@@ -293,6 +294,7 @@ async fn start_upload(
     q: &HashMap<String, String>,
     payload: web::Payload,
 ) -> Answer {
+    let who = decision.caller.identity.name();
     if let Some(mount) = digest_param(q, "mount")? {
         let from = q.get("from").and_then(|f| f.parse::<RepositoryName>().ok());
         if let Some(from) = from {
@@ -303,17 +305,17 @@ async fn start_upload(
                 return Ok(blob_created(repo, &mount));
             }
         }
-        let id = reg.start_upload(repo).await?;
+        let id = reg.start_upload(repo, &who).await?;
         return Ok(upload_accepted(repo, id, 0));
     }
-    let id = reg.start_upload(repo).await?;
+    let id = reg.start_upload(repo, &who).await?;
     match digest_param(q, "digest")? {
         Some(digest) => {
             let start = content_range_start(req)?;
-            if let Err(e) = reg.finish_upload(repo, id, &digest, start, payload).await {
+            if let Err(e) = reg.finish_upload(repo, id, &who, &digest, start, payload).await {
                 // A monolithic push leaves no session for its client to resume: what it staged goes now (a full
                 // disk gets its room back at once), not when abandoned uploads are purged.
-                match reg.cancel_upload(repo, id).await {
+                match reg.cancel_upload(repo, id, &who).await {
                     Ok(()) | Err(RegistryError::UploadUnknown(_)) => {}
                     Err(c) => tracing::warn!(upload = %id, error = %c, "could not discard a failed push's upload"),
                 }
@@ -325,8 +327,8 @@ async fn start_upload(
     }
 }
 
-async fn upload_status(reg: &Registry, repo: &RepositoryName, id: UploadId) -> Answer {
-    let (session, _) = reg.upload_session(repo, id).await?;
+async fn upload_status(reg: &Registry, repo: &RepositoryName, id: UploadId, who: &str) -> Answer {
+    let (session, _) = reg.upload_session(repo, id, who).await?;
     Ok(HttpResponse::NoContent()
         .insert_header(("Location", upload_location(repo, id)))
         .insert_header(("Range", range_value(session.size)))
@@ -354,10 +356,11 @@ async fn patch_upload(
     req: &HttpRequest,
     repo: &RepositoryName,
     id: UploadId,
+    who: &str,
     payload: web::Payload,
 ) -> Answer {
     let start = content_range_start(req)?;
-    let size = reg.append_chunk(repo, id, start, payload).await?;
+    let size = reg.append_chunk(repo, id, who, start, payload).await?;
     Ok(upload_accepted(repo, id, size))
 }
 
@@ -366,13 +369,14 @@ async fn finish_upload(
     req: &HttpRequest,
     repo: &RepositoryName,
     id: UploadId,
+    who: &str,
     q: &HashMap<String, String>,
     payload: web::Payload,
 ) -> Answer {
     let digest = digest_param(q, "digest")?
         .ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid).message("the digest query parameter is required"))?;
     let start = content_range_start(req)?;
-    reg.finish_upload(repo, id, &digest, start, payload).await?;
+    reg.finish_upload(repo, id, who, &digest, start, payload).await?;
     Ok(blob_created(repo, &digest))
 }
 

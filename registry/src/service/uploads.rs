@@ -14,21 +14,23 @@ use super::blobs::BlobLink;
 use super::{Registry, RegistryError};
 
 impl Registry {
-    /// Opens a new upload session for `repo`.
-    pub async fn start_upload(&self, repo: &RepositoryName) -> Result<UploadId, RegistryError> {
-        let id = self.blobs.start_upload(repo).await?;
+    /// Opens a new upload session for `repo`, owned by `owner` (the caller's name): only the same caller may use it.
+    pub async fn start_upload(&self, repo: &RepositoryName, owner: &str) -> Result<UploadId, RegistryError> {
+        let id = self.blobs.start_upload_for(repo, Some(owner.to_owned())).await?;
         self.metrics.upload_started();
         Ok(id)
     }
 
-    /// The session `id` of `repo` with its version.
+    /// The session `id` of `repo` with its version, when `caller` may use it. A session of another repository or
+    /// another caller is answered as unknown, exactly like a missing one.
     pub async fn upload_session(
         &self,
         repo: &RepositoryName,
         id: UploadId,
+        caller: &str,
     ) -> Result<(UploadSession, u64), RegistryError> {
         match self.blobs.upload_session(id).await? {
-            Some((s, v)) if &s.repository == repo => Ok((s, v)),
+            Some((s, v)) if &s.repository == repo && s.owner.as_deref().is_none_or(|o| o == caller) => Ok((s, v)),
             _ => Err(RegistryError::UploadUnknown(id)),
         }
     }
@@ -41,6 +43,7 @@ impl Registry {
         &self,
         repo: &RepositoryName,
         id: UploadId,
+        caller: &str,
         start: ChunkStart,
         body: S,
     ) -> Result<u64, RegistryError>
@@ -48,7 +51,7 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        self.upload_session(repo, id).await?;
+        self.upload_session(repo, id, caller).await?;
         Ok(self.blobs.append_upload(id, start, body).await?)
     }
 
@@ -59,6 +62,7 @@ impl Registry {
         &self,
         repo: &RepositoryName,
         id: UploadId,
+        caller: &str,
         digest: &Digest,
         start: ChunkStart,
         body: S,
@@ -67,7 +71,7 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        self.upload_session(repo, id).await?;
+        self.upload_session(repo, id, caller).await?;
         let link = |size| async move {
             let txn = Txn::new().put(keys::blob_link(repo, digest), encode(&BlobLink { size, upstream: None }));
             // The store publishes its own copy again when a sweep took the content meanwhile (`false`).
@@ -87,8 +91,8 @@ impl Registry {
     }
 
     /// Cancels an upload and discards what it received.
-    pub async fn cancel_upload(&self, repo: &RepositoryName, id: UploadId) -> Result<(), RegistryError> {
-        self.upload_session(repo, id).await?;
+    pub async fn cancel_upload(&self, repo: &RepositoryName, id: UploadId, caller: &str) -> Result<(), RegistryError> {
+        self.upload_session(repo, id, caller).await?;
         self.blobs.cancel_upload(id).await?;
         self.metrics.upload_cancelled();
         Ok(())

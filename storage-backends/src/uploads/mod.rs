@@ -40,6 +40,10 @@ pub struct UploadSession {
     /// recorded: then `started`). [`crate::purge`] removes sessions untouched for longer than its TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touched: Option<DateTime<Utc>>,
+    /// Who started the upload (the caller's name, as access control knows it); only they may continue, finish or
+    /// cancel it. Absent in sessions started without one (and in those written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The writer appending right now, if its claim is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<WriterClaim>,
@@ -139,6 +143,15 @@ pub fn no_body() -> futures::stream::Empty<Result<Bytes, std::io::Error>> {
 impl BlobStore {
     /// Opens a new upload session for `repository`.
     pub async fn start_upload(&self, repository: &RepositoryName) -> Result<UploadId, BlobError> {
+        self.start_upload_for(repository, None).await
+    }
+
+    /// Opens a new upload session for `repository`, owned by `owner` ([`UploadSession::owner`]).
+    pub async fn start_upload_for(
+        &self,
+        repository: &RepositoryName,
+        owner: Option<String>,
+    ) -> Result<UploadId, BlobError> {
         let id = UploadId::random();
         let session = UploadSession {
             repository: repository.clone(),
@@ -146,6 +159,7 @@ impl BlobStore {
             hash_state: hex::encode(DigestHasher::new(Algorithm::Sha256).save()),
             started: Utc::now(),
             touched: None,
+            owner,
             writer: None,
             staged: StagedUpload::default(),
         };
