@@ -284,3 +284,58 @@ async fn never_contact_source_and_most_specific_match() {
     assert!(st["message"].as_str().unwrap().contains(&format!("served by mirror {}/team/app", registry_mirror.host)));
     assert_eq!(source.hits(&format!("/v2/team/app/manifests/{digest}")), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registries_conf_and_icsp_migration_from_the_cli() {
+    let reg = TestRegistry::builder().with_admin_token(ADMIN).start();
+    put_set(
+        &reg,
+        "imagedigestmirrorsets",
+        "d",
+        "imageDigestMirrors",
+        json!([
+        {"source": "src.io/team/app", "mirrors": ["m1.io/app"], "mirrorSourcePolicy": "NeverContactSource"}]),
+    )
+    .await;
+    let icsp = json!({"apiVersion": "operator.openshift.io/v1alpha1", "kind": "ImageContentSourcePolicy",
+        "metadata": {"name": "legacy"}, "spec": {"repositoryDigestMirrors": [{"source": "src.io/team/app", "mirrors": ["m2.io/app"]}]}});
+    let (s, v) =
+        call(&reg, Method::POST, "/apis/operator.openshift.io/v1alpha1/imagecontentsourcepolicies", Some(icsp)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let block = json!({"spec": {"registrySources": {"blockedRegistries": ["bad.io"]}}});
+    assert_eq!(call(&reg, Method::PATCH, &format!("{CONFIG}/images/cluster"), Some(block)).await.0, StatusCode::OK);
+
+    let text = common::tributary(&reg, &["adm", "registries-conf"]).unwrap();
+    let conf: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let regs = conf["registry"].as_array().unwrap();
+    let app = regs.iter().find(|r| r["location"].as_str() == Some("src.io/team/app")).expect(&text);
+    assert_eq!(app["blocked"].as_bool(), Some(true), "{text}");
+    let mirrors: Vec<&str> = app["mirror"].as_array().unwrap().iter().filter_map(|m| m["location"].as_str()).collect();
+    assert_eq!(mirrors, ["m1.io/app", "m2.io/app"], "the set, then the ICSP, merged: {text}");
+    assert!(regs.iter().any(|r| r["location"].as_str() == Some("bad.io") && r["blocked"].as_bool() == Some(true)));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("icsp.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: operator.openshift.io/v1alpha1\nkind: ImageContentSourcePolicy\nmetadata:\n  name: ubi9repo\nspec:\n  \
+         repositoryDigestMirrors:\n  - mirrors:\n    - example.io/example/ubi-minimal\n    source: registry.access.redhat.com/ubi9/ubi-minimal\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("idms-files");
+    // Offline: no server involved.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["adm", "migrate", "icsp"])
+        .arg(&file)
+        .arg("--dest-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let written = out.trim().strip_prefix("wrote ImageDigestMirrorSet to ").expect(&out);
+    assert!(written.contains("imagedigestmirrorset_ubi9repo."), "{out}");
+    let yaml = std::fs::read_to_string(written).unwrap();
+    assert!(yaml.contains("kind: ImageDigestMirrorSet") && yaml.contains("imageDigestMirrors:"), "{yaml}");
+    assert!(yaml.contains("apiVersion: config.openshift.io/v1") && !yaml.contains("repositoryDigestMirrors"), "{yaml}");
+}
