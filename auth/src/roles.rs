@@ -39,6 +39,9 @@ pub enum Resource {
     /// `metrics` (cluster-scoped): reading the Prometheus exposition at `/metrics` is `get`. No namespaced role
     /// grants it; `cluster-admin` does.
     Metrics,
+    /// The cluster-wide image policy (`images.config.openshift.io` `cluster`, the mirror sets). No namespaced role
+    /// grants it; `cluster-admin` does.
+    ImageConfig,
 }
 
 /// A built-in role.
@@ -192,5 +195,8 @@ mod tests {
         assert!(Role::ClusterAdmin.allows(Create, Users));
         assert!(Role::ClusterAdmin.allows(Get, Metrics));
         assert!(Role::ALL.iter().filter(|r| r.allows(Get, Metrics)).eq([&Role::ClusterAdmin]), "only cluster-admin");
+        for verb in [Get, List, Watch, Update] {
+            assert!(Role::ALL.iter().filter(|r| r.allows(verb, ImageConfig)).eq([&Role::ClusterAdmin]), "{verb:?}");
+        }
     }
 }

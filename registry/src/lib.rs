@@ -8,6 +8,7 @@ pub mod background;
 pub mod config;
 pub mod gc;
 pub mod http;
+pub mod imagepolicy;
 pub mod metrics;
 pub mod service;
 pub mod testing;
@@ -73,9 +74,12 @@ pub fn assemble(
     metrics: Arc<metrics::Metrics>,
 ) -> anyhow::Result<Registry> {
     let read_only = Arc::new(service::readonly::ReadOnly::new(meta.clone(), config.read_only));
+    let policy_store =
+        imagepolicy::PolicyStore::new(meta.clone(), config.allowed_registries.clone(), config.public_host.clone());
+    let policy = Arc::new(imagepolicy::ImagePolicy::new(policy_store));
     Ok(Registry {
         read_only,
-        metrics,
+        metrics: metrics.clone(),
         gc_grace: config.gc.grace,
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
@@ -83,10 +87,12 @@ pub fn assemble(
         meta,
         max_manifest_bytes: config.max_manifest_bytes,
         upstreams: Arc::new(upstream::Upstreams::new(
-            config.allowed_registries.clone(),
+            policy.clone(),
             &config.outbound,
             config.max_manifest_bytes,
+            metrics.clone(),
         )?),
+        policy,
         pullthrough: Arc::default(),
         pull_clock: Arc::default(),
         import_locks: Arc::default(),

@@ -330,6 +330,9 @@ impl TestRegistry {
                 crate::check(&registry).await.expect("the blob store answers");
                 let token = config.admin_token.as_ref().map(Secret::expose);
                 registry.auth.bootstrap(token, Some(&config.data_dir)).await.expect("bootstrap access control");
+                if let Some(store) = registry.policy.store() {
+                    store.seed().await.expect("seed the image policy");
+                }
                 let background = crate::spawn_background(&registry, &config);
                 let leading = Leading {
                     imports: background.imports.leading(),

@@ -25,6 +25,9 @@
 //! secrets/<ns>/<name>                             a pull secret (`.dockerconfigjson`) of a namespace
 //! leases/<name>                                   the holder of a lease (etcd only; attached to an etcd lease)
 //! settings/read-only                              the run-time read-only switch (`registry::service::readonly`)
+//! imageconfig/<resource>/<name>                   a cluster-wide image policy object (`registry::imagepolicy`): the
+//!                                                 `Image` `cluster`, ImageDigestMirrorSets, ImageTagMirrorSets,
+//!                                                 ImageContentSourcePolicies (<resource> is the API's plural)
 //! gc/candidates/<digest>                          when a GC sweep first saw <digest>'s stored content unreferenced
 //! gc/deleting/<digest>                            tombstone: a GC sweep is deleting <digest> now; a link to <digest>
 //!                                                 is written only while it is absent (`registry::gc`)
@@ -151,7 +154,7 @@ pub const WEBHOOK_CURSOR: &str = "webhooks/cursor";
 /// Keys whose deletion the store remembers for a while, so that a watch from an older revision reports it (the
 /// stream objects and tag histories that `ADDED`/`MODIFIED`/`DELETED` events are made of).
 pub fn keeps_tombstone(key: &str) -> bool {
-    key.starts_with(IMAGESTREAMS) || key.starts_with(ISTAGS)
+    key.starts_with(IMAGESTREAMS) || key.starts_with(ISTAGS) || key.starts_with(IMAGE_CONFIG)
 }
 
 pub const IMAGES: &str = "images/";
@@ -192,6 +195,20 @@ pub fn upload(id: UploadId) -> String {
 
 /// The run-time read-only switch every replica follows.
 pub const READ_ONLY: &str = "settings/read-only";
+
+/// Every cluster-wide image policy object.
+pub const IMAGE_CONFIG: &str = "imageconfig/";
+
+/// An image policy object: `resource` is the API's plural (`images`, `imagedigestmirrorsets`, …), `name` a
+/// Kubernetes object name (checked by the caller).
+pub fn image_config(resource: &str, name: &str) -> String {
+    format!("imageconfig/{resource}/{name}")
+}
+
+/// Every image policy object of one resource.
+pub fn image_configs(resource: &str) -> String {
+    format!("imageconfig/{resource}/")
+}
 
 pub const NAMESPACES: &str = "namespaces/";
 

@@ -20,5 +20,9 @@ pub async fn bootstrap(registry: &Registry, config: &Config) -> anyhow::Result<(
         Bootstrap::Disabled => tracing::warn!("access control is off (auth = none): everyone may do everything"),
         Bootstrap::Configured | Bootstrap::Existing => {}
     }
+    // The image policy object `cluster`, first seeded from allowedRegistriesForImport of the configuration.
+    if let Some(store) = registry.policy.store() {
+        store.seed().await?;
+    }
     Ok(())
 }

@@ -68,6 +68,11 @@ impl Client {
         self.send(self.http.get(format!("{}{BASE}{path}", self.server))).await
     }
 
+    /// GET of a path from the server's root (another API group than the admin API's).
+    pub async fn get_path(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.server))).await
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{BASE}{path}", self.server)).json(&body)).await
     }

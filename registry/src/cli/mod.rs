@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod describe;
 mod exit;
+mod imagepolicy;
 mod imports;
 mod progress;
 mod prune;
@@ -115,6 +116,31 @@ pub enum Adm {
     /// Prune images (cluster-admin), as `oc adm prune images`.
     #[command(subcommand)]
     Prune(Prune),
+    /// Write a containers-registries.conf(5) file from the registry's mirror sets and registry sources
+    /// (cluster-admin), so that podman, CRI-O and skopeo use the same mirrors.
+    RegistriesConf {
+        /// Write to this file (default: standard output).
+        #[arg(short = 'o', long = "output")]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Migrate objects to their current kinds, as `oc adm migrate`.
+    #[command(subcommand)]
+    Migrate(Migrate),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Migrate {
+    /// Convert ImageContentSourcePolicy YAML files into ImageDigestMirrorSet YAML files.
+    Icsp {
+        /// The ImageContentSourcePolicy files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Where the ImageDigestMirrorSet files go (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dest_dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -381,6 +407,10 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Adm(Adm::Prune(Prune::Images(p))) => prune::run(p).await?,
+        Command::Adm(Adm::RegistriesConf { output, conn }) => {
+            imagepolicy::registries_conf(&Client::from(conn)?, output.as_deref()).await?
+        }
+        Command::Adm(Adm::Migrate(Migrate::Icsp { files, dest_dir })) => imagepolicy::migrate_icsp(&files, &dest_dir)?,
         Command::Delete(Delete::Token { id, conn }) => {
             Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;
             println!("token/{id} deleted");

@@ -358,7 +358,12 @@ pub struct StreamApiTarget {
 
 /// The [`StreamApiTarget`] of a stream API request. `None` for requests open to all (API discovery).
 fn stream_api_need(method: &Method, path: &str, query: &str) -> Option<StreamApiTarget> {
-    let (_, rest) = super::kube::ApiVersion::of_path(path)?;
+    // The image policy API (cluster-scoped, `imageconfig`) or the image API.
+    let (rest, policy) = match super::kube::ApiVersion::of_path(path) {
+        Some((_, rest)) => (rest, false),
+        None if super::config_api::is_policy_path(path) => (path.splitn(5, '/').nth(4).unwrap_or(""), true),
+        None => return None,
+    };
     // `/watch/<path>` is the old form of `<path>?watch=true`: the same resource, verb watch.
     let (rest, watch_path) = match rest.strip_prefix("watch/") {
         Some(r) => (r, true),
@@ -383,6 +388,7 @@ fn stream_api_need(method: &Method, path: &str, query: &str) -> Option<StreamApi
         _ => Verb::Delete,
     };
     let resource_kind = match resource {
+        _ if policy => Resource::ImageConfig,
         "images" if segments[0] != "namespaces" => Resource::Images,
         "secrets" => Resource::Secrets,
         _ => Resource::ImageStreams,
@@ -484,6 +490,15 @@ mod tests {
             stream_api_need(&m.parse().unwrap(), path, q).map(|t| (t.verb, t.resource, t.namespace, t.repo))
         };
         assert_eq!(p("GET", "/apis/image.openshift.io/v1", ""), None);
+        assert_eq!(p("GET", "/apis/config.openshift.io/v1", ""), None, "discovery is open");
+        assert_eq!(
+            p("PATCH", "/apis/config.openshift.io/v1/images/cluster", ""),
+            Some((Verb::Update, Resource::ImageConfig, None, None))
+        );
+        assert_eq!(
+            p("GET", "/apis/operator.openshift.io/v1alpha1/imagecontentsourcepolicies", "watch=true"),
+            Some((Verb::Watch, Resource::ImageConfig, None, None))
+        );
         assert_eq!(
             p("GET", "/apis/image.openshift.io/v1/namespaces/team/imagestreams/app", ""),
             Some((Verb::Get, Resource::ImageStreams, Some(ns.clone()), Some(app.clone())))

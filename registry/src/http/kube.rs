@@ -102,12 +102,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// A `Status` failure; `details` names the object (name, kind) when there is one.
 pub fn failure(code: u16, reason: &str, message: String, details: Option<(&str, ObjectKind)>) -> HttpResponse {
+    failure_of(code, reason, message, details.map(|(name, kind)| (name, GROUP, kind.resource())))
+}
+
+/// A `Status` failure about an object of any group: `details` is (name, group, resource).
+pub fn failure_of(code: u16, reason: &str, message: String, details: Option<(&str, &str, &str)>) -> HttpResponse {
     let mut body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code,
     });
-    if let Some((name, kind)) = details {
-        body["details"] = json!({"name": name, "group": GROUP, "kind": kind.resource()});
+    if let Some((name, group, resource)) = details {
+        body["details"] = json!({"name": name, "group": group, "kind": resource});
     }
     HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)).json(body)
 }
@@ -183,7 +188,9 @@ fn group_doc() -> Value {
 }
 
 async fn groups() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_doc()]}))
+    let mut all = vec![group_doc()];
+    all.extend(super::config_api::group_docs());
+    HttpResponse::Ok().json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": all}))
 }
 
 async fn group() -> HttpResponse {
@@ -286,7 +293,7 @@ fn columns(names: &[&str]) -> Value {
 }
 
 /// A table of rows (cells, object metadata) with the given columns.
-fn table(resource_version: &str, names: &[&str], rows: Vec<(Vec<String>, &ObjectMeta)>) -> Value {
+pub(super) fn table(resource_version: &str, names: &[&str], rows: Vec<(Vec<String>, &ObjectMeta)>) -> Value {
     let rows: Vec<Value> =
         rows.into_iter().map(|(cells, meta)| json!({"cells": cells, "object": partial_metadata(meta)})).collect();
     json!({
@@ -361,36 +368,57 @@ fn event_line(e: &WatchEvent, as_table: bool, version: ApiVersion) -> web::Bytes
     web::Bytes::from(line)
 }
 
+/// One line of a watch as it reaches the wire helper: an event already serialised, or the end of the watch.
+pub enum WatchLine {
+    Event(web::Bytes),
+    /// The client's `resourceVersion` predates what the store remembers (410 `Expired`: list again).
+    Expired(String),
+    /// The store failed; logged by the caller.
+    Failed,
+}
+
 /// Streams a watch's events until the client leaves, the server stops, or `timeout` passes. A `resourceVersion`
 /// older than the store remembers ends the watch with an `ERROR` event carrying a 410 `Expired` `Status`, a store
 /// failure with a 500 one, as Kubernetes does.
 pub fn watch_response(watch: Watch, as_table: bool, timeout: Option<Duration>, version: ApiVersion) -> HttpResponse {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let events = futures::stream::unfold(Some(watch), move |state| async move {
-        let mut watch = state?;
-        let next = match deadline {
-            Some(d) => tokio::time::timeout_at(d, watch.next()).await.ok()?,
-            None => watch.next().await,
-        };
-        match next? {
-            Ok(e) => Some((Ok::<_, actix_web::Error>(event_line(&e, as_table, version)), Some(watch))),
-            Err(e) if streams::watch::is_expired(&e) => {
-                // The client's resourceVersion predates what the store remembers: it must list again.
-                let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
-                    "metadata": {}, "status": "Failure", "message": e.to_string(), "reason": "Expired",
-                    "code": 410}});
-                let mut line = serde_json::to_vec(&status).unwrap_or_default();
-                line.push(b'\n');
-                Some((Ok(web::Bytes::from(line)), None))
-            }
+    let lines = futures::stream::unfold(watch, move |mut watch| async move {
+        let line = match watch.next().await? {
+            Ok(e) => WatchLine::Event(event_line(&e, as_table, version)),
+            Err(e) if streams::watch::is_expired(&e) => WatchLine::Expired(e.to_string()),
             Err(e) => {
                 tracing::error!(cause = %e, "watch failed");
-                let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
-                    "status": "Failure", "message": "internal error", "reason": "InternalError", "code": 500}});
-                let mut line = serde_json::to_vec(&status).unwrap_or_default();
-                line.push(b'\n');
-                Some((Ok(web::Bytes::from(line)), None))
+                WatchLine::Failed
             }
+        };
+        Some((line, watch))
+    });
+    lines_response(lines.boxed_local(), as_table, timeout)
+}
+
+/// The wire side of any watch: one JSON line per event, an `ERROR` `Status` line ending it on expiry or failure.
+pub fn lines_response(
+    lines: futures::stream::LocalBoxStream<'static, WatchLine>,
+    as_table: bool,
+    timeout: Option<Duration>,
+) -> HttpResponse {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let events = futures::stream::unfold(Some(lines), move |state| async move {
+        let mut lines = state?;
+        let next = match deadline {
+            Some(d) => tokio::time::timeout_at(d, lines.next()).await.ok()?,
+            None => lines.next().await,
+        };
+        let status = |code: u16, reason: &str, message: String| {
+            let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}});
+            let mut line = serde_json::to_vec(&status).unwrap_or_default();
+            line.push(b'\n');
+            web::Bytes::from(line)
+        };
+        match next? {
+            WatchLine::Event(line) => Some((Ok::<_, actix_web::Error>(line), Some(lines))),
+            WatchLine::Expired(m) => Some((Ok(status(410, "Expired", m)), None)),
+            WatchLine::Failed => Some((Ok(status(500, "InternalError", "internal error".into())), None)),
         }
     });
     let content_type = if as_table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };

@@ -7,6 +7,7 @@ mod admin_api;
 pub mod audit;
 pub mod auth;
 pub mod client_addr;
+mod config_api;
 pub mod endpoint;
 pub mod errors;
 pub mod health;
@@ -49,6 +50,7 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(secrets::configure)
             .configure(streams_api::configure)
+            .configure(config_api::configure)
             .configure(admin_api::configure);
     }
 }

@@ -97,11 +97,14 @@ fn definitions() -> Value {
 
 /// The fields of `object` (a `kind` sent by a client) that its schema does not know, as dotted paths.
 pub fn unknown_fields(kind: ObjectKind, object: &Value) -> Vec<String> {
-    let defs = definitions();
-    let key = format!("com.github.openshift.api.image.v1.{}", kind.kind());
+    unknown_fields_in(&definitions(), &format!("com.github.openshift.api.image.v1.{}", kind.kind()), object)
+}
+
+/// The fields of `object` that the schema `key` of `defs` does not know, as dotted paths.
+pub fn unknown_fields_in(defs: &Value, key: &str, object: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(schema) = defs.get(&key) {
-        walk_unknown(&defs, schema, object, "", &mut out);
+    if let Some(schema) = defs.get(key) {
+        walk_unknown(defs, schema, object, "", &mut out);
     }
     out
 }
@@ -161,10 +164,14 @@ pub(super) async fn v2(req: HttpRequest) -> HttpResponse {
 }
 
 pub(super) async fn v3_root() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"paths": {
+    let mut paths = json!({
         "apis/image.openshift.io/v1": {"serverRelativeURL": "/openapi/v3/apis/image.openshift.io/v1"},
         "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1"},
-    }}))
+    });
+    for gv in super::config_api::GROUP_VERSIONS {
+        paths[format!("apis/{gv}")] = json!({"serverRelativeURL": format!("/openapi/v3/apis/{gv}")});
+    }
+    HttpResponse::Ok().json(json!({"paths": paths}))
 }
 
 /// OpenAPI v3 for the image API at `version`: the schemas, and for each resource the operations with the query parameters the
@@ -219,7 +226,7 @@ pub(super) async fn v3(version: ApiVersion) -> HttpResponse {
     }))
 }
 
-fn rewrite_refs(v: &mut Value) {
+pub(super) fn rewrite_refs(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, x) in map.iter_mut() {

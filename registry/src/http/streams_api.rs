@@ -235,7 +235,7 @@ impl From<Refusal> for HttpResponse {
     }
 }
 
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(bytes).map_err(|e| kube::bad_request(format!("the request body is not valid: {e}")).into())
 }
 
@@ -256,7 +256,7 @@ fn checked<T: DeserializeOwned>(api: &ApiRequest, kind: ObjectKind, doc: Value) 
 }
 
 /// Adds `Warning` headers, as the Kubernetes API server does.
-fn with_warnings(mut resp: HttpResponse, warnings: &[String]) -> HttpResponse {
+pub(super) fn with_warnings(mut resp: HttpResponse, warnings: &[String]) -> HttpResponse {
     for w in warnings {
         let text = format!("299 - \"{}\"", w.replace('"', "'"));
         if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&text) {
@@ -342,7 +342,7 @@ async fn authorize_sources(
 
 /// How a PATCH body is to be read: JSON merge patch, or a strategic merge patch (what `kubectl apply` sends, as
 /// the OpenAPI document offers it; `spec.tags` merges by name); JSON patch and server-side apply are refused.
-fn patch_body(req: &HttpRequest, bytes: &[u8]) -> Result<(Value, PatchKind), Refusal> {
+pub(super) fn patch_body(req: &HttpRequest, bytes: &[u8]) -> Result<(Value, PatchKind), Refusal> {
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {

@@ -54,6 +54,20 @@ pub struct RouteLabels {
     pub method: String,
 }
 
+/// One fetch from an external registry: the source asked for, the registry that answered (the source or one of
+/// its mirrors), and whether it served.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    /// The source registry's host.
+    pub source: String,
+    /// The host tried (a mirror's or the source's).
+    pub endpoint: String,
+    /// `mirror` or `source`.
+    pub via: &'static str,
+    /// `served` or `failed`.
+    pub outcome: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     /// The upstream registry's host (`quay.io`, `registry:5000`).
@@ -172,6 +186,7 @@ pub struct Metrics {
     pullthrough_misses: Family<UpstreamLabels, Counter>,
     pullthrough_errors: Family<UpstreamLabels, Counter>,
     imports: Family<ResultLabels, Counter>,
+    upstream_fetches: Family<FetchLabels, Counter>,
     storage_ops: TimingFamily,
     metadata_ops: TimingFamily,
     gc_runs: Counter,
@@ -208,6 +223,7 @@ impl Metrics {
             pullthrough_misses: Family::default(),
             pullthrough_errors: Family::default(),
             imports: Family::default(),
+            upstream_fetches: Family::default(),
             storage_ops: Family::new_with_constructor(store_histogram),
             metadata_ops: Family::new_with_constructor(store_histogram),
             gc_runs: Counter::default(),
@@ -276,6 +292,11 @@ impl Metrics {
             self.pullthrough_errors.clone(),
         );
         r.register("tributary_imports", "Tag imports by result (success or the failure reason)", self.imports.clone());
+        r.register(
+            "tributary_upstream_fetches",
+            "Fetches from external registries by source, the registry tried (source or mirror) and outcome",
+            self.upstream_fetches.clone(),
+        );
         r.register(
             "tributary_storage_operation_duration_seconds",
             "Blob store operation latency by backend and operation",
@@ -394,6 +415,17 @@ impl Metrics {
         if !ok {
             self.pullthrough_errors.get_or_create(&labels).inc();
         }
+    }
+
+    /// One attempt to fetch from `endpoint` (a mirror of `source`, or `source` itself) for import or pull-through.
+    pub fn upstream_fetch(&self, source: &str, endpoint: &str, mirror: bool, served: bool) {
+        let labels = FetchLabels {
+            source: source.to_owned(),
+            endpoint: endpoint.to_owned(),
+            via: if mirror { "mirror" } else { "source" },
+            outcome: if served { "served" } else { "failed" },
+        };
+        self.upstream_fetches.get_or_create(&labels).inc();
     }
 
     /// A tag import ended: `success` or a reason of [`IMPORT_RESULTS`].

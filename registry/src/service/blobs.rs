@@ -29,6 +29,9 @@ pub struct UpstreamLink {
     /// Whether the source may be reached over plain http or unverified TLS.
     #[serde(default)]
     pub insecure: bool,
+    /// The mirror (`host/repository`) that served the image this blob belongs to, tried first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
 }
 
 impl UpstreamLink {
@@ -71,7 +74,7 @@ impl Registry {
     ) -> Result<Source, RegistryError> {
         let reference = from.at_digest(digest);
         let credentials = self.credentials_for(repo.namespace(), reference.registry()).await?;
-        Ok(Source { reference, credentials, insecure })
+        Ok(Source::new(reference, credentials, insecure))
     }
 
     /// Where a client may fetch `digest` from directly (a presigned S3 URL, with `storage.s3.redirect`), when the
@@ -107,7 +110,8 @@ impl Registry {
         }
         let Some(upstream) = &link.upstream else { return Err(RegistryError::BlobUnknown(digest.clone())) };
         let from = upstream.repository()?;
-        let source = self.upstream_source(repo, &from, digest, upstream.insecure).await?;
+        let mut source = self.upstream_source(repo, &from, digest, upstream.insecure).await?;
+        source.prefer = upstream.mirror.clone();
         let joined =
             self.pullthrough.fetch(&self.upstreams, &self.blobs, source, digest, link.size, range.is_none()).await;
         self.metrics.pullthrough_miss(from.registry(), joined.is_ok());

@@ -27,7 +27,7 @@ use super::blobs::{BlobLink, UpstreamLink};
 use super::manifests::ManifestLink;
 use super::{Registry, RegistryError};
 use crate::background::{stopped, LeaderTask};
-use crate::upstream::{ExternalRef, FetchedManifest, Source, UpstreamError};
+use crate::upstream::{ExternalRef, FetchedManifest, Served, Source, UpstreamError};
 
 /// Largest image config fetched at import.
 const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
@@ -75,6 +75,8 @@ struct Fetched {
     contents: Vec<(Digest, Bytes)>,
     /// Manifest and blob links for the repository.
     links: Vec<Link>,
+    /// Where the top manifest came from (a mirror, after failed attempts…).
+    served: Served,
 }
 
 /// A link an import writes into the repository.
@@ -86,17 +88,24 @@ enum Link {
 /// The outcome of importing one tag, as the API reports it.
 pub struct TagOutcome {
     pub tag: TagName,
-    pub result: Result<(Image, Vec<Image>), UpstreamError>,
+    pub result: Result<Imported, UpstreamError>,
+}
+
+/// An image imported (or only fetched): the image, a kept manifest list's images, and where it came from.
+pub struct Imported {
+    pub image: Image,
+    pub children: Vec<Image>,
+    pub served: Served,
 }
 
 impl TagOutcome {
     fn status(&self) -> ImageImportStatus {
         match &self.result {
-            Ok((image, children)) => ImageImportStatus {
-                status: ImportStatus::success(),
-                image: Some(image.clone()),
+            Ok(i) => ImageImportStatus {
+                status: ImportStatus { message: i.served.describe(), ..ImportStatus::success() },
+                image: Some(i.image.clone()),
                 tag: self.tag.to_string(),
-                manifests: children.clone(),
+                manifests: i.children.clone(),
             },
             Err(e) => ImageImportStatus {
                 status: ImportStatus::failure(e.reason(), e.to_string(), e.status()),
@@ -116,16 +125,19 @@ impl Registry {
     /// Where to fetch `from` for a stream of `ns`: the reference, the namespace's credentials for its registry.
     async fn source(&self, ns: &Namespace, from: &str, insecure: bool) -> Result<Source, UpstreamError> {
         let reference: ExternalRef = from.parse()?;
-        self.upstreams.check_allowed(&reference)?;
+        self.upstreams.check_allowed(&reference).await?;
         let credentials = self.credentials_for(ns, reference.registry()).await.map_err(internal)?;
-        Ok(Source { reference, credentials, insecure })
+        Ok(Source::new(reference, credentials, insecure))
     }
 
     /// Fetches the image `source` names, as `mode` says for manifest lists.
     async fn fetch(&self, source: &Source, mode: ImportMode) -> Result<Fetched, UpstreamError> {
         let top = self.upstreams.manifest(source).await?;
+        let served = top.served.clone();
+        // What a mirror served, its blobs and child manifests are asked of it first.
+        let source = &Source { prefer: served.mirror.then(|| served.by.clone()), ..source.clone() };
         let parsed = parse(&top, source)?;
-        match &parsed.kind {
+        let fetched = match &parsed.kind {
             ManifestKind::Image { .. } => self.fetch_image(source, top, parsed).await,
             ManifestKind::Index { manifests } if mode == ImportMode::Legacy => {
                 let child = manifests
@@ -147,9 +159,10 @@ impl Registry {
                 let image = manifest::image_from(&top.digest, &parsed, None, reference, Utc::now());
                 links.push(manifest_link(&top, &parsed));
                 contents.push((top.digest.clone(), top.bytes));
-                Ok(Fetched { image, children, contents, links })
+                Ok(Fetched { image, children, contents, links, served: Served::default() })
             }
-        }
+        };
+        fetched.map(|f| Fetched { served, ..f })
     }
 
     /// Fetches image `digest` of a manifest list (lists inside lists are refused); also returns its pull spec.
@@ -173,7 +186,11 @@ impl Registry {
         let ManifestKind::Image { config, .. } = &parsed.kind else {
             return Err(UpstreamError::Invalid("not an image manifest".into()));
         };
-        let upstream = UpstreamLink { repository: source.reference.repository_ref(), insecure: source.insecure };
+        let upstream = UpstreamLink {
+            repository: source.reference.repository_ref(),
+            insecure: source.insecure,
+            mirror: source.prefer.clone(),
+        };
         let mut contents = Vec::new();
         let mut config_bytes = None;
         if config.size <= MAX_CONFIG_BYTES {
@@ -191,7 +208,7 @@ impl Registry {
         let reference = source.reference.at_digest(&fetched.digest).to_string();
         let image = manifest::image_from(&fetched.digest, &parsed, config_bytes.as_deref(), reference, Utc::now());
         contents.push((fetched.digest.clone(), fetched.bytes));
-        Ok(Fetched { image, children: Vec::new(), contents, links })
+        Ok(Fetched { image, children: Vec::new(), contents, links, served: Served::default() })
     }
 
     /// Fetches a small blob (an image config) whole, verifying its digest and size.
@@ -260,12 +277,12 @@ impl Registry {
         from: &str,
         insecure: bool,
         mode: ImportMode,
-    ) -> Result<(Image, Vec<Image>), UpstreamError> {
-        let result: Result<(Image, Vec<Image>), UpstreamError> = async {
+    ) -> Result<Imported, UpstreamError> {
+        let result: Result<Imported, UpstreamError> = async {
             let source = self.source(repo.namespace(), from, insecure).await?;
             let fetched = self.fetch(&source, mode).await?;
             self.store(repo, tag, &fetched).await?;
-            Ok((fetched.image, fetched.children.into_iter().map(|(i, _)| i).collect()))
+            Ok(imported(fetched))
         }
         .await;
         self.metrics.import(match &result {
@@ -290,10 +307,10 @@ impl Registry {
         from: &str,
         insecure: bool,
         mode: ImportMode,
-    ) -> Result<(Image, Vec<Image>), UpstreamError> {
+    ) -> Result<Imported, UpstreamError> {
         let source = self.source(ns, from, insecure).await?;
         let fetched = self.fetch(&source, mode).await?;
-        Ok((fetched.image, fetched.children.into_iter().map(|(i, _)| i).collect()))
+        Ok(imported(fetched))
     }
 
     /// The tags of the repository `from` names, sorted, at most the configured number.
@@ -434,6 +451,10 @@ impl Registry {
         let _importing = self.import_locks.lock(self.meta.as_ref(), repo).await;
         let _ = self.import_tag(repo, &t.tag, &t.from, t.insecure, t.mode).await;
     }
+}
+
+fn imported(f: Fetched) -> Imported {
+    Imported { image: f.image, children: f.children.into_iter().map(|(i, _)| i).collect(), served: f.served }
 }
 
 fn parse(fetched: &FetchedManifest, source: &Source) -> Result<ParsedManifest, UpstreamError> {

@@ -306,7 +306,8 @@ impl Registry {
         })?;
         let parsed = manifest::parse(&fetched.bytes, None)
             .map_err(|e| RegistryError::Upstream(UpstreamError::Invalid(format!("{}: {e}", source.reference))))?;
-        let upstream = UpstreamLink { repository: source.reference.repository_ref(), insecure };
+        let mirror = fetched.served.mirror.then(|| fetched.served.by.clone());
+        let upstream = UpstreamLink { repository: source.reference.repository_ref(), insecure, mirror };
         let mut links = Vec::new();
         for b in parsed.blobs() {
             let link = BlobLink { size: b.size, upstream: Some(upstream.clone()) };

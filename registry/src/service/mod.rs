@@ -123,6 +123,8 @@ pub struct Registry {
     pub auth: auth::AuthService,
     /// External registries (import, pull-through).
     pub upstreams: Arc<crate::upstream::Upstreams>,
+    /// The cluster-wide image policy (the `Image` object `cluster`, mirror sets), as every replica applies it.
+    pub policy: Arc<crate::imagepolicy::ImagePolicy>,
     /// Upstream fetches in progress.
     pub pullthrough: Arc<pullthrough::PullThrough>,
     /// When cached (pulled-through) blobs were last pulled, for the cache's eviction.

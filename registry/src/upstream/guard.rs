@@ -97,14 +97,21 @@ fn refusal_v6(ip: Ipv6Addr, deny_private: bool) -> Option<&'static str> {
 pub struct Rules {
     allow_hosts: Vec<String>,
     deny_private: bool,
-    /// `allowedRegistriesForImport` (empty: all), applied to redirect targets.
-    allowed_registries: Vec<String>,
+    /// `allowedRegistriesForImport` with the mirrors' hosts (empty: all), applied to redirect targets; set from
+    /// the image policy in force before each fetch ([`Rules::set_allowed`]).
+    allowed_registries: std::sync::RwLock<Vec<String>>,
 }
 
 impl Rules {
     pub fn new(outbound: &Outbound, allowed_registries: Vec<String>) -> Arc<Rules> {
         let allow_hosts = outbound.allow_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+        let allowed_registries = std::sync::RwLock::new(allowed_registries);
         Arc::new(Rules { allow_hosts, deny_private: outbound.deny_private, allowed_registries })
+    }
+
+    /// Replaces the registries redirects may lead to (empty: all).
+    pub fn set_allowed(&self, allowed: Vec<String>) {
+        *self.allowed_registries.write().unwrap_or_else(|e| e.into_inner()) = allowed;
     }
 
     fn exempt(&self, host: &str) -> bool {
@@ -114,8 +121,9 @@ impl Rules {
 
     /// Whether `host` (`quay.io`, `localhost:5000`) is in `allowedRegistriesForImport`.
     pub fn registry_allowed(&self, host: &str) -> bool {
-        self.allowed_registries.is_empty()
-            || self.allowed_registries.iter().any(|a| match a.strip_prefix("*.") {
+        let allowed = self.allowed_registries.read().unwrap_or_else(|e| e.into_inner());
+        allowed.is_empty()
+            || allowed.iter().any(|a| match a.strip_prefix("*.") {
                 Some(domain) => host.ends_with(&format!(".{domain}")),
                 None => a == host,
             })

@@ -110,8 +110,18 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(scheme: Scheme, rules: Arc<Rules>, outbound: &Outbound) -> Result<RegistryClient, String> {
-        let http = reqwest::Client::builder()
+    /// A client for `scheme`; `roots` are trusted besides the system's (`additionalTrustedCA` of one host).
+    pub fn new(
+        scheme: Scheme,
+        rules: Arc<Rules>,
+        outbound: &Outbound,
+        roots: &[reqwest::Certificate],
+    ) -> Result<RegistryClient, String> {
+        let mut builder = reqwest::Client::builder();
+        for root in roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(outbound.connect_timeout)
             .read_timeout(outbound.read_timeout)

@@ -18,6 +18,8 @@ use streams::manifest::SUPPORTED;
 
 pub use guard::Outbound;
 use guard::{Refused, Rules};
+
+use crate::imagepolicy::{self as policy, ImagePolicy, Policy};
 use http::{RegistryClient, Scheme, WireError};
 
 /// An external image reference (`quay.io/ns/app:1.0`, `registry:5000/a/b@sha256:…`, `python:3.6`), normalised as
@@ -78,6 +80,16 @@ impl ExternalRef {
         ))
     }
 
+    /// The same tag or digest in another repository (`host/repository`, a mirror's).
+    pub fn in_repository(&self, repository: &str) -> Result<ExternalRef, UpstreamError> {
+        let text = match (self.digest(), self.tag()) {
+            (Some(d), _) => format!("{repository}@{d}"),
+            (None, Some(t)) => format!("{repository}:{t}"),
+            (None, None) => repository.to_owned(),
+        };
+        text.parse()
+    }
+
     /// The same repository at `tag`.
     pub fn at_tag(&self, tag: &str) -> ExternalRef {
         ExternalRef(oci_client::Reference::with_tag(
@@ -93,7 +105,8 @@ impl ExternalRef {
 pub enum UpstreamError {
     #[error("{0}")]
     InvalidReference(String),
-    #[error("registry {0} is not in allowedRegistriesForImport")]
+    /// The image policy forbids it; the text names the rule.
+    #[error("{0}")]
     NotAllowed(String),
     /// The outbound rules refused an address or a redirect (link-local, unspecified, private with
     /// `outbound-deny-private`, or a redirect outside `allowedRegistriesForImport`).
@@ -114,6 +127,20 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The same kind of failure, saying `message`.
+    pub fn with_message(&self, message: String) -> UpstreamError {
+        match self {
+            UpstreamError::InvalidReference(_) => UpstreamError::InvalidReference(message),
+            UpstreamError::NotAllowed(_) => UpstreamError::NotAllowed(message),
+            UpstreamError::Refused(_) => UpstreamError::Refused(message),
+            UpstreamError::NotFound(_) => UpstreamError::NotFound(message),
+            UpstreamError::Unauthorized(_) => UpstreamError::Unauthorized(message),
+            UpstreamError::TooManyRequests(_) => UpstreamError::TooManyRequests(message),
+            UpstreamError::Unavailable(_) => UpstreamError::Unavailable(message),
+            UpstreamError::Invalid(_) => UpstreamError::Invalid(message),
+        }
+    }
+
     /// The `reason` of a tag condition, as OpenShift writes them.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -159,14 +186,47 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Where to fetch from and how: the reference, the credentials (from the namespace's pull secrets), and whether
-/// the source may be reached insecurely (the stream's `openshift.io/image.insecureRepository` annotation or the
-/// tag's `importPolicy.insecure`).
+/// Where to fetch from and how: the reference, the credentials (from the namespace's pull secrets, for the
+/// source's registry), whether the source may be reached insecurely (the stream's
+/// `openshift.io/image.insecureRepository` annotation or the tag's `importPolicy.insecure`), and the repository
+/// that served the image's manifest (`host/repository`, a mirror's), tried first for its blobs.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub reference: ExternalRef,
     pub credentials: Credentials,
     pub insecure: bool,
+    pub prefer: Option<String>,
+}
+
+impl Source {
+    pub fn new(reference: ExternalRef, credentials: Credentials, insecure: bool) -> Source {
+        Source { reference, credentials, insecure, prefer: None }
+    }
+}
+
+/// Which registry answered a fetch, and what was tried before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Served {
+    /// `host/repository` that answered.
+    pub by: String,
+    /// Whether that was a mirror.
+    pub mirror: bool,
+    /// Earlier attempts that failed, each `repository: why`.
+    pub failed: Vec<String>,
+}
+
+impl Served {
+    /// `served by mirror m.io/app (after …)`, or nothing when the source answered at first try.
+    pub fn describe(&self) -> String {
+        let mut out = if self.mirror { format!("served by mirror {}", self.by) } else { String::new() };
+        if !self.failed.is_empty() {
+            if out.is_empty() {
+                out = format!("served by the source {}", self.by);
+            }
+            out.push_str(&format!(" after: {}", self.failed.join("; ")));
+        }
+        out
+    }
 }
 
 /// A manifest as fetched: its bytes and digest (verified against the bytes and any digest asked for).
@@ -174,19 +234,27 @@ pub struct Source {
 pub struct FetchedManifest {
     pub bytes: Bytes,
     pub digest: Digest,
+    pub served: Served,
 }
 
 /// A blob body as fetched, not yet verified: callers check digest and size before they keep or finish it.
 pub struct FetchedBlob {
     pub length: Option<u64>,
     pub body: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    pub served: Served,
 }
 
-/// The upstream side of Tributary: the rules, one client per transport, and which insecure registries speak only
-/// plain http. Cheap to share behind an `Arc`.
+/// The upstream side of Tributary: the rules, the image policy (allowed, blocked and insecure registries,
+/// trusted CAs, mirrors), one client per transport (and per host with its own CA), and which insecure
+/// registries speak only plain http. Cheap to share behind an `Arc`.
 pub struct Upstreams {
     rules: Arc<Rules>,
-    clients: HashMap<Scheme, RegistryClient>,
+    outbound: Outbound,
+    policy: Arc<ImagePolicy>,
+    metrics: Arc<crate::metrics::Metrics>,
+    clients: HashMap<Scheme, Arc<RegistryClient>>,
+    /// https clients that also trust a host's `additionalTrustedCA`, by host and bundle.
+    ca_clients: Mutex<HashMap<(String, String), Arc<RegistryClient>>>,
     /// Largest manifest read from an upstream: the limit pushes have.
     max_manifest_bytes: usize,
     /// Insecure registries found not to speak https: reached over plain http from then on.
@@ -194,41 +262,57 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// `allowed` is `allowedRegistriesForImport` (registry hosts, `*.domain`; empty: all).
-    pub fn new(allowed: Vec<String>, outbound: &Outbound, max_manifest_bytes: usize) -> anyhow::Result<Upstreams> {
+    /// Fetches under `policy` (allowed registries, mirrors, …) and the outbound rules.
+    pub fn new(
+        policy: Arc<ImagePolicy>,
+        outbound: &Outbound,
+        max_manifest_bytes: usize,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Upstreams> {
         // reqwest is built without a TLS provider of its own: use ring, as the server does.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let rules = Rules::new(outbound, allowed);
+        let rules = Rules::new(outbound, Vec::new());
         let mut clients = HashMap::new();
         for scheme in [Scheme::Https, Scheme::HttpsUnverified, Scheme::Http] {
-            let client = RegistryClient::new(scheme, rules.clone(), outbound).map_err(anyhow::Error::msg)?;
-            clients.insert(scheme, client);
+            let client = RegistryClient::new(scheme, rules.clone(), outbound, &[]).map_err(anyhow::Error::msg)?;
+            clients.insert(scheme, Arc::new(client));
         }
-        Ok(Upstreams { rules, clients, max_manifest_bytes, plain_http: Mutex::default() })
+        Ok(Upstreams {
+            rules,
+            outbound: outbound.clone(),
+            policy,
+            metrics,
+            clients,
+            ca_clients: Mutex::default(),
+            max_manifest_bytes,
+            plain_http: Mutex::default(),
+        })
+    }
+
+    /// The image policy in force (read through its cache).
+    async fn policy(&self) -> Result<Arc<Policy>, UpstreamError> {
+        let policy =
+            self.policy.current().await.map_err(|e| UpstreamError::Unavailable(format!("image policy: {e}")))?;
+        let mut redirects: Vec<String> =
+            policy.image.allowed_registries_for_import.iter().map(|l| l.domain_name.clone()).collect();
+        if !redirects.is_empty() {
+            redirects.extend(policy.mirror_hosts());
+        }
+        self.rules.set_allowed(redirects);
+        Ok(policy)
     }
 
     /// Refuses registries outside `allowedRegistriesForImport` (an empty list allows every registry).
-    pub fn check_allowed(&self, reference: &ExternalRef) -> Result<(), UpstreamError> {
-        let host = reference.registry();
-        if self.rules.registry_allowed(host) {
-            Ok(())
-        } else {
-            Err(UpstreamError::NotAllowed(host.to_owned()))
-        }
+    pub async fn check_allowed(&self, reference: &ExternalRef) -> Result<(), UpstreamError> {
+        self.policy().await?.check_import(reference.registry()).map_err(UpstreamError::NotAllowed)
     }
 
-    /// The transports to try for `source`, in order.
-    fn transports(&self, source: &Source) -> Vec<Scheme> {
-        if !source.insecure {
+    /// The transports to try for `host`, in order.
+    fn transports(&self, host: &str, insecure: bool) -> Vec<Scheme> {
+        if !insecure {
             return vec![Scheme::Https];
         }
-        let known_plain = self
-            .plain_http
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(source.reference.registry())
-            .copied()
-            .unwrap_or(false);
+        let known_plain = self.plain_http.lock().unwrap_or_else(|e| e.into_inner()).get(host).copied().unwrap_or(false);
         if known_plain {
             vec![Scheme::Http]
         } else {
@@ -236,83 +320,187 @@ impl Upstreams {
         }
     }
 
-    /// Runs `op` with a client for `source`, falling back from https to http for an insecure source whose
-    /// registry cannot be reached over https.
-    async fn run<'a, T, F, Fut>(&'a self, source: &Source, op: F) -> Result<T, UpstreamError>
+    /// The client for `scheme` to `host`: verified https trusts the host's `additionalTrustedCA` too.
+    fn client(&self, scheme: Scheme, host: &str, policy: &Policy) -> Result<Arc<RegistryClient>, UpstreamError> {
+        let ca = match (scheme, policy.trusted_ca(host)) {
+            (Scheme::Https, Some(ca)) => ca,
+            _ => {
+                return self
+                    .clients
+                    .get(&scheme)
+                    .cloned()
+                    .ok_or_else(|| UpstreamError::Unavailable("no transport".into()))
+            }
+        };
+        let key = (host.to_ascii_lowercase(), ca.to_owned());
+        let mut cache = self.ca_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let roots = reqwest::Certificate::from_pem_bundle(ca.as_bytes())
+            .map_err(|e| UpstreamError::Unavailable(format!("additionalTrustedCA for {host}: {e}")))?;
+        let client = RegistryClient::new(scheme, self.rules.clone(), &self.outbound, &roots)
+            .map(Arc::new)
+            .map_err(UpstreamError::Unavailable)?;
+        cache.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Runs `op` against one registry (`reference`'s), falling back from https to http for an insecure one that
+    /// cannot be reached over https.
+    async fn run_one<T, F, Fut>(
+        &self,
+        reference: &ExternalRef,
+        credentials: &Credentials,
+        insecure: bool,
+        policy: &Policy,
+        op: &F,
+    ) -> Result<T, UpstreamError>
     where
-        F: Fn(&'a RegistryClient) -> Fut,
+        F: Fn(Arc<RegistryClient>, ExternalRef, Credentials) -> Fut,
         Fut: std::future::Future<Output = Result<T, WireError>>,
     {
-        self.check_allowed(&source.reference)?;
-        let transports = self.transports(source);
+        let host = reference.registry();
+        let transports = self.transports(host, insecure);
         let mut last = None;
         for (i, scheme) in transports.iter().enumerate() {
-            let Some(client) = self.clients.get(scheme) else { continue };
-            match op(client).await {
+            let client = self.client(*scheme, host, policy)?;
+            match op(client, reference.clone(), credentials.clone()).await {
                 Ok(v) => {
                     if *scheme == Scheme::Http {
-                        self.plain_http
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(source.reference.registry().to_owned(), true);
+                        self.plain_http.lock().unwrap_or_else(|e| e.into_inner()).insert(host.to_owned(), true);
                     }
                     return Ok(v);
                 }
                 Err(WireError::Transport(m)) if i + 1 < transports.len() => last = Some(WireError::Transport(m)),
-                Err(e) => return Err(classify(e, source)),
+                Err(e) => return Err(classify(e, reference, insecure)),
             }
         }
-        Err(last.map(|e| classify(e, source)).unwrap_or_else(|| UpstreamError::Unavailable("no transport".into())))
+        Err(last
+            .map(|e| classify(e, reference, insecure))
+            .unwrap_or_else(|| UpstreamError::Unavailable("no transport".into())))
+    }
+
+    /// Runs `op` for `source` where the image policy sends it: its mirrors in order (digest mirrors when
+    /// `by_digest`, tag mirrors otherwise; the preferred repository first), then the source unless
+    /// `NeverContactSource`; registries `registrySources` forbids are skipped. The first answer wins; a failure
+    /// of the source, or of every mirror when the source is not contacted, lists every attempt.
+    async fn run<T, F, Fut>(&self, source: &Source, by_digest: bool, op: F) -> Result<(T, Served), UpstreamError>
+    where
+        F: Fn(Arc<RegistryClient>, ExternalRef, Credentials) -> Fut,
+        Fut: std::future::Future<Output = Result<T, WireError>>,
+    {
+        let policy = self.policy().await?;
+        let r = &source.reference;
+        policy.check_import(r.registry()).map_err(UpstreamError::NotAllowed)?;
+        let mut plan = policy.plan(r.registry(), r.repository(), by_digest);
+        if let Some(prefer) = &source.prefer {
+            plan.endpoints.retain(|e| &e.repository != prefer);
+            plan.endpoints.insert(0, policy::Endpoint { repository: prefer.clone(), mirror: true });
+        }
+        let mut failed: Vec<String> = Vec::new();
+        let mut last: Option<UpstreamError> = None;
+        for endpoint in &plan.endpoints {
+            let reference = r.in_repository(&endpoint.repository)?;
+            let (host, repository) = (reference.registry().to_owned(), reference.repository().to_owned());
+            if let Err(why) = policy.check_contact(&host, &repository) {
+                failed.push(format!("{}: {why}", endpoint.repository));
+                last = Some(UpstreamError::NotAllowed(why));
+                continue;
+            }
+            let insecure = (!endpoint.mirror && source.insecure) || policy.insecure(&host, &repository);
+            let credentials = if host == r.registry() { source.credentials.clone() } else { Credentials::Anonymous };
+            let result = self.run_one(&reference, &credentials, insecure, &policy, &op).await;
+            self.metrics.upstream_fetch(r.registry(), &host, endpoint.mirror, result.is_ok());
+            match result {
+                Ok(v) => {
+                    let served = Served { by: endpoint.repository.clone(), mirror: endpoint.mirror, failed };
+                    if endpoint.mirror || !served.failed.is_empty() {
+                        tracing::info!(source = %r, served_by = %served.by, mirror = served.mirror,
+                                       failed = ?served.failed, "fetched through the image policy's mirrors");
+                    }
+                    return Ok((v, served));
+                }
+                Err(e) => {
+                    failed.push(format!("{}: {e}", endpoint.repository));
+                    last = Some(e);
+                }
+            }
+        }
+        let mut message = failed.join("; ");
+        if plan.source_skipped {
+            message.push_str(&format!(
+                "; the source {} was not contacted (mirrorSourcePolicy NeverContactSource)",
+                r.repository_ref()
+            ));
+        }
+        Err(match last {
+            Some(e) if failed.len() == 1 && !plan.source_skipped => e,
+            Some(e) => e.with_message(format!("every location failed: {message}")),
+            None => UpstreamError::Unavailable(format!("nowhere to fetch {r} from: {message}")),
+        })
     }
 
     /// Fetches the manifest `source.reference` names (by tag or digest), in any media type Tributary stores, of at
-    /// most the manifest limit.
+    /// most the manifest limit. A digest is verified whichever registry answered.
     pub async fn manifest(&self, source: &Source) -> Result<FetchedManifest, UpstreamError> {
         let r = &source.reference;
-        let reference = r.digest().or(r.tag()).unwrap_or("latest");
+        let reference = r.digest().or(r.tag()).unwrap_or("latest").to_owned();
         let accept = SUPPORTED.join(", ");
-        let (accept, limit) = (accept.as_str(), self.max_manifest_bytes);
-        let bytes = self
-            .run(source, |c| c.manifest(r.registry(), r.repository(), reference, &source.credentials, accept, limit))
-            .await?;
-        let mismatch = || UpstreamError::Invalid(format!("{} answered a manifest of another digest", source.reference));
-        let digest = match source.reference.digest() {
-            Some(asked) => {
-                let asked: Digest = asked.parse().map_err(|_| mismatch())?;
-                if Digest::of(asked.algorithm(), &bytes) != asked {
-                    return Err(mismatch());
-                }
-                asked
-            }
-            None => Digest::sha256_of(&bytes),
+        let limit = self.max_manifest_bytes;
+        let asked: Option<Digest> = match r.digest() {
+            Some(d) => Some(d.parse().map_err(|_| UpstreamError::InvalidReference(format!("{r}: bad digest")))?),
+            None => None,
         };
-        Ok(FetchedManifest { bytes, digest })
+        // Each answer is checked against the digest asked for before it counts: a mirror (or source) that sends
+        // other bytes is a failed attempt, and the next location is tried.
+        let (bytes, served) = self
+            .run(source, asked.is_some(), |c, at, creds| {
+                let (reference, accept, asked) = (reference.clone(), accept.clone(), asked.clone());
+                async move {
+                    let bytes = c.manifest(at.registry(), at.repository(), &reference, &creds, &accept, limit).await?;
+                    match asked {
+                        Some(d) if Digest::of(d.algorithm(), &bytes) != d => {
+                            Err(WireError::Invalid(format!("{at} answered a manifest of another digest")))
+                        }
+                        _ => Ok(bytes),
+                    }
+                }
+            })
+            .await?;
+        let digest = asked.unwrap_or_else(|| Digest::sha256_of(&bytes));
+        Ok(FetchedManifest { bytes, digest, served })
     }
 
-    /// Starts fetching blob `digest` of `source`'s repository.
+    /// Starts fetching blob `digest` of `source`'s repository (a by-digest fetch: digest mirrors apply).
     pub async fn blob(&self, source: &Source, digest: &Digest) -> Result<FetchedBlob, UpstreamError> {
-        let r = &source.reference;
-        let resp = self.run(source, |c| c.blob(r.registry(), r.repository(), digest, &source.credentials)).await?;
+        let (resp, served) = self
+            .run(source, true, |c, at, creds| {
+                let digest = digest.clone();
+                async move { c.blob(at.registry(), at.repository(), &digest, &creds).await }
+            })
+            .await?;
         let length = resp.content_length();
         let body = resp.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)).boxed();
-        Ok(FetchedBlob { length, body })
+        Ok(FetchedBlob { length, body, served })
     }
 
-    /// Every tag of `source`'s repository.
+    /// Every tag of `source`'s repository (a by-tag fetch: tag mirrors apply).
     pub async fn tags(&self, source: &Source) -> Result<Vec<String>, UpstreamError> {
-        let r = &source.reference;
-        self.run(source, |c| c.tags(r.registry(), r.repository(), &source.credentials)).await
+        let (tags, _) = self
+            .run(source, false, |c, at, creds| async move { c.tags(at.registry(), at.repository(), &creds).await })
+            .await?;
+        Ok(tags)
     }
 }
 
 /// Says a wire failure in the terms Tributary tells its clients.
-fn classify(e: WireError, source: &Source) -> UpstreamError {
-    let at = &source.reference;
+fn classify(e: WireError, at: &ExternalRef, insecure: bool) -> UpstreamError {
     match e {
         WireError::Refused(Refused(m)) => UpstreamError::Refused(format!("{at}: {m}")),
         WireError::TooLarge(m) | WireError::Invalid(m) => UpstreamError::Invalid(format!("{at}: {m}")),
         WireError::Timeout(m) => UpstreamError::Unavailable(format!("{at}: timed out: {m}")),
-        WireError::Transport(m) if !source.insecure => UpstreamError::Unavailable(format!(
+        WireError::Transport(m) if !insecure => UpstreamError::Unavailable(format!(
             "{at}: {m}; if the registry speaks plain http or has an untrusted certificate, mark the stream \
              (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure"
         )),
@@ -349,16 +537,27 @@ mod tests {
         assert!("a/b:bad tag".parse::<ExternalRef>().is_err());
     }
 
-    #[test]
-    fn allowed_registries() {
+    #[tokio::test]
+    async fn allowed_registries() {
         let o = Outbound::default();
-        let all = Upstreams::new(vec![], &o, 1024).unwrap();
-        let some = Upstreams::new(vec!["quay.io".into(), "*.example.com".into()], &o, 1024).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new(Default::default()));
+        let with = |allowed: &[&str]| {
+            let spec = serde_json::json!({"allowedRegistriesForImport":
+                allowed.iter().map(|d| serde_json::json!({"domainName": d})).collect::<Vec<_>>()});
+            let mut o = crate::imagepolicy::model::Object { spec, ..Default::default() };
+            o.metadata.name = "cluster".into();
+            Arc::new(ImagePolicy::fixed(Policy::from_objects(&[(crate::imagepolicy::model::Kind::Image, o)])))
+        };
+        let all = Upstreams::new(with(&[]), &o, 1024, metrics.clone()).unwrap();
+        let some = Upstreams::new(with(&["quay.io", "*.example.com"]), &o, 1024, metrics).unwrap();
         let r = |s: &str| s.parse::<ExternalRef>().unwrap();
-        assert!(all.check_allowed(&r("evil.io/x")).is_ok());
-        assert!(some.check_allowed(&r("quay.io/x")).is_ok());
-        assert!(some.check_allowed(&r("reg.example.com/x")).is_ok());
-        assert_eq!(some.check_allowed(&r("evil.io/x")), Err(UpstreamError::NotAllowed("evil.io".into())));
-        assert!(some.check_allowed(&r("python")).is_err(), "docker.io is not in the list");
+        assert!(all.check_allowed(&r("evil.io/x")).await.is_ok());
+        assert!(some.check_allowed(&r("quay.io/x")).await.is_ok());
+        assert!(some.check_allowed(&r("reg.example.com/x")).await.is_ok());
+        let refused = some.check_allowed(&r("evil.io/x")).await.unwrap_err();
+        assert!(
+            matches!(&refused, UpstreamError::NotAllowed(m) if m.contains("evil.io is not in allowedRegistriesForImport"))
+        );
+        assert!(some.check_allowed(&r("python")).await.is_err(), "docker.io is not in the list");
     }
 }

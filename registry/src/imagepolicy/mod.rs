@@ -1,0 +1,103 @@
+//! Cluster-wide image policy: the `Image` object `cluster` (`image.config.openshift.io`) and the mirror sets
+//! (ImageDigestMirrorSet, ImageTagMirrorSet, ImageContentSourcePolicy) — their shapes ([`model`]), their storage
+//! in the metadata store ([`store`]), what they mean for a fetch ([`rules`]) and the `registries.conf` they make
+//! for container tools ([`registries_conf`]). [`ImagePolicy`] keeps the policy in force in memory, kept true by
+//! the store's change feed, so that every replica applies an edit at once, without restart. Called by `upstream`
+//! (every fetch from an external registry), the HTTP edge and the CLI; calls only the metadata store.
+
+pub mod model;
+pub mod registries_conf;
+pub mod rules;
+pub mod store;
+
+use std::sync::{Arc, Mutex};
+
+use storage_backends::{keys, KvEvent, StoreError};
+use tokio::sync::broadcast::{self, error::TryRecvError};
+
+pub use rules::{Endpoint, Plan, Policy};
+pub use store::{PolicyError, PolicyStore};
+
+/// The policy in force, cached. Cheap to share (`Arc`).
+pub struct ImagePolicy {
+    store: Option<PolicyStore>,
+    /// Without a store (unit tests): this policy, always.
+    fixed: Arc<Policy>,
+    state: Mutex<State>,
+}
+
+struct State {
+    feed: Option<broadcast::Receiver<KvEvent>>,
+    known: Option<Arc<Policy>>,
+    /// Counts changes seen; a load that raced one is not kept.
+    epoch: u64,
+}
+
+impl State {
+    fn catch_up(&mut self) {
+        let Some(mut feed) = self.feed.take() else { return };
+        loop {
+            match feed.try_recv() {
+                Ok(e) if e.key.starts_with(keys::IMAGE_CONFIG) => {
+                    self.epoch += 1;
+                    self.known = None;
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(_)) => {
+                    self.epoch += 1;
+                    self.known = None;
+                }
+                Err(TryRecvError::Closed) => {
+                    self.known = None;
+                    return;
+                }
+            }
+        }
+        self.feed = Some(feed);
+    }
+}
+
+impl ImagePolicy {
+    /// The policy of the objects in `store`.
+    pub fn new(store: PolicyStore) -> ImagePolicy {
+        let state = State { feed: Some(store.meta().subscribe()), known: None, epoch: 0 };
+        ImagePolicy { store: Some(store), fixed: Arc::default(), state: Mutex::new(state) }
+    }
+
+    /// Always `policy` (tests of the upstream client).
+    pub fn fixed(policy: Policy) -> ImagePolicy {
+        let state = State { feed: None, known: None, epoch: 0 };
+        ImagePolicy { store: None, fixed: Arc::new(policy), state: Mutex::new(state) }
+    }
+
+    pub fn store(&self) -> Option<&PolicyStore> {
+        self.store.as_ref()
+    }
+
+    /// The policy in force now: from memory, or read from the store after a change (any replica's).
+    pub async fn current(&self) -> Result<Arc<Policy>, StoreError> {
+        let Some(store) = &self.store else { return Ok(self.fixed.clone()) };
+        let epoch = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.catch_up();
+            if let Some(p) = &s.known {
+                return Ok(p.clone());
+            }
+            s.epoch
+        };
+        let mut objects = store.all().await?;
+        if !objects.iter().any(|(k, _)| *k == model::Kind::Image) {
+            let mut seeded = model::Object { spec: store.seed_spec(), ..Default::default() };
+            seeded.metadata.name = model::CLUSTER.into();
+            objects.push((model::Kind::Image, seeded));
+        }
+        let policy = Arc::new(Policy::from_objects(&objects));
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.catch_up();
+        if s.feed.is_some() && s.epoch == epoch {
+            s.known = Some(policy.clone());
+        }
+        Ok(policy)
+    }
+}
