@@ -25,6 +25,11 @@ pub enum Answer {
     Redirect(String),
     /// Nothing at all, for this long (then the connection closes).
     Hang(Duration),
+    /// 200 announcing the whole body's `Content-Length`, then only its first `after` bytes; then silence for
+    /// `stall` and the connection closes (an upstream that drops or hangs mid-body).
+    Cut { body: Arc<Vec<u8>>, after: usize, stall: Duration },
+    /// 200 without `Content-Length`: the body runs until the connection closes (which says nothing of its size).
+    Unsized(Arc<Vec<u8>>),
 }
 
 /// A minimal registry on 127.0.0.1 answering fixed routes and counting every request by path.
@@ -66,11 +71,25 @@ impl Fake {
 
     /// Serves an image `repo:tag` whose layer is `layer` (announced with `layer_digest`, which may lie).
     pub fn image(&self, repo: &str, tag: &str, layer: Vec<u8>, layer_digest: &Digest, pause: Duration) -> Digest {
+        let size = layer.len();
+        self.image_sized(repo, tag, layer, layer_digest, size, pause)
+    }
+
+    /// [`Fake::image`] with the layer's size in the manifest given (which may lie too).
+    pub fn image_sized(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer: Vec<u8>,
+        layer_digest: &Digest,
+        layer_size: usize,
+        pause: Duration,
+    ) -> Digest {
         let config = json!({"architecture": "amd64", "os": "linux"}).to_string().into_bytes();
         let c = Digest::sha256_of(&config);
         let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}]})
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]})
         .to_string()
         .into_bytes();
         let m = Digest::sha256_of(&manifest);
@@ -150,6 +169,21 @@ fn serve(mut conn: TcpStream, routes: &Mutex<HashMap<String, Answer>>, hits: &Mu
             }
             Some(Answer::Hang(how_long)) => {
                 std::thread::sleep(how_long);
+                false
+            }
+            Some(Answer::Cut { body, after, stall }) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(&body[..after.min(body.len())]));
+                let _ = conn.flush();
+                std::thread::sleep(stall);
+                false
+            }
+            Some(Answer::Unsized(body)) => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
+                let _ = conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(&body));
                 false
             }
             other => {
