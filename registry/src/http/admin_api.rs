@@ -41,35 +41,27 @@ use storage_backends::StoreError;
 
 use super::audit::note;
 use super::auth::caller;
+use super::status::{self, Reason};
 use crate::service::Registry;
 
 pub const BASE: &str = "/apis/tributary.dev/v1";
 
-/// A Kubernetes `Status` answer.
-pub fn status(code: u16, reason: &str, message: String) -> HttpResponse {
-    let body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
-    });
-    HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)).json(body)
-}
-
 /// The `Status` answer for an access-control error; one row per error. Store failures are logged here, once.
 pub fn auth_status(e: &AuthError) -> HttpResponse {
     match e {
-        AuthError::Unauthenticated => status(401, "Unauthorized", "authentication required".into()),
-        AuthError::InvalidCredentials => status(401, "Unauthorized", e.to_string()),
-        AuthError::Forbidden => status(403, "Forbidden", "access denied".into()),
-        AuthError::NotFound(_) => status(404, "NotFound", e.to_string()),
-        AuthError::AlreadyExists(_) => status(409, "AlreadyExists", e.to_string()),
-        AuthError::Invalid(_) => status(400, "BadRequest", e.to_string()),
+        AuthError::Unauthenticated => status::failure(Reason::Unauthorized, "authentication required"),
+        AuthError::InvalidCredentials => status::failure(Reason::Unauthorized, e.to_string()),
+        AuthError::Forbidden => status::failure(Reason::Forbidden, "access denied"),
+        AuthError::NotFound(_) => status::failure(Reason::NotFound, e.to_string()),
+        AuthError::AlreadyExists(_) => status::failure(Reason::AlreadyExists, e.to_string()),
+        AuthError::Invalid(_) => status::failure(Reason::BadRequest, e.to_string()),
         AuthError::Store(cause @ StoreError::Unavailable(_)) => {
             tracing::error!(%cause, "metadata store unavailable in the access-control API");
-            status(503, "ServiceUnavailable", "the metadata store is unavailable; try again".into())
+            status::failure(Reason::ServiceUnavailable, "the metadata store is unavailable; try again")
         }
         AuthError::Store(cause) => {
             tracing::error!(%cause, "internal error in the access-control API");
-            status(500, "InternalError", "internal error".into())
+            status::failure(Reason::InternalError, "internal error")
         }
     }
 }
@@ -306,7 +298,7 @@ async fn delete_token(req: HttpRequest, path: web::Path<String>, reg: web::Data<
             let id: TokenId = path.parse().map_err(bad)?;
             note(&req, "token", id.to_string());
             reg.auth.delete_token(&caller, &id).await?;
-            Ok(HttpResponse::Ok().json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})))
+            Ok(status::success(StatusCode::OK, None))
         }
         .await,
     )
@@ -401,7 +393,7 @@ async fn put_read_only(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Regis
             let by = reg.auth.whoami(&caller).name;
             match reg.read_only.set(input.read_only, &by).await {
                 Ok(status) => Ok(read_only_answer(status)),
-                Err(e @ SwitchError::ConfigFloor) => Ok(status(409, "Conflict", e.to_string())),
+                Err(e @ SwitchError::ConfigFloor) => Ok(status::failure(Reason::Conflict, e.to_string())),
                 Err(SwitchError::Store(e)) => Err(e.into()),
             }
         }
@@ -427,7 +419,7 @@ async fn post_gc(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) 
             reg.auth.require_cluster_admin(&caller).await?;
             let input: GcBody = if bytes.is_empty() { GcBody::default() } else { body(&bytes)? };
             if input.confirm && reg.read_only.is_on().await? {
-                return Ok(status(409, "Conflict", crate::service::readonly::REFUSAL.to_string()));
+                return Ok(status::failure(Reason::Conflict, crate::service::readonly::REFUSAL.to_string()));
             }
             let options = crate::gc::SweepOptions {
                 grace: input.grace_seconds.map(std::time::Duration::from_secs).unwrap_or(reg.gc_grace),
@@ -445,7 +437,7 @@ async fn post_gc(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) 
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "garbage collection through the admin API failed");
-                    Ok(status(500, "InternalError", e.to_string()))
+                    Ok(status::failure(Reason::InternalError, e.to_string()))
                 }
             }
         }
@@ -463,7 +455,7 @@ async fn post_prune_images(req: HttpRequest, bytes: web::Bytes, reg: web::Data<R
             let input: PruneRequest = if bytes.is_empty() { PruneRequest::default() } else { body(&bytes)? };
             let options = input.resolve().map_err(bad)?;
             if options.confirm && reg.read_only.is_on().await? {
-                return Ok(status(409, "Conflict", crate::service::readonly::REFUSAL.to_string()));
+                return Ok(status::failure(Reason::Conflict, crate::service::readonly::REFUSAL.to_string()));
             }
             match reg.pruner().prune(&options).await {
                 Ok(report) => {
@@ -477,7 +469,7 @@ async fn post_prune_images(req: HttpRequest, bytes: web::Bytes, reg: web::Data<R
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "pruning images through the admin API failed");
-                    Ok(status(500, "InternalError", "internal error".into()))
+                    Ok(status::failure(Reason::InternalError, "internal error"))
                 }
             }
         }

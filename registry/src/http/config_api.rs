@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::kube::{self, WatchLine};
+use super::status::{self, Details, Reason};
 use super::streams_api::{body, patch_body, with_warnings, Refusal};
 use crate::imagepolicy::model::{Kind, Object, CONFIG_GROUP};
 use crate::imagepolicy::{PolicyError, PolicyStore};
@@ -225,25 +226,23 @@ impl PolicyRequest {
 
 /// The answer for a policy error: one row per error. Internal causes are logged here, once, and not sent.
 pub fn error(e: &PolicyError) -> HttpResponse {
-    let details = |kind: &Kind, name: &str| -> (String, &'static str, &'static str) {
-        (name.to_owned(), kind.group(), kind.resource())
+    let with = |reason, kind: &Kind, name: &str| {
+        status::failure_about(reason, e.to_string(), Details { name, group: kind.group(), resource: kind.resource() })
     };
-    let with =
-        |code, reason, (n, g, r): (String, &str, &str)| kube::failure_of(code, reason, e.to_string(), Some((&n, g, r)));
     match e {
-        PolicyError::NotFound { kind, name } => with(404, "NotFound", details(kind, name)),
-        PolicyError::AlreadyExists { kind, name } => with(409, "AlreadyExists", details(kind, name)),
-        PolicyError::Conflict { kind, name } => with(409, "Conflict", details(kind, name)),
-        PolicyError::Invalid { kind, name, .. } => with(422, "Invalid", details(kind, name)),
+        PolicyError::NotFound { kind, name } => with(Reason::NotFound, kind, name),
+        PolicyError::AlreadyExists { kind, name } => with(Reason::AlreadyExists, kind, name),
+        PolicyError::Conflict { kind, name } => with(Reason::Conflict, kind, name),
+        PolicyError::Invalid { kind, name, .. } => with(Reason::Invalid, kind, name),
         PolicyError::BadRequest(m) => kube::bad_request(m.clone()),
-        PolicyError::NotAllowed(m) => kube::failure(405, "MethodNotAllowed", m.clone(), None),
+        PolicyError::NotAllowed(m) => status::failure(Reason::MethodNotAllowed, m.clone()),
         PolicyError::Store(cause @ storage_backends::StoreError::Unavailable(_)) => {
             tracing::error!(%cause, "metadata store unavailable in the image policy API");
-            kube::failure(503, "ServiceUnavailable", "the metadata store is unavailable; try again".into(), None)
+            status::failure(Reason::ServiceUnavailable, "the metadata store is unavailable; try again")
         }
         PolicyError::Store(cause) => {
             tracing::error!(%cause, "internal error in the image policy API");
-            kube::failure(500, "InternalError", "internal error".into(), None)
+            status::failure(Reason::InternalError, "internal error")
         }
     }
 }
@@ -286,16 +285,16 @@ fn sent(api: &PolicyRequest, bytes: &[u8]) -> Result<(Object, Vec<String>), Refu
 async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     let api = match PolicyRequest::parse(req.path(), req.query_string()) {
         Some(Ok(a)) => a,
-        Some(Err(m)) if m.starts_with("the server could not find") => return kube::failure(404, "NotFound", m, None),
+        Some(Err(m)) if m.starts_with("the server could not find") => return status::failure(Reason::NotFound, m),
         Some(Err(m)) => return kube::bad_request(m),
-        None => return kube::failure(404, "NotFound", "the server could not find the requested resource".into(), None),
+        None => return status::failure(Reason::NotFound, "the server could not find the requested resource"),
     };
     let Some(store) = reg.policy.store() else {
-        return kube::failure(500, "InternalError", "internal error".into(), None);
+        return status::failure(Reason::InternalError, "internal error");
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         if let Err(crate::service::RegistryError::ReadOnly) = reg.check_writable().await {
-            return kube::failure(405, "MethodNotAllowed", crate::service::readonly::REFUSAL.to_owned(), None);
+            return status::failure(Reason::MethodNotAllowed, crate::service::readonly::REFUSAL.to_owned());
         }
     }
     match handle(&req, &api, &bytes, store).await {
@@ -368,17 +367,15 @@ async fn handle(
             with_warnings(respond(StatusCode::OK, store.patch(kind, &name, &patch, how).await), &warnings)
         }
         (Method::DELETE, Some(name)) => match store.delete(kind, &name).await {
-            Ok(_) => HttpResponse::Ok().json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                "status": "Success", "code": 200,
-                "details": {"name": name, "group": kind.group(), "kind": kind.resource()}})),
+            Ok(_) => status::success(
+                StatusCode::OK,
+                Some(Details { name: &name, group: kind.group(), resource: kind.resource() }),
+            ),
             Err(e) => error(&e),
         },
-        (m, _) => kube::failure(
-            405,
-            "MethodNotAllowed",
-            format!("the server does not allow {m} on {}", kind.qualified()),
-            None,
-        ),
+        (m, _) => {
+            status::failure(Reason::MethodNotAllowed, format!("the server does not allow {m} on {}", kind.qualified()))
+        }
     })
 }
 

@@ -17,6 +17,7 @@ use streams::{ObjectKind, StreamError};
 
 use super::openapi;
 pub use super::openapi::unknown_fields;
+use super::status::{self, Details, Reason};
 
 pub const GROUP: &str = "image.openshift.io";
 pub const GROUP_VERSION: &str = "image.openshift.io/v1";
@@ -100,47 +101,39 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 // ---------------------------------------------------------------------------------------------------------------
 // Status answers
 
-/// A `Status` failure; `details` names the object (name, kind) when there is one.
-pub fn failure(code: u16, reason: &str, message: String, details: Option<(&str, ObjectKind)>) -> HttpResponse {
-    failure_of(code, reason, message, details.map(|(name, kind)| (name, GROUP, kind.resource())))
-}
-
-/// A `Status` failure about an object of any group: `details` is (name, group, resource).
-pub fn failure_of(code: u16, reason: &str, message: String, details: Option<(&str, &str, &str)>) -> HttpResponse {
-    let mut body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
-    });
-    if let Some((name, group, resource)) = details {
-        body["details"] = json!({"name": name, "group": group, "kind": resource});
-    }
-    HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)).json(body)
+/// What a `Status` about an image API object names: the object, in this group.
+pub fn details(name: &str, kind: ObjectKind) -> Details<'_> {
+    Details { name, group: GROUP, resource: kind.resource() }
 }
 
 /// A `Status` success (what a delete or a mapping answers).
 pub fn success(code: StatusCode, name: &str, kind: ObjectKind) -> HttpResponse {
-    HttpResponse::build(code).json(json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-        "details": {"name": name, "group": GROUP, "kind": kind.resource()}, "code": code.as_u16(),
-    }))
+    status::success(code, Some(details(name, kind)))
 }
 
 /// The answer for a stream error: one row per error. Internal causes are logged here, once, and not sent.
 pub fn error(e: &StreamError) -> HttpResponse {
     match e {
-        StreamError::NotFound { kind, name } => failure(404, "NotFound", e.to_string(), Some((name, *kind))),
-        StreamError::StreamNotFound(repo) => failure(
-            404,
-            "NotFound",
+        StreamError::NotFound { kind, name } => {
+            status::failure_about(Reason::NotFound, e.to_string(), details(name, *kind))
+        }
+        StreamError::StreamNotFound(repo) => status::failure_about(
+            Reason::NotFound,
             format!("{} \"{}\" not found", ObjectKind::ImageStream, repo.stream()),
-            Some((repo.stream().as_str(), ObjectKind::ImageStream)),
+            details(repo.stream().as_str(), ObjectKind::ImageStream),
         ),
-        StreamError::AlreadyExists { kind, name } => failure(409, "AlreadyExists", e.to_string(), Some((name, *kind))),
-        StreamError::Conflict { kind, name } => failure(409, "Conflict", e.to_string(), Some((name, *kind))),
-        StreamError::Invalid { kind, name, .. } => failure(422, "Invalid", e.to_string(), Some((name, *kind))),
-        StreamError::BadRequest(m) => failure(400, "BadRequest", m.clone(), None),
+        StreamError::AlreadyExists { kind, name } => {
+            status::failure_about(Reason::AlreadyExists, e.to_string(), details(name, *kind))
+        }
+        StreamError::Conflict { kind, name } => {
+            status::failure_about(Reason::Conflict, e.to_string(), details(name, *kind))
+        }
+        StreamError::Invalid { kind, name, .. } => {
+            status::failure_about(Reason::Invalid, e.to_string(), details(name, *kind))
+        }
+        StreamError::BadRequest(m) => status::failure(Reason::BadRequest, m.clone()),
         StreamError::Contention(_) => {
-            let mut resp = failure(429, "TooManyRequests", e.to_string(), None);
+            let mut resp = status::failure(Reason::TooManyRequests, e.to_string());
             resp.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from_static(super::errors::RETRY_AFTER_SECS),
@@ -149,17 +142,17 @@ pub fn error(e: &StreamError) -> HttpResponse {
         }
         StreamError::Store(cause @ storage_backends::StoreError::Unavailable(_)) => {
             tracing::error!(%cause, "metadata store unavailable in the image stream API");
-            failure(503, "ServiceUnavailable", "the metadata store is unavailable; try again".into(), None)
+            status::failure(Reason::ServiceUnavailable, "the metadata store is unavailable; try again")
         }
         StreamError::Store(cause) => {
             tracing::error!(%cause, "internal error in the image stream API");
-            failure(500, "InternalError", "internal error".into(), None)
+            status::failure(Reason::InternalError, "internal error")
         }
     }
 }
 
 pub fn bad_request(message: impl Into<String>) -> HttpResponse {
-    failure(400, "BadRequest", message.into(), None)
+    status::failure(Reason::BadRequest, message)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -408,17 +401,16 @@ pub fn lines_response(
             Some(d) => tokio::time::timeout_at(d, lines.next()).await.ok()?,
             None => lines.next().await,
         };
-        let status = |code: u16, reason: &str, message: String| {
-            let status = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
-                "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}});
-            let mut line = serde_json::to_vec(&status).unwrap_or_default();
+        let status = |reason: Reason, message: String| {
+            let event = json!({"type": "ERROR", "object": status::object(reason, message, None)});
+            let mut line = serde_json::to_vec(&event).unwrap_or_default();
             line.push(b'\n');
             web::Bytes::from(line)
         };
         match next? {
             WatchLine::Event(line) => Some((Ok::<_, actix_web::Error>(line), Some(lines))),
-            WatchLine::Expired(m) => Some((Ok(status(410, "Expired", m)), None)),
-            WatchLine::Failed => Some((Ok(status(500, "InternalError", "internal error".into())), None)),
+            WatchLine::Expired(m) => Some((Ok(status(Reason::Expired, m)), None)),
+            WatchLine::Failed => Some((Ok(status(Reason::InternalError, "internal error".into())), None)),
         }
     });
     let content_type = if as_table { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };

@@ -28,7 +28,7 @@ use std::time::Duration;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 use auth::{Caller, Identity, Via};
@@ -38,6 +38,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::endpoint::Endpoint;
 use super::errors::{ApiError, ErrorCode};
+use super::status::{self, Reason};
 use crate::config::limits::{Limits, RateLimit};
 use crate::service::Registry;
 
@@ -142,44 +143,27 @@ fn retry_after(wait: Duration) -> String {
 }
 
 fn refuse(format: Format, refusal: Refusal) -> HttpResponse {
-    let (status, code, reason, message, wait) = match refusal {
-        Refusal::HeadersTooLarge => (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorCode::Unsupported,
-            "RequestHeaderFieldsTooLarge",
-            "request headers too large".to_owned(),
-            None,
-        ),
-        Refusal::TooManyRequests(wait) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::TooManyRequests,
-            "TooManyRequests",
-            "too many requests: slow down".to_owned(),
-            Some(wait),
-        ),
+    let (code, reason, message, wait) = match refusal {
+        Refusal::HeadersTooLarge => {
+            (ErrorCode::Unsupported, Reason::RequestHeaderFieldsTooLarge, "request headers too large".to_owned(), None)
+        }
+        Refusal::TooManyRequests(wait) => {
+            (ErrorCode::TooManyRequests, Reason::TooManyRequests, "too many requests: slow down".to_owned(), Some(wait))
+        }
         Refusal::TooManyUploads => (
-            StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyRequests,
-            "TooManyRequests",
+            Reason::TooManyRequests,
             "too many uploads in progress: try again shortly".to_owned(),
             Some(UPLOAD_RETRY_AFTER),
         ),
-        Refusal::BodyTooSlow => (
-            StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::BlobUploadInvalid,
-            "Timeout",
-            "the request body arrived too slowly".to_owned(),
-            None,
-        ),
+        Refusal::BodyTooSlow => {
+            (ErrorCode::BlobUploadInvalid, Reason::Timeout, "the request body arrived too slowly".to_owned(), None)
+        }
     };
     let mut resp = match format {
         // Built from the error so that the audit log reads its code.
-        Format::Oci => HttpResponse::from_error(ApiError::new(code).status(status).message(message)),
-        Format::Kube => {
-            let mut r = super::kube::failure(status.as_u16(), reason, message, None);
-            *r.status_mut() = status;
-            r
-        }
+        Format::Oci => HttpResponse::from_error(ApiError::new(code).status(reason.status_code()).message(message)),
+        Format::Kube => status::failure(reason, message),
     };
     if let Some(wait) = wait {
         if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&retry_after(wait)) {

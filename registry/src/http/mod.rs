@@ -19,6 +19,7 @@ mod openapi;
 pub mod ranges;
 pub mod request_log;
 mod secrets;
+pub mod status;
 mod streams_api;
 pub mod tls;
 pub mod webhooks;

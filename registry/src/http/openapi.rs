@@ -7,7 +7,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use streams::ObjectKind;
 
-use super::kube::{failure, ApiVersion};
+use super::kube::ApiVersion;
+use super::status::{self, Reason};
 
 // ---------------------------------------------------------------------------------------------------------------
 // OpenAPI
@@ -153,7 +154,7 @@ fn takes_json(req: &HttpRequest) -> bool {
 
 pub(super) async fn v2(req: HttpRequest) -> HttpResponse {
     if !takes_json(&req) {
-        return failure(406, "NotAcceptable", "only application/json is served".into(), None);
+        return status::failure(Reason::NotAcceptable, "only application/json is served");
     }
     HttpResponse::Ok().json(json!({
         "swagger": "2.0",

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use names::Namespace;
 use serde_json::{json, Value};
 
-use super::admin_api::status;
+use super::status::{self, Reason};
 use crate::service::secrets::{PullSecret, SecretError};
 use crate::service::{Registry, RegistryError};
 
@@ -24,14 +24,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn error(e: &SecretError) -> HttpResponse {
     match e {
-        SecretError::NotFound(_) => status(404, "NotFound", e.to_string()),
-        SecretError::AlreadyExists(_) => status(409, "AlreadyExists", e.to_string()),
-        SecretError::Invalid { .. } => status(422, "Invalid", e.to_string()),
+        SecretError::NotFound(_) => status::failure(Reason::NotFound, e.to_string()),
+        SecretError::AlreadyExists(_) => status::failure(Reason::AlreadyExists, e.to_string()),
+        SecretError::Invalid { .. } => status::failure(Reason::Invalid, e.to_string()),
         SecretError::Registry(RegistryError::Internal(cause)) => {
             tracing::error!(%cause, "internal error in the secrets API");
-            status(500, "InternalError", "internal error".into())
+            status::failure(Reason::InternalError, "internal error")
         }
-        SecretError::Registry(other) => status(400, "BadRequest", other.to_string()),
+        SecretError::Registry(other) => status::failure(Reason::BadRequest, other.to_string()),
     }
 }
 
@@ -50,7 +50,7 @@ where
 {
     match ns.parse::<Namespace>() {
         Ok(ns) => answer(f(ns).await),
-        Err(e) => status(400, "BadRequest", e.to_string()),
+        Err(e) => status::failure(Reason::BadRequest, e.to_string()),
     }
 }
 
@@ -69,7 +69,7 @@ async fn list(path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse
 async fn create(path: web::Path<String>, body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
     in_namespace(&path, |ns| async move {
         let doc: Value = serde_json::from_slice(&body)
-            .map_err(|e| status(400, "BadRequest", format!("the request body is not valid: {e}")))?;
+            .map_err(|e| status::failure(Reason::BadRequest, format!("the request body is not valid: {e}")))?;
         let secret = PullSecret::from_kube(&ns, &doc).map_err(|e| error(&e))?;
         let rev = reg.create_secret(secret.clone()).await.map_err(|e| error(&e))?;
         Ok(HttpResponse::build(StatusCode::CREATED).json(secret.to_kube(rev)))
@@ -90,10 +90,7 @@ async fn delete(path: web::Path<(String, String)>, reg: web::Data<Registry>) -> 
     let (ns, name) = path.into_inner();
     in_namespace(&ns, |ns| async move {
         reg.delete_secret(&ns, &name).await.map_err(|e| error(&e))?;
-        Ok(HttpResponse::Ok().json(json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-            "details": {"name": name, "kind": "secrets"}, "code": 200,
-        })))
+        Ok(status::success(StatusCode::OK, Some(status::Details { name: &name, group: "", resource: "secrets" })))
     })
     .await
 }

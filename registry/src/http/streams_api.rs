@@ -33,6 +33,7 @@ use streams::watch::{WatchScope, Watched};
 use streams::{ObjectKind, StreamError};
 
 use super::kube::{self, ApiVersion};
+use super::status::{self, Reason};
 use crate::service::Registry;
 
 const NO_SUCH_RESOURCE: &str = "the server could not find the requested resource";
@@ -329,11 +330,9 @@ async fn authorize_sources(
             .map_err(|e| kube::error(&StreamError::Store(e)))?;
         if verdict != Verdict::Allow {
             super::auth::refused(req, crate::metrics::Refusal::Denied);
-            return Err(kube::failure(
-                403,
-                "Forbidden",
+            return Err(status::failure(
+                Reason::Forbidden,
                 format!("cannot get imagestreams in namespace {} to tag from {source}", source.namespace()),
-                None,
             ));
         }
     }
@@ -348,14 +347,12 @@ pub(super) fn patch_body(req: &HttpRequest, bytes: &[u8]) -> Result<(Value, Patc
     match media {
         "application/merge-patch+json" | "application/json" => Ok((body(bytes)?, PatchKind::Merge)),
         "application/strategic-merge-patch+json" => Ok((body(bytes)?, PatchKind::Strategic)),
-        other => Err(kube::failure(
-            415,
-            "UnsupportedMediaType",
+        other => Err(status::failure(
+            Reason::UnsupportedMediaType,
             format!(
                 "the body of the request was in an unknown format ({other}); accepted: application/merge-patch+json, \
                  application/strategic-merge-patch+json"
             ),
-            None,
         )
         .into()),
     }
@@ -366,7 +363,7 @@ async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>)
     let version = ApiVersion::of_path(req.path()).map(|(v, _)| v).unwrap_or_default();
     let api = match ApiRequest::parse(&tail, req.query_string()) {
         Ok(a) => ApiRequest { version, ..a },
-        Err(m) if m.starts_with(NO_SUCH_RESOURCE) => return kube::failure(404, "NotFound", m, None),
+        Err(m) if m.starts_with(NO_SUCH_RESOURCE) => return status::failure(Reason::NotFound, m),
         Err(m) => return kube::bad_request(m),
     };
     // Read-only mode: every write (create, replace, patch, delete, mappings, imports) is refused here, once, with
@@ -377,11 +374,11 @@ async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>)
             Ok(()) => {}
             Err(crate::service::RegistryError::ReadOnly) => {
                 let m = crate::service::readonly::REFUSAL.to_owned();
-                return kube::failure(405, "MethodNotAllowed", m, None);
+                return status::failure(Reason::MethodNotAllowed, m);
             }
             Err(e) => {
                 tracing::error!(cause = %e, "reading the read-only switch");
-                return kube::failure(500, "InternalError", "internal error".into(), None);
+                return status::failure(Reason::InternalError, "internal error");
             }
         }
     }
@@ -398,7 +395,7 @@ async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>)
 async fn relabel(resp: HttpResponse, version: ApiVersion) -> HttpResponse {
     let (resp, body) = resp.into_parts();
     let Ok(bytes) = actix_web::body::to_bytes(body).await else {
-        return kube::failure(500, "InternalError", "internal error".into(), None);
+        return status::failure(Reason::InternalError, "internal error");
     };
     let bytes = match serde_json::from_slice::<Value>(&bytes) {
         Ok(mut doc) => {
@@ -459,9 +456,7 @@ async fn handle(
                 api.version,
             )
         }
-        (_, _) if api.watch => {
-            return Err(kube::failure(405, "MethodNotAllowed", "watch is not supported here".into(), None))
-        }
+        (_, _) if api.watch => return Err(status::failure(Reason::MethodNotAllowed, "watch is not supported here")),
         (&Method::GET, Route::Streams(ns)) => {
             list_response(req, api, svc.list_streams(ns.as_ref()).await, |s| &s.metadata, kube::stream_table)
         }
@@ -562,11 +557,9 @@ async fn handle(
             });
             object_response(req, found, |i| kube::image_table(&i.metadata.resource_version, std::slice::from_ref(i)))
         }
-        (m, r) => kube::failure(
-            405,
-            "MethodNotAllowed",
+        (m, r) => status::failure(
+            Reason::MethodNotAllowed,
             format!("the server does not allow this method on the requested resource ({m} {r:?})"),
-            None,
         ),
     })
 }
