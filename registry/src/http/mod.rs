@@ -7,6 +7,7 @@ mod admin_api;
 pub mod audit;
 pub mod auth;
 pub mod client_addr;
+mod console;
 pub mod endpoint;
 pub mod errors;
 pub mod health;
@@ -18,6 +19,7 @@ mod openapi;
 pub mod ranges;
 pub mod request_log;
 mod secrets;
+mod stream_pages;
 mod streams_api;
 pub mod tls;
 pub mod webhooks;
@@ -49,7 +51,8 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(secrets::configure)
             .configure(streams_api::configure)
-            .configure(admin_api::configure);
+            .configure(admin_api::configure)
+            .configure(console::configure);
     }
 }
 
