@@ -22,6 +22,17 @@ pub struct PageRequest {
     pub search: Option<String>,
     /// Only this name (one tag's page: its spec, status and history).
     pub exact: Option<String>,
+    /// At most this many events of each tag's history, newest first (a list showing what tags point at now
+    /// needs only the first).
+    pub history_limit: Option<usize>,
+}
+
+impl PageRequest {
+    fn trim(&self, stream: &mut ImageStream) {
+        if let Some(n) = self.history_limit {
+            stream.status.tags.iter_mut().for_each(|t| t.items.truncate(n));
+        }
+    }
 }
 
 /// What a page says of the list it was cut from.
@@ -90,7 +101,8 @@ impl StreamService {
         let mut items = Vec::with_capacity(names.len());
         for name in names {
             let Ok(stream) = name.parse() else { continue };
-            if let Some(s) = self.assemble(&self.load(&RepositoryName::new(ns.clone(), stream)).await?) {
+            if let Some(mut s) = self.assemble(&self.load(&RepositoryName::new(ns.clone(), stream)).await?) {
+                page.trim(&mut s);
                 items.push(s);
             }
         }
@@ -132,6 +144,7 @@ impl StreamService {
         let Some(mut stream) = self.assemble(&loaded) else { return Ok(None) };
         let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         stream.spec.tags.retain(|t| wanted.contains(t.name.as_str()));
+        page.trim(&mut stream);
         Ok(Some((stream, info)))
     }
 }
@@ -168,7 +181,8 @@ mod tests {
         assert_eq!(page, ["t009", "t019", "t029", "t039", "t049"]);
         assert_eq!(info.next.as_deref(), Some("t049"));
         assert_eq!(info.remaining, 14);
-        let last = PageRequest { limit: 100, after: Some("t049".into()), search: Some("9".into()), exact: None };
+        let last =
+            PageRequest { limit: 100, after: Some("t049".into()), search: Some("9".into()), ..PageRequest::default() };
         let (page, info) = last.cut(names(100), 0);
         assert_eq!(page.len(), 14);
         assert_eq!(info.next, None);

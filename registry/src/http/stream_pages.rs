@@ -10,6 +10,7 @@
 //!                                                             status.tags; headers Tributary-Tags-Total,
 //!                                                             Tributary-Tags-Continue, Tributary-Revision
 //! ```
+//! `historyLimit=N` keeps at most N events of each tag's history (newest first) in either answer.
 //! Other lists ignore these parameters and answer whole, as a Kubernetes server may. Only `streams_api` calls
 //! this, after the access check its guard made.
 
@@ -37,10 +38,11 @@ pub struct PageQuery {
     after: Option<String>,
     search: Option<String>,
     exact: Option<String>,
+    history_limit: Option<usize>,
 }
 
 impl PageQuery {
-    /// Takes one of `limit`, `continue`, `search`, `tag`.
+    /// Takes one of `limit`, `continue`, `search`, `tag`, `historyLimit`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         if value.len() > MAX_TEXT {
             return Err(format!("{key}: longer than {MAX_TEXT} characters"));
@@ -54,6 +56,10 @@ impl PageQuery {
             "continue" if !value.is_empty() => self.after = Some(value.to_owned()),
             "search" if !value.is_empty() => self.search = Some(value.to_owned()),
             "tag" if !value.is_empty() => self.exact = Some(value.to_owned()),
+            "historyLimit" if !value.is_empty() => match value.parse::<usize>() {
+                Ok(n) if n > 0 => self.history_limit = Some(n),
+                _ => return Err(format!("historyLimit {value:?}: not a positive number")),
+            },
             _ => {}
         }
         Ok(())
@@ -61,7 +67,12 @@ impl PageQuery {
 
     /// The page asked for; `None` when the request asks for the whole list.
     pub fn into_request(self) -> Result<Option<PageRequest>, String> {
-        if self.limit.is_none() && self.after.is_none() && self.search.is_none() && self.exact.is_none() {
+        if self.limit.is_none()
+            && self.after.is_none()
+            && self.search.is_none()
+            && self.exact.is_none()
+            && self.history_limit.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(PageRequest {
@@ -69,6 +80,7 @@ impl PageQuery {
             after: self.after,
             search: self.search,
             exact: self.exact,
+            history_limit: self.history_limit,
         }))
     }
 }
@@ -131,7 +143,12 @@ mod tests {
         assert_eq!(parse(&[]).unwrap(), None);
         assert_eq!(parse(&[("limit", "")]).unwrap(), None, "kubectl may send an empty limit");
         let p = parse(&[("limit", "20"), ("continue", "v9"), ("search", "rc")]).unwrap().unwrap();
-        assert_eq!(p, PageRequest { limit: 20, after: Some("v9".into()), search: Some("rc".into()), exact: None });
+        assert_eq!(
+            p,
+            PageRequest { limit: 20, after: Some("v9".into()), search: Some("rc".into()), ..PageRequest::default() }
+        );
+        assert_eq!(parse(&[("historyLimit", "1")]).unwrap().unwrap().history_limit, Some(1));
+        assert!(parse(&[("historyLimit", "0")]).is_err());
         assert_eq!(parse(&[("tag", "v1")]).unwrap().unwrap().exact.as_deref(), Some("v1"));
         assert_eq!(parse(&[("search", "x")]).unwrap().unwrap().limit, DEFAULT_LIMIT);
         assert_eq!(parse(&[("limit", "999999")]).unwrap().unwrap().limit, MAX_LIMIT);

@@ -215,7 +215,7 @@ impl ApiRequest {
                 "timeoutSeconds" => {
                     request.timeout = Some(Duration::from_secs(v.parse().map_err(|_| "timeoutSeconds: not a number")?))
                 }
-                "limit" | "continue" | "search" | "tag" => page.set(&k, &v)?,
+                "limit" | "continue" | "search" | "tag" | "historyLimit" => page.set(&k, &v)?,
                 _ => {}
             }
         }

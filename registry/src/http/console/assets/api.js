@@ -3,6 +3,8 @@
 const TOKEN_KEY = "tributary.console.token";
 export const IS = "/apis/image.openshift.io/v1";
 export const ADMIN = "/apis/tributary.dev/v1";
+/** Kubernetes' server-side table: one row of cells per object, much smaller than the objects. */
+export const TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io";
 const MANIFEST_TYPES = [
   "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
   "application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.docker.distribution.manifest.v2+json",
@@ -61,22 +63,30 @@ export async function request(method, path, { body, contentType, accept, raw, si
 }
 
 const enc = encodeURIComponent;
+
+/** A stream table row: name, the newest tag, tag count, newest event time. */
+export function streamRow(row) {
+  const [name, , tags, , count, updatedAt] = row.cells;
+  return { name, newestTag: (tags || "").split(/[, ]/)[0] || null, count: Number(count || 0), updatedAt: updatedAt || null };
+}
 const qs = (o) => Object.entries(o).filter(([, v]) => v !== undefined && v !== null && v !== "")
   .map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
 
 export const api = {
   whoami: () => request("GET", `${ADMIN}/whoami`),
   namespaces: () => request("GET", `${ADMIN}/namespaces`),
-  /** A page of a namespace's streams: {items, next, remaining, revision}. */
+  /** A page of a namespace's streams as table rows: {rows, next, remaining, revision}. */
   async streams(ns, { limit = 50, cont, search } = {}) {
-    const list = await request("GET", `${IS}/namespaces/${enc(ns)}/imagestreams?${qs({ limit, continue: cont, search })}`);
-    return { items: list.items || [], next: list.metadata.continue || null,
-      remaining: list.metadata.remainingItemCount || 0, revision: list.metadata.resourceVersion };
+    const t = await request("GET", `${IS}/namespaces/${enc(ns)}/imagestreams?${qs({ limit, continue: cont, search })}`,
+      { accept: TABLE });
+    return { rows: (t.rows || []).map(streamRow), next: t.metadata.continue || null,
+      remaining: t.metadata.remainingItemCount || 0, revision: t.metadata.resourceVersion };
   },
   /** The stream with a page of its tags: {stream, total, next, revision}. */
-  async streamPage(ns, name, { limit = 100, cont, search } = {}) {
-    const resp = await request("GET",
-      `${IS}/namespaces/${enc(ns)}/imagestreams/${enc(name)}?${qs({ limit, continue: cont, search })}`, { raw: true });
+  async streamPage(ns, name, { limit = 100, cont, search, tag } = {}) {
+    // A page of tags shows what each points at now; one tag's page shows its whole history.
+    const q = qs({ limit, continue: cont, search, tag, historyLimit: tag ? undefined : 1 });
+    const resp = await request("GET", `${IS}/namespaces/${enc(ns)}/imagestreams/${enc(name)}?${q}`, { raw: true });
     return { stream: await resp.json(), total: Number(resp.headers.get("Tributary-Tags-Total") || 0),
       next: resp.headers.get("Tributary-Tags-Continue"), revision: resp.headers.get("Tributary-Revision") };
   },
@@ -116,7 +126,7 @@ export const api = {
  * dropped connection from the newest revision seen; an expired revision asks refresh() for a current one (and
  * reports a RESYNC event). Returns a function that stops it.
  */
-export function watch(path, revision, onEvent, refresh) {
+export function watch(path, revision, onEvent, refresh, accept) {
   const ctl = new AbortController();
   let rv = revision;
   let stopped = false;
@@ -125,7 +135,7 @@ export function watch(path, revision, onEvent, refresh) {
       try {
         const sep = path.includes("?") ? "&" : "?";
         const resp = await request("GET", `${path}${sep}${qs({ watch: "true", resourceVersion: rv })}`,
-          { raw: true, signal: ctl.signal });
+          { raw: true, signal: ctl.signal, accept });
         const reader = resp.body.getReader();
         const decoder = new TextDecoder();
         let buf = "";
@@ -144,7 +154,8 @@ export function watch(path, revision, onEvent, refresh) {
               onEvent({ type: "RESYNC" });
               continue;
             }
-            const seen = ev.object && ev.object.metadata && ev.object.metadata.resourceVersion;
+            const obj = ev.object && ev.object.rows ? ev.object.rows[0].object : ev.object;
+            const seen = obj && obj.metadata && obj.metadata.resourceVersion;
             if (seen) rv = seen;
             onEvent(ev);
           }

@@ -1,6 +1,6 @@
 // The list pages: the namespaces the user may see, and one namespace's image streams (paged and searched on the
 // server, kept live through the watch API).
-import { api, watch, IS } from "./api.js";
+import { api, watch, streamRow, IS, TABLE } from "./api.js";
 import { el, fill, when, size, announce } from "./ui.js";
 
 export async function namespacesPage(main, crumbs) {
@@ -17,20 +17,18 @@ export async function namespacesPage(main, crumbs) {
           el("td", {}, el("a", { href: `#/ns/${ns.name}` }, ns.name)), el("td", {}, when(ns.created)))))));
 }
 
-/** The newest event over the stream's tags: [tag, event]. */
-export function latest(stream) {
-  let best = null;
-  for (const t of (stream.status && stream.status.tags) || []) {
-    const e = t.items && t.items[0];
-    if (e && (!best || e.created > best[1].created)) best = [t.tag, e];
-  }
-  return best;
-}
-
 function imageSize(isimage) {
   const img = isimage.image || {};
   const layers = (img.dockerImageLayers || []).reduce((n, l) => n + (l.size || 0), 0);
   return (img.dockerImageMetadata && img.dockerImageMetadata.Size) || layers;
+}
+
+/** The size of the image the stream's newest tag points at (two small reads, after the row is shown). */
+async function newestSize(ns, r) {
+  if (!r.newestTag) return "–";
+  const p = await api.streamPage(ns, r.name, { tag: r.newestTag, limit: 1 });
+  const e = p.stream.status.tags && p.stream.status.tags[0] && p.stream.status.tags[0].items[0];
+  return e ? size(imageSize(await api.isimage(ns, r.name, e.image))) : "–";
 }
 
 export async function streamsPage(main, crumbs, ns) {
@@ -44,37 +42,29 @@ export async function streamsPage(main, crumbs, ns) {
   let query = "";
   let shown = 0;
 
-  const row = (s) => {
-    const name = s.metadata.name;
-    const top = latest(s);
+  const row = (r) => {
     const sizeCell = el("td", { class: "num hide-narrow" }, "…");
-    const tr = el("tr", { "data-stream": name },
-      el("th", { scope: "row" }, el("a", { href: `#/ns/${ns}/is/${name}` }, name)),
-      el("td", { class: "num" }, String(((s.status && s.status.tags) || []).length)),
-      el("td", {}, top ? [when(top[1].created), " ", el("span", { class: "muted" }, `(${top[0]})`)] : "never"),
-      sizeCell,
-      el("td", { class: "hide-narrow" }, s.spec && s.spec.lookupPolicy && s.spec.lookupPolicy.local ? "on" : "off"));
-    if (top && top[1].image) {
-      api.isimage(ns, name, top[1].image).then((i) => { sizeCell.textContent = size(imageSize(i)); },
-        () => { sizeCell.textContent = "–"; });
-    } else {
-      sizeCell.textContent = "–";
-    }
+    const tr = el("tr", { "data-stream": r.name },
+      el("th", { scope: "row" }, el("a", { href: `#/ns/${ns}/is/${r.name}` }, r.name)),
+      el("td", { class: "num" }, String(r.count)),
+      el("td", {}, r.updatedAt ? [when(r.updatedAt), " ", el("span", { class: "muted" }, `(${r.newestTag})`)] : "never"),
+      sizeCell);
+    newestSize(ns, r).then((t) => { sizeCell.textContent = t; }, () => { sizeCell.textContent = "–"; });
     return tr;
   };
-  const put = (s) => {
-    const tr = row(s);
-    const old = rows.get(s.metadata.name);
+  const put = (r) => {
+    const tr = row(r);
+    const old = rows.get(r.name);
     if (old) old.replaceWith(tr); else tbody.append(tr);
-    rows.set(s.metadata.name, tr);
+    rows.set(r.name, tr);
   };
 
   let revision = null;
   async function load(reset) {
     if (reset) { fill(tbody); rows.clear(); next = null; shown = 0; }
     const page = await api.streams(ns, { limit: 50, cont: reset ? undefined : next, search: query });
-    page.items.forEach(put);
-    shown += page.items.length;
+    page.rows.forEach(put);
+    shown += page.rows.length;
     next = page.next;
     revision = revision || page.revision;
     more.hidden = !next;
@@ -93,17 +83,17 @@ export async function streamsPage(main, crumbs, ns) {
     el("div", { class: "field" }, el("label", { for: "stream-search" }, "Search streams"), search),
     el("table", {},
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Stream"), el("th", { scope: "col", class: "num" }, "Tags"),
-        el("th", { scope: "col" }, "Last update"), el("th", { scope: "col", class: "num hide-narrow" }, "Size (latest)"),
-        el("th", { scope: "col", class: "hide-narrow" }, "Lookup"))),
+        el("th", { scope: "col" }, "Last update"), el("th", { scope: "col", class: "num hide-narrow" }, "Size (newest tag)"))),
       tbody),
     count, more);
   if (rows.size === 0) count.textContent = query ? "No stream matches." : "No image streams yet.";
 
   return watch(`${IS}/namespaces/${ns}/imagestreams`, revision, (ev) => {
     if (ev.type === "RESYNC") { load(true); return; }
-    const s = ev.object;
-    if (!s || !s.metadata) return;
-    const name = s.metadata.name;
+    const t = ev.object && ev.object.rows && ev.object.rows[0];
+    if (!t) return;
+    const s = streamRow(t);
+    const name = s.name;
     if (ev.type === "DELETED") {
       const tr = rows.get(name);
       if (tr) { tr.remove(); rows.delete(name); }
@@ -111,5 +101,5 @@ export async function streamsPage(main, crumbs, ns) {
       put(s);
       announce(`Stream ${name} changed`);
     }
-  }, async () => (await api.streams(ns, { limit: 1 })).revision);
+  }, async () => (await api.streams(ns, { limit: 1 })).revision, TABLE);
 }
