@@ -3,6 +3,7 @@
 #   - Debian packages: the real clients and tools the end-to-end tests drive, etcd (the tests start their own
 #     etcd servers), protoc (the etcd client crate's build needs it), and the compose implementation and nginx
 #     that check docker-compose.yml and deploy/nginx.conf and balance the multi-replica test
+#   - chromium and npm (the web console's browser test), and the test's npm packages (`npm ci` in console/tests)
 #   - rustup components rustfmt and clippy
 #   - moto's S3 server (the S3 blob-store tests), in a virtualenv under ~/.cache unless `moto_server` is on PATH
 #     or TRIBUTARY_MOTO_BIN names it; exports TRIBUTARY_MOTO_BIN when sourced
@@ -14,6 +15,7 @@ TRIBUTARY_APT_PACKAGES=(
     docker.io docker-registry etcd-server protobuf-compiler
     docker-compose nginx-light
     jq curl ca-certificates python3-venv
+    chromium fonts-dejavu-core
 )
 
 TRIBUTARY_MOTO_VERSION=5.2.1
@@ -79,10 +81,29 @@ install_moto() {
     export TRIBUTARY_MOTO_BIN="$venv/bin/moto_server"
 }
 
+# The console test's packages (playwright-core, driving the Debian chromium above), as locked.
+install_console_test_packages() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/console/tests"
+    if [ -d "$dir/node_modules/playwright-core" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+        echo "install-deps: console test packages present"
+        return 0
+    fi
+    if ! command -v npm >/dev/null; then
+        # Debian's node and npm, unless a node with its own npm is already installed.
+        echo "install-deps: installing nodejs npm"
+        _tributary_sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq nodejs npm \
+            >/tmp/tributary-apt-install.log 2>&1 || { tail -50 /tmp/tributary-apt-install.log >&2; return 1; }
+    fi
+    echo "install-deps: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 install_test_deps() {
     install_apt_packages
     install_rust_components
     install_moto
+    install_console_test_packages
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -11,6 +11,7 @@ pub mod import;
 pub mod manifest;
 pub mod model;
 pub mod objects;
+pub mod pages;
 pub mod patch;
 mod plan;
 pub mod refs;

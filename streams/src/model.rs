@@ -428,6 +428,12 @@ impl ImageStreamMapping {
 pub struct ListMeta {
     #[serde(default)]
     pub resource_version: String,
+    /// The token for the next page of a list read in pages (`limit`); absent on the last page.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+    /// How many items the pages after this one hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_item_count: Option<u64>,
 }
 
 /// A Kubernetes list (`ImageStreamList`, `ImageStreamTagList`, `ImageList`): the items as of `resourceVersion`.
@@ -446,7 +452,7 @@ impl<T> ObjectList<T> {
         ObjectList {
             kind: format!("{item_kind}List"),
             api_version: API_VERSION.to_owned(),
-            metadata: ListMeta { resource_version: revision.to_string() },
+            metadata: ListMeta { resource_version: revision.to_string(), ..ListMeta::default() },
             items,
         }
     }

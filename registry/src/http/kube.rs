@@ -296,6 +296,9 @@ pub(super) fn table(resource_version: &str, names: &[&str], rows: Vec<(Vec<Strin
 }
 
 const STREAM_COLUMNS: [&str; 4] = ["Name", "Image Repository", "Tags", "Updated"];
+/// Shown by `kubectl get -o wide` only (priority 1): the tag count and the newest tag event's time (RFC 3339), which
+/// the web console reads instead of every tag's history.
+const STREAM_WIDE_COLUMNS: [&str; 2] = ["Tag Count", "Updated At"];
 const TAG_COLUMNS: [&str; 3] = ["Name", "Image Reference", "Updated"];
 const IMAGE_COLUMNS: [&str; 2] = ["Name", "Image Reference"];
 
@@ -324,7 +327,23 @@ fn image_row(i: &Image) -> Vec<String> {
 }
 
 pub fn stream_table(rv: &str, items: &[ImageStream]) -> Value {
-    table(rv, &STREAM_COLUMNS, items.iter().map(|s| (stream_row(s), &s.metadata)).collect())
+    let rows = items
+        .iter()
+        .map(|s| {
+            let mut cells = stream_row(s);
+            let newest = s.status.tags.iter().filter_map(|t| t.items.first()).map(|e| e.created).max();
+            cells.push(s.status.tags.len().to_string());
+            cells.push(newest.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default());
+            (cells, &s.metadata)
+        })
+        .collect();
+    let mut t = table(rv, &STREAM_COLUMNS, rows);
+    if let Some(cols) = t["columnDefinitions"].as_array_mut() {
+        for name in STREAM_WIDE_COLUMNS {
+            cols.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": 1}));
+        }
+    }
+    t
 }
 
 pub fn tag_table(rv: &str, items: &[ImageStreamTag]) -> Value {

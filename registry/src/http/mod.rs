@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod client_addr;
 mod config_api;
+mod console;
 pub mod endpoint;
 pub mod errors;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod ranges;
 pub mod request_log;
 mod secrets;
 pub mod status;
+mod stream_pages;
 mod streams_api;
 pub mod tls;
 pub mod webhooks;
@@ -52,7 +54,8 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
             .configure(secrets::configure)
             .configure(streams_api::configure)
             .configure(config_api::configure)
-            .configure(admin_api::configure);
+            .configure(admin_api::configure)
+            .configure(console::configure);
     }
 }
 

@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde_json::Value;
 use streams::model::{ImageStream, ImageStreamMapping, ImageStreamTag, ObjectList, ObjectMeta, TagReference};
 use streams::objects::PatchKind;
+use streams::pages::PageRequest;
 use streams::refs::{ImageId, IsImageName, IsTagName, TagSource};
 use streams::watch::{WatchScope, Watched};
 use streams::{ObjectKind, StreamError};
@@ -74,6 +75,9 @@ pub struct ApiRequest {
     pub labels: Vec<LabelTerm>,
     pub timeout: Option<Duration>,
     pub field_validation: FieldValidation,
+    /// `limit`, `continue` and `search` (a substring of the name): a page of a namespace's streams, or of one
+    /// stream's tags ([`super::stream_pages`]).
+    pub page: Option<PageRequest>,
 }
 
 /// `fieldValidation`: what to do with fields of a sent object that its schema does not know (kubectl sends
@@ -176,7 +180,9 @@ impl ApiRequest {
             labels: Vec::new(),
             timeout: None,
             field_validation: FieldValidation::default(),
+            page: None,
         };
+        let mut page = super::stream_pages::PageQuery::default();
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             match k.as_ref() {
                 "watch" => request.watch |= v == "true" || v == "1",
@@ -210,13 +216,15 @@ impl ApiRequest {
                 "timeoutSeconds" => {
                     request.timeout = Some(Duration::from_secs(v.parse().map_err(|_| "timeoutSeconds: not a number")?))
                 }
+                "limit" | "continue" | "search" | "tag" | "historyLimit" => page.set(&k, &v)?,
                 _ => {}
             }
         }
+        request.page = page.into_request()?;
         Ok(request)
     }
 
-    fn selects(&self, meta: &ObjectMeta) -> bool {
+    pub(super) fn selects(&self, meta: &ObjectMeta) -> bool {
         self.name.as_ref().is_none_or(|n| *n == meta.name) && self.labels.iter().all(|t| t.matches(&meta.labels))
     }
 }
@@ -274,7 +282,7 @@ fn respond<T: Serialize>(code: StatusCode, result: Result<T, StreamError>) -> Ht
     }
 }
 
-fn list_response<T: Serialize>(
+pub(super) fn list_response<T: Serialize>(
     req: &HttpRequest,
     api: &ApiRequest,
     list: Result<ObjectList<T>, StreamError>,
@@ -457,6 +465,10 @@ async fn handle(
             )
         }
         (_, _) if api.watch => return Err(status::failure(Reason::MethodNotAllowed, "watch is not supported here")),
+        (&Method::GET, Route::Streams(Some(ns))) if api.page.is_some() => {
+            super::stream_pages::streams(req, api, svc, ns).await
+        }
+        (&Method::GET, Route::Stream(repo)) if api.page.is_some() => super::stream_pages::stream(api, svc, repo).await,
         (&Method::GET, Route::Streams(ns)) => {
             list_response(req, api, svc.list_streams(ns.as_ref()).await, |s| &s.metadata, kube::stream_table)
         }
