@@ -305,6 +305,8 @@ pub struct Background {
     pub uploads: LeaderTask,
     pub gc: LeaderTask,
     pub prune: LeaderTask,
+    /// The image-change trigger controller (lease `triggers`; idle unless `[cluster] triggers`).
+    pub triggers: LeaderTask,
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -321,20 +323,21 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
         uploads: spawn_upload_purge(registry.clone(), config.upload_purge_after, config.upload_purge_interval),
         gc: spawn_gc(registry.clone(), config.gc),
         prune: spawn_prune(registry.clone(), config.prune),
+        triggers: crate::cluster::controller::spawn_triggers(registry.clone()),
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks, uploads, gc, prune } = self;
-        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop(), prune.stop());
+        let Background { imports, webhooks, uploads, gc, prune, triggers } = self;
+        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop(), prune.stop(), triggers.stop());
     }
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks, uploads, gc, prune } = self;
-        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash(), prune.crash());
+        let Background { imports, webhooks, uploads, gc, prune, triggers } = self;
+        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash(), prune.crash(), triggers.crash());
     }
 }
 

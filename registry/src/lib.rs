@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod background;
+pub mod cluster;
 pub mod config;
 pub mod gc;
 pub mod http;
@@ -77,6 +78,7 @@ pub fn assemble(
         read_only,
         metrics,
         gc_grace: config.gc.grace,
+        cluster: Arc::new(config.cluster.clone()),
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
         auth: auth::AuthService::new(meta.clone(), config.auth),

@@ -59,6 +59,7 @@ pub struct Builder {
     metrics: crate::metrics::MetricsConfig,
     gc: Option<crate::config::gc::GcConfig>,
     prune: crate::config::prune::PruneConfig,
+    cluster: crate::config::cluster::ClusterConfig,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -95,6 +96,12 @@ impl Builder {
             target: Some(AuditTarget::File { path: path.to_path_buf(), max_bytes, max_files }),
             queue: crate::config::limits::DEFAULT_AUDIT_QUEUE,
         };
+        self
+    }
+
+    /// These `[cluster]` settings (image lookup admission, image-change triggers; off by default).
+    pub fn with_cluster(mut self, cluster: crate::config::cluster::ClusterConfig) -> Builder {
+        self.cluster = cluster;
         self
     }
 
@@ -203,6 +210,7 @@ impl Builder {
             metrics: self.metrics,
             gc: self.gc.unwrap_or(crate::config::gc::GcConfig { enabled: false, ..Default::default() }),
             prune: self.prune,
+            cluster: self.cluster,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -232,6 +240,7 @@ struct Options {
     metrics: crate::metrics::MetricsConfig,
     gc: crate::config::gc::GcConfig,
     prune: crate::config::prune::PruneConfig,
+    cluster: crate::config::cluster::ClusterConfig,
 }
 
 impl TestRegistry {
@@ -266,6 +275,7 @@ impl TestRegistry {
             metrics,
             gc,
             prune,
+            cluster,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -290,6 +300,7 @@ impl TestRegistry {
             metrics,
             gc,
             prune,
+            cluster,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

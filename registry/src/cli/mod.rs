@@ -6,6 +6,7 @@
 
 mod bootstrap;
 mod client;
+mod cluster;
 mod config;
 mod describe;
 mod exit;
@@ -115,6 +116,9 @@ pub enum Adm {
     /// Prune images (cluster-admin), as `oc adm prune images`.
     #[command(subcommand)]
     Prune(Prune),
+    /// Print the MutatingWebhookConfiguration that registers this registry's image lookup webhook with a
+    /// Kubernetes API server (`| kubectl apply -f -`).
+    AdmissionConfig(cluster::AdmissionConfigArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -381,6 +385,7 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Adm(Adm::Prune(Prune::Images(p))) => prune::run(p).await?,
+        Command::Adm(Adm::AdmissionConfig(args)) => cluster::admission_config(args)?,
         Command::Delete(Delete::Token { id, conn }) => {
             Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;
             println!("token/{id} deleted");

@@ -2,6 +2,7 @@
 //! With nothing set the registry listens on 0.0.0.0:5000 and keeps everything under ./data; [`storage`] chooses
 //! other blob and metadata stores; [`limits`] holds the `[limits]` and `[audit]` tables.
 
+pub mod cluster;
 pub mod duration;
 pub mod gc;
 pub mod limits;
@@ -68,6 +69,9 @@ pub struct FileConfig {
     /// `[metrics]`: `/metrics` on or off, and who may read it.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// `[cluster]`: image lookup admission and image-change triggers for a Kubernetes cluster.
+    #[serde(default)]
+    pub cluster: cluster::ClusterSettings,
 }
 
 /// `[metrics]` in the TOML file.
@@ -121,6 +125,8 @@ pub struct Config {
     pub audit: limits::AuditConfig,
     /// `/metrics` (`TRIBUTARY_METRICS_ENABLED`, `TRIBUTARY_METRICS_ANONYMOUS`).
     pub metrics: crate::metrics::MetricsConfig,
+    /// Image lookup admission and image-change triggers (`[cluster]`).
+    pub cluster: cluster::ClusterConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -155,6 +161,7 @@ pub struct Overrides {
     pub audit: limits::AuditSettings,
     pub metrics_enabled: Option<bool>,
     pub metrics_anonymous: Option<bool>,
+    pub cluster: cluster::ClusterSettings,
 }
 
 impl Config {
@@ -258,6 +265,7 @@ impl Config {
             gc: from_file.gc.resolve()?,
             prune: from_file.prune.resolve()?,
             limits: limits::Limits::resolve(overrides.limits, from_file.limits)?,
+            cluster: cluster::ClusterConfig::resolve(overrides.cluster, from_file.cluster)?,
             audit: limits::AuditConfig::resolve(overrides.audit, from_file.audit)?,
             metrics: {
                 let default = crate::metrics::MetricsConfig::default();
