@@ -252,6 +252,7 @@ async fn lookup_and_triggers_against_a_real_api_server() {
         return;
     };
     let Some(etcd) = EtcdServer::start() else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_apiserver, kubeconfig) = start_apiserver(&binary, &etcd, dir).await;
@@ -391,7 +392,7 @@ async fn lookup_and_triggers_against_a_real_api_server() {
         "--kubeconfig",
         kc,
     ]);
-    let broken = json!({"image.openshift.io/triggers": "[{\"from\":{\"kind\":\"DockerImage\",\"name\":\"x\"}}]"});
+    let broken = json!({"image.openshift.io/triggers": "[{\"from\":{\"kind\":\"DockerImage\",\"name\":\"x\"},\"fieldPath\":\"spec.template.spec.containers[0].image\"}]"});
     deployments.create(&PostParams::default(), &deployment("broken", "x:1", broken)).await.unwrap();
     for (name, reason, says) in [
         ("orphan", "ImageStreamTagNotFound", "app/missing:latest"),

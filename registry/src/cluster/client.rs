@@ -9,6 +9,9 @@ use kube::{Client, Config};
 
 /// Connects (lazily: the first request reaches the API server) with `kubeconfig` or the inferred credentials.
 pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    // Two rustls providers are linked in (ring, and aws-lc-rs through object_store): name the process's one, as
+    // the upstream client does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;

@@ -67,6 +67,9 @@ struct Tracked {
 
 type Key = (&'static str, String, String);
 
+/// The watch events of one kind, tagged with it.
+type KindEvents = BoxStream<'static, (&'static PodKind, Result<Event<DynamicObject>, watcher::Error>)>;
+
 fn key_of(kind: &'static PodKind, o: &DynamicObject) -> Key {
     (kind.kind, o.namespace().unwrap_or_default(), o.name_any())
 }
@@ -104,18 +107,17 @@ impl Controller {
     /// Follows the cluster's objects and the stream tags until `stopping` turns true (or the store closes).
     pub async fn run(mut self, mut stopping: watch::Receiver<bool>) {
         let mut feed = self.registry.meta.subscribe();
-        let watches: Vec<BoxStream<'static, (&'static PodKind, Result<Event<DynamicObject>, watcher::Error>)>> =
-            POD_KINDS
-                .iter()
-                .map(|kind| {
-                    let api = Api::<DynamicObject>::all_with(self.client.clone(), &api_resource(kind));
-                    watcher::watcher(api, watcher::Config::default())
-                        .default_backoff()
-                        .into_stream()
-                        .map(move |e| (kind, e))
-                        .boxed()
-                })
-                .collect();
+        let watches: Vec<KindEvents> = POD_KINDS
+            .iter()
+            .map(|kind| {
+                let api = Api::<DynamicObject>::all_with(self.client.clone(), &api_resource(kind));
+                watcher::watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .into_stream()
+                    .map(move |e| (kind, e))
+                    .boxed()
+            })
+            .collect();
         let mut objects = select_all(watches);
         tracing::info!("image triggers: watching the cluster");
         loop {
