@@ -140,14 +140,17 @@ pub async fn set_triggers(args: TriggersArgs) -> anyhow::Result<()> {
     let value = serde_json::to_value(&object)?;
     match (&args.from_image, args.remove) {
         (None, false) => {
-            println!("{:<40} {:<40} {}", "TYPE", "VALUE", "PAUSED");
-            for t in &triggers {
-                let from = match &t.from.namespace {
-                    Some(ns) => format!("{ns}/{}", t.from.name),
-                    None => t.from.name.clone(),
-                };
-                println!("{:<40} {:<40} {}", format!("image ({})", t.field_path), from, t.paused);
-            }
+            let rows = triggers
+                .iter()
+                .map(|t| {
+                    let from = match &t.from.namespace {
+                        Some(ns) => format!("{ns}/{}", t.from.name),
+                        None => t.from.name.clone(),
+                    };
+                    vec![format!("image ({})", t.field_path), from, t.paused.to_string()]
+                })
+                .collect();
+            super::table(&["TYPE", "VALUE", "PAUSED"], rows);
             return Ok(());
         }
         (None, true) => triggers.clear(),
