@@ -2,7 +2,8 @@
 //! `delete`, `whoami`, `policy`, `adm read-only`; the image stream verbs ([`streams`]) and `import-image`/`create secret
 //! docker-registry` (`imports`). Each talks HTTP to a running server's `/apis/tributary.dev/v1/` API (see
 //! `registry::http::admin_api`), with `--server`/`--token`, `TRIBUTARY_SERVER`/`TRIBUTARY_TOKEN`, or the file
-//! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores.
+//! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores. The verbs on a
+//! Kubernetes cluster (`set triggers`, `set image-lookup KIND/NAME`, `adm admission-config`) are in `cluster`.
 
 mod bootstrap;
 mod client;
