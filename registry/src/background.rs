@@ -332,6 +332,8 @@ pub struct Background {
     pub gc: LeaderTask,
     pub prune: LeaderTask,
     pub cache: LeaderTask,
+    /// The image-change trigger controller (lease `triggers`; idle unless `[cluster] triggers`).
+    pub triggers: LeaderTask,
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -349,20 +351,37 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
         gc: spawn_gc(registry.clone(), config.gc),
         prune: spawn_prune(registry.clone(), config.prune),
         cache: spawn_cache_eviction(registry.clone(), config.cache),
+        triggers: crate::cluster::controller::spawn_triggers(registry.clone()),
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks, uploads, gc, prune, cache } = self;
-        futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop(), prune.stop(), cache.stop());
+        let Background { imports, webhooks, uploads, gc, prune, cache, triggers } = self;
+        futures::join!(
+            imports.stop(),
+            webhooks.stop(),
+            uploads.stop(),
+            gc.stop(),
+            prune.stop(),
+            cache.stop(),
+            triggers.stop()
+        );
     }
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks, uploads, gc, prune, cache } = self;
-        futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash(), prune.crash(), cache.crash());
+        let Background { imports, webhooks, uploads, gc, prune, cache, triggers } = self;
+        futures::join!(
+            imports.crash(),
+            webhooks.crash(),
+            uploads.crash(),
+            gc.crash(),
+            prune.crash(),
+            cache.crash(),
+            triggers.crash()
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod background;
+pub mod cluster;
 pub mod config;
 pub mod gc;
 pub mod http;
@@ -81,6 +82,7 @@ pub fn assemble(
         read_only,
         metrics: metrics.clone(),
         gc_grace: config.gc.grace,
+        cluster: Arc::new(config.cluster.clone()),
         blobs,
         streams: StreamService::new(meta.clone(), config.public_host.clone()),
         auth: auth::AuthService::new(meta.clone(), config.auth),

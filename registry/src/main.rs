@@ -123,6 +123,9 @@ struct ServeArgs {
     /// The audit log (`[audit]` in the configuration file).
     #[command(flatten)]
     audit: registry::config::limits::AuditSettings,
+    /// Image lookup admission and image-change triggers (`[cluster]` in the configuration file).
+    #[command(flatten)]
+    cluster: registry::config::cluster::ClusterSettings,
 }
 
 /// `oc -n ns tag …` works, and so does `tributary -n ns tag …`: a leading `-n NS` / `--namespace NS` (or
@@ -210,6 +213,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         audit: args.audit,
         metrics_enabled: args.metrics_enabled,
         metrics_anonymous: args.metrics_anonymous,
+        cluster: args.cluster,
     };
     let mut config = Config::load(args.config.as_deref(), overrides.clone())?;
     let tls = match &config.tls {

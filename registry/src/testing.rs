@@ -60,6 +60,7 @@ pub struct Builder {
     gc: Option<crate::config::gc::GcConfig>,
     prune: crate::config::prune::PruneConfig,
     cache: Option<crate::config::cache::CacheConfig>,
+    cluster: crate::config::cluster::ClusterConfig,
 }
 
 /// Stores a test opened itself (see [`Builder::with_stores`]).
@@ -96,6 +97,12 @@ impl Builder {
             target: Some(AuditTarget::File { path: path.to_path_buf(), max_bytes, max_files }),
             queue: crate::config::limits::DEFAULT_AUDIT_QUEUE,
         };
+        self
+    }
+
+    /// These `[cluster]` settings (image lookup admission, image-change triggers; off by default).
+    pub fn with_cluster(mut self, cluster: crate::config::cluster::ClusterConfig) -> Builder {
+        self.cluster = cluster;
         self
     }
 
@@ -212,6 +219,7 @@ impl Builder {
             gc: self.gc.unwrap_or(crate::config::gc::GcConfig { enabled: false, ..Default::default() }),
             prune: self.prune,
             cache: self.cache,
+            cluster: self.cluster,
         };
         match &self.data_dir {
             Some(dir) => TestRegistry::launch(dir, options),
@@ -242,6 +250,7 @@ struct Options {
     gc: crate::config::gc::GcConfig,
     prune: crate::config::prune::PruneConfig,
     cache: Option<crate::config::cache::CacheConfig>,
+    cluster: crate::config::cluster::ClusterConfig,
 }
 
 impl TestRegistry {
@@ -277,6 +286,7 @@ impl TestRegistry {
             gc,
             prune,
             cache,
+            cluster,
         } = options;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -302,6 +312,7 @@ impl TestRegistry {
             gc,
             prune,
             cache,
+            cluster,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

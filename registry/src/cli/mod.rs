@@ -2,10 +2,12 @@
 //! `delete`, `whoami`, `policy`, `adm read-only`; the image stream verbs ([`streams`]) and `import-image`/`create secret
 //! docker-registry` (`imports`). Each talks HTTP to a running server's `/apis/tributary.dev/v1/` API (see
 //! `registry::http::admin_api`), with `--server`/`--token`, `TRIBUTARY_SERVER`/`TRIBUTARY_TOKEN`, or the file
-//! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores.
+//! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores. The verbs on a
+//! Kubernetes cluster (`set triggers`, `set image-lookup KIND/NAME`, `adm admission-config`) are in `cluster`.
 
 mod bootstrap;
 mod client;
+mod cluster;
 mod config;
 mod describe;
 mod exit;
@@ -128,6 +130,9 @@ pub enum Adm {
     /// Migrate objects to their current kinds, as `oc adm migrate`.
     #[command(subcommand)]
     Migrate(Migrate),
+    /// Print the MutatingWebhookConfiguration that registers this registry's image lookup webhook with a
+    /// Kubernetes API server (`| kubectl apply -f -`).
+    AdmissionConfig(cluster::AdmissionConfigArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -411,6 +416,7 @@ async fn run_async(command: Command) -> anyhow::Result<()> {
             imagepolicy::registries_conf(&Client::from(conn)?, output.as_deref()).await?
         }
         Command::Adm(Adm::Migrate(Migrate::Icsp { files, dest_dir })) => imagepolicy::migrate_icsp(&files, &dest_dir)?,
+        Command::Adm(Adm::AdmissionConfig(args)) => cluster::admission_config(args)?,
         Command::Delete(Delete::Token { id, conn }) => {
             Client::from(conn)?.delete(&format!("/tokens/{id}")).await?;
             println!("token/{id} deleted");

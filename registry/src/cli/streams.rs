@@ -103,14 +103,22 @@ pub struct DescribeArgs {
 #[derive(Subcommand, Debug)]
 pub enum Set {
     /// Let resources in the namespace use the stream's tags by name (`spec.lookupPolicy.local`); without a NAME,
-    /// list the streams and their setting.
+    /// list the streams and their setting. `KIND/NAME` (`deploy/web`): let that cluster object use any stream of
+    /// its namespace by name (the `resolve-names` annotation, in the cluster of the kubeconfig).
     ImageLookup {
-        names: Vec<StreamName>,
+        names: Vec<String>,
         #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
         enabled: bool,
+        /// The cluster's kubeconfig, for `KIND/NAME` [default: $KUBECONFIG, else ~/.kube/config].
+        #[arg(long, env = "TRIBUTARY_KUBECONFIG")]
+        kubeconfig: Option<std::path::PathBuf>,
         #[command(flatten)]
         target: Target,
     },
+    /// Update a cluster object's container images whenever an image stream tag moves (the annotation
+    /// `image.openshift.io/triggers`): `set triggers deploy/NAME --from-image=IS:TAG -c CONTAINER`; without
+    /// `--from-image` or `--remove`, list the object's triggers.
+    Triggers(super::cluster::TriggersArgs),
 }
 
 /// Output formats of `get`.
@@ -288,7 +296,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tag(args) if args.delete => untag(args).await,
         Command::Tag(args) => tag(args).await,
         Command::Describe(args) => describe(args).await,
-        Command::Set(Set::ImageLookup { names, enabled, target }) => image_lookup(names, enabled, target).await,
+        Command::Set(Set::ImageLookup { names, enabled, kubeconfig, target }) => {
+            let (objects, streams): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| n.contains('/'));
+            if !objects.is_empty() {
+                let cluster = super::cluster::ClusterTarget::new(Some(target.namespace.to_string()), kubeconfig);
+                super::cluster::set_image_lookup(&objects, enabled, &cluster).await?;
+                if streams.is_empty() {
+                    return Ok(());
+                }
+            }
+            let streams = streams.iter().map(|s| s.parse()).collect::<Result<Vec<StreamName>, _>>()?;
+            image_lookup(streams, enabled, target).await
+        }
+        Command::Set(Set::Triggers(args)) => super::cluster::set_triggers(args).await,
         Command::ImportImage(args) => super::imports::import_image(args).await,
     }
 }

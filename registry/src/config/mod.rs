@@ -3,6 +3,7 @@
 //! other blob and metadata stores; [`limits`] holds the `[limits]` and `[audit]` tables.
 
 pub mod cache;
+pub mod cluster;
 pub mod duration;
 pub mod gc;
 pub mod limits;
@@ -72,6 +73,9 @@ pub struct FileConfig {
     /// `[metrics]`: `/metrics` on or off, and who may read it.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// `[cluster]`: image lookup admission and image-change triggers for a Kubernetes cluster.
+    #[serde(default)]
+    pub cluster: cluster::ClusterSettings,
 }
 
 /// `[metrics]` in the TOML file.
@@ -127,6 +131,8 @@ pub struct Config {
     pub audit: limits::AuditConfig,
     /// `/metrics` (`TRIBUTARY_METRICS_ENABLED`, `TRIBUTARY_METRICS_ANONYMOUS`).
     pub metrics: crate::metrics::MetricsConfig,
+    /// Image lookup admission and image-change triggers (`[cluster]`).
+    pub cluster: cluster::ClusterConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
@@ -161,6 +167,7 @@ pub struct Overrides {
     pub audit: limits::AuditSettings,
     pub metrics_enabled: Option<bool>,
     pub metrics_anonymous: Option<bool>,
+    pub cluster: cluster::ClusterSettings,
 }
 
 impl Config {
@@ -265,6 +272,7 @@ impl Config {
             prune: from_file.prune.resolve()?,
             cache: from_file.cache.resolve()?,
             limits: limits::Limits::resolve(overrides.limits, from_file.limits)?,
+            cluster: cluster::ClusterConfig::resolve(overrides.cluster, from_file.cluster)?,
             audit: limits::AuditConfig::resolve(overrides.audit, from_file.audit)?,
             metrics: {
                 let default = crate::metrics::MetricsConfig::default();

@@ -42,6 +42,7 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
         // Routes are tried in order: the token endpoint's `/v2/token` first, then everything else under `/v2` (the
         // hot path, matched by a plain prefix rather than after every API route's pattern), then the APIs.
         let metrics_enabled = registry.metrics.config().enabled;
+        let admission = registry.cluster.admission;
         cfg.app_data(web::Data::new(registry))
             .configure(health::configure)
             .configure(|cfg| {
@@ -55,7 +56,8 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
             .configure(streams_api::configure)
             .configure(config_api::configure)
             .configure(admin_api::configure)
-            .configure(console::configure);
+            .configure(console::configure)
+            .configure(|cfg| crate::cluster::admission::configure(cfg, admission));
     }
 }
 

@@ -139,6 +139,8 @@ pub struct Registry {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The configured garbage-collection grace period (`[gc] grace`), for sweeps asked for through the API.
     pub gc_grace: std::time::Duration,
+    /// What Tributary does for a Kubernetes cluster (`[cluster]`; see [`crate::cluster`]).
+    pub cluster: Arc<crate::config::cluster::ClusterConfig>,
 }
 
 impl Registry {
