@@ -13,7 +13,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use auth::{AuthError, Caller, Credentials, Need, Resource, Scope, Verb, Verdict};
-use names::{Namespace, RepositoryName, StreamName};
+use names::{Namespace, RepositoryName};
 use serde_json::json;
 use storage_backends::StoreError;
 
@@ -356,62 +356,123 @@ pub struct StreamApiTarget {
     pub name: Option<String>,
 }
 
-/// The [`StreamApiTarget`] of a stream API request. `None` for requests open to all (API discovery).
-fn stream_api_need(method: &Method, path: &str, query: &str) -> Option<StreamApiTarget> {
-    // The image policy API (cluster-scoped, `imageconfig`) or the image API.
-    let (rest, policy) = match super::kube::ApiVersion::of_path(path) {
-        Some((_, rest)) => (rest, false),
-        None if super::config_api::is_policy_path(path) => (path.splitn(5, '/').nth(4).unwrap_or(""), true),
-        None => return None,
-    };
-    // `/watch/<path>` is the old form of `<path>?watch=true`: the same resource, verb watch.
-    let (rest, watch_path) = match rest.strip_prefix("watch/") {
-        Some(r) => (r, true),
-        None => (rest, false),
-    };
-    if rest.is_empty() {
+/// A request of one of the Kubernetes-style APIs, parsed once, by the parser its handler dispatches on: the guard
+/// authorizes it from this and leaves it in the request's extensions, where the handler takes it
+/// ([`parsed`]), so the two can never disagree about what a request names.
+#[derive(Debug, Clone)]
+pub enum KubeRequest {
+    /// The image stream API (`/apis/image.openshift.io/v1/…`, `/api/v1/…`).
+    Streams(super::streams_api::ApiRequest),
+    /// The image configuration API (`config.openshift.io`, `operator.openshift.io`).
+    Policy(super::config_api::PolicyRequest),
+    /// Pull secrets (`/api/v1/namespaces/{ns}/secrets[/{name}]`).
+    Secrets(super::secrets::SecretsRequest),
+}
+
+/// What the parser made of a Kubernetes-style API path: the request, or why it names nothing (the handler answers
+/// that: 404 or 400, which say nothing about stored objects, so no access check comes first).
+pub type Parsed = Result<KubeRequest, String>;
+
+/// Parses a request of one of the Kubernetes-style APIs; `None` for every other path and for API discovery (open
+/// to all).
+fn parse_kube(path: &str, query: &str) -> Option<Parsed> {
+    if let Some(parsed) = super::secrets::SecretsRequest::parse(path) {
+        return Some(parsed.map(KubeRequest::Secrets));
+    }
+    if let Some(parsed) = super::config_api::PolicyRequest::parse(path, query) {
+        return Some(parsed.map(KubeRequest::Policy));
+    }
+    let (version, rest) = super::kube::ApiVersion::of_path(path)?;
+    if rest.is_empty() || rest == "watch" {
         return None;
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let (ns, resource, name) = match segments.as_slice() {
-        ["namespaces", ns, resource, name @ ..] => (ns.parse::<Namespace>().ok(), *resource, name.first().copied()),
-        [resource, name @ ..] => (None, *resource, name.first().copied()),
-        [] => return None,
-    };
-    let watch = watch_path || query.split('&').any(|p| p == "watch=true" || p == "watch=1");
-    let verb = match *method {
+    Some(
+        super::streams_api::ApiRequest::parse(rest, query)
+            .map(|api| KubeRequest::Streams(super::streams_api::ApiRequest { version, ..api })),
+    )
+}
+
+/// The request the guard parsed, for the handler (parsed here when no guard ran, as in unit tests).
+pub fn parsed(req: &HttpRequest) -> Option<Parsed> {
+    if let Some(p) = req.extensions().get::<Parsed>() {
+        return Some(p.clone());
+    }
+    parse_kube(req.path(), req.query_string())
+}
+
+/// The verb of a request: by method, and for reads whether it watches or names one object.
+fn verb_of(method: &Method, watch: bool, named: bool) -> Verb {
+    match *method {
         Method::GET | Method::HEAD if watch => Verb::Watch,
-        Method::GET | Method::HEAD if name.is_some() => Verb::Get,
+        Method::GET | Method::HEAD if named => Verb::Get,
         Method::GET | Method::HEAD => Verb::List,
         Method::POST => Verb::Create,
         Method::PUT | Method::PATCH => Verb::Update,
         _ => Verb::Delete,
-    };
-    let resource_kind = match resource {
-        _ if policy => Resource::ImageConfig,
-        "images" if segments[0] != "namespaces" => Resource::Images,
-        "secrets" => Resource::Secrets,
-        _ => Resource::ImageStreams,
-    };
-    // imagestreams/NAME, imagestreamtags/NAME:TAG, imagestreamimages/NAME@DIGEST name a stream.
-    let (repo, tag) = match (&ns, name) {
-        (Some(ns), Some(name)) if resource.starts_with("imagestream") => {
-            let stream = name.split([':', '@']).next().unwrap_or(name);
-            let repo = stream.parse::<StreamName>().ok().map(|s| RepositoryName::new(ns.clone(), s));
-            let tag = (resource == "imagestreamtags").then(|| name.split_once(':').map(|(_, t)| t.to_owned()));
-            (repo, tag.flatten())
+    }
+}
+
+/// What a parsed request needs: one arm per route, no catch-all.
+fn target_of(request: &KubeRequest, method: &Method) -> StreamApiTarget {
+    use super::streams_api::Route;
+    match request {
+        KubeRequest::Streams(api) => {
+            let ns_of = |repo: &RepositoryName| Some(repo.namespace().clone());
+            let (resource, resource_name, namespace, repo, tag, name) = match &api.route {
+                Route::Streams(ns) => (Resource::ImageStreams, "imagestreams", ns.clone(), None, None, None),
+                Route::Stream(r) => {
+                    let name = Some(r.stream().to_string());
+                    (Resource::ImageStreams, "imagestreams", ns_of(r), Some(r.clone()), None, name)
+                }
+                Route::Tags(ns) => (Resource::ImageStreams, "imagestreamtags", ns.clone(), None, None, None),
+                Route::Tag(r, t) => {
+                    let name = Some(format!("{}:{t}", r.stream()));
+                    (Resource::ImageStreams, "imagestreamtags", ns_of(r), Some(r.clone()), Some(t.to_string()), name)
+                }
+                Route::StreamImage(r, id) => {
+                    let name = Some(format!("{}@{id}", r.stream()));
+                    (Resource::ImageStreams, "imagestreamimages", ns_of(r), Some(r.clone()), None, name)
+                }
+                Route::Mappings(ns) => {
+                    (Resource::ImageStreams, "imagestreammappings", Some(ns.clone()), None, None, None)
+                }
+                Route::Imports(ns) => {
+                    (Resource::ImageStreams, "imagestreamimports", Some(ns.clone()), None, None, None)
+                }
+                Route::Images => (Resource::Images, "images", None, None, None, None),
+                Route::Image(d) => (Resource::Images, "images", None, None, None, Some(d.to_string())),
+            };
+            // A watch of one object names it in `fieldSelector`, not the path: still a watch.
+            let named = name.is_some() && !matches!(api.route, Route::Streams(_) | Route::Tags(_));
+            StreamApiTarget {
+                verb: verb_of(method, api.watch, named),
+                resource,
+                resource_name: resource_name.to_owned(),
+                namespace,
+                repo,
+                tag,
+                name,
+            }
         }
-        _ => (None, None),
-    };
-    Some(StreamApiTarget {
-        verb,
-        resource: resource_kind,
-        resource_name: resource.to_owned(),
-        namespace: ns,
-        repo,
-        tag,
-        name: name.map(str::to_owned),
-    })
+        KubeRequest::Policy(p) => StreamApiTarget {
+            verb: verb_of(method, p.watch, p.name.is_some()),
+            resource: Resource::ImageConfig,
+            resource_name: p.kind.resource().to_owned(),
+            namespace: None,
+            repo: None,
+            tag: None,
+            name: p.name.clone(),
+        },
+        KubeRequest::Secrets(s) => StreamApiTarget {
+            verb: verb_of(method, false, s.name.is_some()),
+            resource: Resource::Secrets,
+            resource_name: "secrets".to_owned(),
+            namespace: Some(s.namespace.clone()),
+            repo: None,
+            tag: None,
+            name: s.name.clone(),
+        },
+    }
 }
 
 /// Middleware in front of the image stream API (`/apis/image.openshift.io/v1/...`, and its legacy twin under
@@ -422,9 +483,14 @@ pub async fn stream_api_guard<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let Some(target) = stream_api_need(req.method(), req.path(), req.query_string()) else {
+    let Some(parsed) = parse_kube(req.path(), req.query_string()) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
+    req.extensions_mut().insert(parsed.clone());
+    let Ok(request) = parsed else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let target = target_of(&request, req.method());
     req.extensions_mut().insert(target.clone());
     let StreamApiTarget { verb, resource, namespace: ns, repo, .. } = target;
     let Some(reg) = req.app_data::<web::Data<Registry>>().cloned() else {
@@ -486,8 +552,9 @@ mod tests {
     fn stream_api_needs() {
         let ns: Namespace = "team".parse().unwrap();
         let app: RepositoryName = "team/app".parse().unwrap();
+        let need = |m: &Method, path: &str, q: &str| parse_kube(path, q)?.ok().map(|r| target_of(&r, m));
         let p = |m: &str, path: &str, q: &str| {
-            stream_api_need(&m.parse().unwrap(), path, q).map(|t| (t.verb, t.resource, t.namespace, t.repo))
+            need(&m.parse().unwrap(), path, q).map(|t| (t.verb, t.resource, t.namespace, t.repo))
         };
         assert_eq!(p("GET", "/apis/image.openshift.io/v1", ""), None);
         assert_eq!(p("GET", "/apis/config.openshift.io/v1", ""), None, "discovery is open");
@@ -524,7 +591,7 @@ mod tests {
             Some((Verb::Create, Resource::ImageStreams, Some(ns), None))
         );
         assert_eq!(
-            p("GET", "/apis/image.openshift.io/v1/images/sha256:abc", ""),
+            p("GET", &format!("/apis/image.openshift.io/v1/images/{}", names::Digest::sha256_of(b"x")), ""),
             Some((Verb::Get, Resource::Images, None, None))
         );
         assert_eq!(
@@ -532,9 +599,7 @@ mod tests {
             Some((Verb::List, Resource::ImageStreams, None, None))
         );
         assert_eq!(p("GET", "/apis/other/v1/x", ""), None);
-        let tag =
-            stream_api_need(&Method::PUT, "/apis/image.openshift.io/v1/namespaces/team/imagestreamtags/app:v1", "")
-                .unwrap();
+        let tag = need(&Method::PUT, "/apis/image.openshift.io/v1/namespaces/team/imagestreamtags/app:v1", "").unwrap();
         assert_eq!(
             (tag.resource_name.as_str(), tag.tag.as_deref(), tag.name.as_deref()),
             ("imagestreamtags", Some("v1"), Some("app:v1"))

@@ -283,11 +283,12 @@ fn sent(api: &PolicyRequest, bytes: &[u8]) -> Result<(Object, Vec<String>), Refu
 }
 
 async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
-    let api = match PolicyRequest::parse(req.path(), req.query_string()) {
-        Some(Ok(a)) => a,
-        Some(Err(m)) if m.starts_with("the server could not find") => return status::failure(Reason::NotFound, m),
-        Some(Err(m)) => return kube::bad_request(m),
-        None => return status::failure(Reason::NotFound, "the server could not find the requested resource"),
+    // Parsed once, by the access guard, which authorized exactly this.
+    let api = match super::auth::parsed(&req) {
+        Some(Ok(super::auth::KubeRequest::Policy(a))) => a,
+        Some(Err(m)) if !m.starts_with("the server could not find") => return kube::bad_request(m),
+        Some(Err(m)) => return status::failure(Reason::NotFound, m),
+        _ => return status::failure(Reason::NotFound, "the server could not find the requested resource"),
     };
     let Some(store) = reg.policy.store() else {
         return status::failure(Reason::InternalError, "internal error");
@@ -377,11 +378,6 @@ async fn handle(
             status::failure(Reason::MethodNotAllowed, format!("the server does not allow {m} on {}", kind.qualified()))
         }
     })
-}
-
-/// The group of a policy API path, for the access guard (`None`: not such a path, or discovery).
-pub fn is_policy_path(path: &str) -> bool {
-    GROUP_VERSIONS.iter().any(|gv| path.starts_with(&format!("/apis/{gv}/")))
 }
 
 #[cfg(test)]

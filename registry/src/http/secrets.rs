@@ -4,7 +4,7 @@
 //! `secrets`: `edit` and `admin` may, `view` may not). The work is in `service::secrets`.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use names::Namespace;
 use serde_json::{json, Value};
 
@@ -35,28 +35,53 @@ fn error(e: &SecretError) -> HttpResponse {
     }
 }
 
-/// A handler's outcome: the answer, or the `Status` refusing the request.
-type Answer = Result<HttpResponse, HttpResponse>;
-
-fn answer(a: Answer) -> HttpResponse {
-    a.unwrap_or_else(|refusal| refusal)
+/// A parsed secrets request: the namespace, and the secret's name when the path names one. Parsed once, by the
+/// access guard ([`super::auth::parsed`]), for the guard and the handlers alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsRequest {
+    pub namespace: Namespace,
+    pub name: Option<String>,
 }
 
-/// Runs `f` in the namespace the path names (a bad name is refused with 400).
-async fn in_namespace<F, Fut>(ns: &str, f: F) -> HttpResponse
-where
-    F: FnOnce(Namespace) -> Fut,
-    Fut: std::future::Future<Output = Answer>,
-{
-    match ns.parse::<Namespace>() {
-        Ok(ns) => answer(f(ns).await),
-        Err(e) => status::failure(Reason::BadRequest, e.to_string()),
+impl SecretsRequest {
+    /// Parses `/api/v1/namespaces/{ns}/secrets[/{name}]`; `None` for any other path.
+    pub fn parse(path: &str) -> Option<Result<SecretsRequest, String>> {
+        let rest = path.strip_prefix("/api/v1/namespaces/")?;
+        let (ns, rest) = rest.split_once('/')?;
+        let name = match rest.strip_prefix("secrets")? {
+            "" | "/" => None,
+            tail => Some(tail.strip_prefix('/')?),
+        };
+        if name.is_some_and(|n| n.is_empty() || n.contains('/')) {
+            return None;
+        }
+        Some(
+            ns.parse::<Namespace>()
+                .map(|namespace| SecretsRequest { namespace, name: name.map(str::to_owned) })
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 
-async fn list(path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse {
-    in_namespace(&path, |ns| async move {
-        let secrets = reg.list_secrets(&ns).await.map_err(|e| error(&e))?;
+/// A handler's outcome: the answer, or the `Status` refusing the request.
+type Answer = Result<HttpResponse, HttpResponse>;
+
+/// Runs `f` on the request the guard parsed (a bad namespace is refused with 400).
+async fn with_request<F, Fut>(req: &HttpRequest, f: F) -> HttpResponse
+where
+    F: FnOnce(SecretsRequest) -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    match super::auth::parsed(req) {
+        Some(Ok(super::auth::KubeRequest::Secrets(r))) => f(r).await.unwrap_or_else(|refusal| refusal),
+        Some(Err(e)) => status::failure(Reason::BadRequest, e),
+        _ => status::failure(Reason::NotFound, "the server could not find the requested resource"),
+    }
+}
+
+async fn list(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    with_request(&req, |r| async move {
+        let secrets = reg.list_secrets(&r.namespace).await.map_err(|e| error(&e))?;
         let rv = secrets.iter().map(|(_, v)| *v).max().unwrap_or(0);
         let items: Vec<Value> = secrets.iter().map(|(s, v)| s.to_kube(*v)).collect();
         Ok(HttpResponse::Ok().json(json!({
@@ -66,31 +91,58 @@ async fn list(path: web::Path<String>, reg: web::Data<Registry>) -> HttpResponse
     .await
 }
 
-async fn create(path: web::Path<String>, body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
-    in_namespace(&path, |ns| async move {
+async fn create(req: HttpRequest, body: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
+    with_request(&req, |r| async move {
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|e| status::failure(Reason::BadRequest, format!("the request body is not valid: {e}")))?;
-        let secret = PullSecret::from_kube(&ns, &doc).map_err(|e| error(&e))?;
+        let secret = PullSecret::from_kube(&r.namespace, &doc).map_err(|e| error(&e))?;
         let rev = reg.create_secret(secret.clone()).await.map_err(|e| error(&e))?;
         Ok(HttpResponse::build(StatusCode::CREATED).json(secret.to_kube(rev)))
     })
     .await
 }
 
-async fn get(path: web::Path<(String, String)>, reg: web::Data<Registry>) -> HttpResponse {
-    let (ns, name) = path.into_inner();
-    in_namespace(&ns, |ns| async move {
-        let (s, v) = reg.get_secret(&ns, &name).await.map_err(|e| error(&e))?;
+/// The secret's name, which a route with `{name}` always has.
+fn named(r: &SecretsRequest) -> Result<&str, HttpResponse> {
+    r.name.as_deref().ok_or_else(|| status::failure(Reason::MethodNotAllowed, "a secret's name is required"))
+}
+
+async fn get(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    with_request(&req, |r| async move {
+        let (s, v) = reg.get_secret(&r.namespace, named(&r)?).await.map_err(|e| error(&e))?;
         Ok(HttpResponse::Ok().json(s.to_kube(v)))
     })
     .await
 }
 
-async fn delete(path: web::Path<(String, String)>, reg: web::Data<Registry>) -> HttpResponse {
-    let (ns, name) = path.into_inner();
-    in_namespace(&ns, |ns| async move {
-        reg.delete_secret(&ns, &name).await.map_err(|e| error(&e))?;
-        Ok(status::success(StatusCode::OK, Some(status::Details { name: &name, group: "", resource: "secrets" })))
+async fn delete(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
+    with_request(&req, |r| async move {
+        let name = named(&r)?;
+        reg.delete_secret(&r.namespace, name).await.map_err(|e| error(&e))?;
+        Ok(status::success(StatusCode::OK, Some(status::Details { name, group: "", resource: "secrets" })))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        let ns: Namespace = "team".parse().unwrap();
+        let p = |path: &str| SecretsRequest::parse(path);
+        assert_eq!(
+            p("/api/v1/namespaces/team/secrets"),
+            Some(Ok(SecretsRequest { namespace: ns.clone(), name: None }))
+        );
+        assert_eq!(
+            p("/api/v1/namespaces/team/secrets/pull"),
+            Some(Ok(SecretsRequest { namespace: ns, name: Some("pull".into()) }))
+        );
+        assert!(matches!(p("/api/v1/namespaces/Bad_Name/secrets"), Some(Err(_))));
+        for other in ["/api/v1/namespaces/team/imagestreams", "/api/v1/namespaces/team/secrets/a/b", "/v2/"] {
+            assert_eq!(p(other), None, "{other}");
+        }
+    }
 }

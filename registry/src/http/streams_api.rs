@@ -367,13 +367,14 @@ pub(super) fn patch_body(req: &HttpRequest, bytes: &[u8]) -> Result<(Value, Patc
 }
 
 async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
-    let tail = req.match_info().query("tail").to_owned();
-    let version = ApiVersion::of_path(req.path()).map(|(v, _)| v).unwrap_or_default();
-    let api = match ApiRequest::parse(&tail, req.query_string()) {
-        Ok(a) => ApiRequest { version, ..a },
-        Err(m) if m.starts_with(NO_SUCH_RESOURCE) => return status::failure(Reason::NotFound, m),
-        Err(m) => return kube::bad_request(m),
+    // Parsed once, by the access guard, which authorized exactly this.
+    let api = match super::auth::parsed(&req) {
+        Some(Ok(super::auth::KubeRequest::Streams(a))) => a,
+        Some(Err(m)) if !m.starts_with(NO_SUCH_RESOURCE) => return kube::bad_request(m),
+        Some(Err(m)) => return status::failure(Reason::NotFound, m),
+        _ => return status::failure(Reason::NotFound, format!("{NO_SUCH_RESOURCE} ({})", req.path())),
     };
+    let version = api.version;
     // Read-only mode: every write (create, replace, patch, delete, mappings, imports) is refused here, once, with
     // 405 MethodNotAllowed (the OCI routes answer 405 UNSUPPORTED too); access was checked by the guard before.
     let reads = req.method() == Method::GET || req.method() == Method::HEAD;
