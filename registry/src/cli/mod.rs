@@ -5,6 +5,7 @@
 //! `tributary login` writes ([`config`]). Called only by `main.rs`; never touches the stores. The verbs on a
 //! Kubernetes cluster (`set triggers`, `set image-lookup KIND/NAME`, `adm admission-config`) are in `cluster`.
 
+mod api;
 mod bootstrap;
 mod client;
 mod cluster;

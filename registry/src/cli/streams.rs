@@ -5,7 +5,7 @@
 //! verbs (`--server`/`--token`, the environment, or `tributary login`), and never touch the stores. What they
 //! print is formatted by [`super::describe`] and [`super::yaml`].
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use names::{Namespace, RepositoryName, StreamName, TagName};
 use reqwest::{Method, StatusCode};
@@ -14,13 +14,11 @@ use streams::model::{ImageStream, ImageStreamTag, ObjectReference, TagReference}
 use streams::refs::{parse_cli_source, IsTagName, TagSource, KIND_IMAGE_STREAM_IMAGE, KIND_IMAGE_STREAM_TAG};
 use streams::rules::{REFERENCE_LOCAL, REFERENCE_SOURCE};
 
-use super::client::Client;
+pub(super) use super::api::{typed, Api};
 use super::describe::{describe_stream, describe_tag};
-use super::exit::HttpFailure;
 use super::yaml::to_yaml;
 use super::Connection;
 
-const API: &str = "/apis/image.openshift.io/v1";
 /// How often a read-modify-write is retried after a 409 (someone else changed the stream in between).
 const RETRIES: usize = 10;
 
@@ -203,89 +201,6 @@ fn kind_and_names(words: &[String]) -> anyhow::Result<(Resource, Vec<String>)> {
         names.push(n.to_owned());
     }
     Ok((kind.unwrap_or(Resource::ImageStreams), names))
-}
-
-// -----------------------------------------------------------------------------------------------------------
-// The HTTP client
-
-pub(super) struct ApiError {
-    /// What the server answered (`SERVICE_UNAVAILABLE` too when it could not be reached: see `reached`).
-    pub(super) status: StatusCode,
-    pub(super) message: String,
-    pub(super) reached: bool,
-}
-
-impl ApiError {
-    /// The error a verb gives up with: the server's message, and the status for the exit code
-    /// (`super::exit`); `with_status` adds ` (status)` to the message.
-    pub(super) fn fail(self, with_status: bool) -> anyhow::Error {
-        let status = self.reached.then(|| self.status.as_u16());
-        let message = match status {
-            Some(s) if with_status => format!("{} ({s})", self.message),
-            _ => self.message,
-        };
-        HttpFailure { status, message }.into()
-    }
-}
-
-pub(super) struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    pub(super) fn new(target: &Target) -> anyhow::Result<Api> {
-        let client = Client::from(target.conn.clone())?;
-        let http =
-            reqwest::Client::builder().danger_accept_invalid_certs(target.conn.insecure_skip_tls_verify).build()?;
-        Ok(Api { http, base: format!("{}{API}", client.server()), token: client.token().into() })
-    }
-
-    /// The same, for Kubernetes' core API (`/api/v1`: secrets).
-    pub(super) fn core(target: &Target) -> anyhow::Result<Api> {
-        let mut api = Api::new(target)?;
-        api.base = api.base.replace(API, "/api/v1");
-        Ok(api)
-    }
-
-    pub(super) async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        table: bool,
-    ) -> Result<Value, ApiError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        if table {
-            req = req.header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json");
-        }
-        let resp = req.send().await.map_err(|e| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("{}: {e}", self.base),
-            reached: false,
-        })?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            let message = value["message"].as_str().map(str::to_owned).unwrap_or(text);
-            Err(ApiError { status, message, reached: true })
-        }
-    }
-
-    pub(super) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        self.send(method, path, body, false).await.map_err(|e| e.fail(true))
-    }
-}
-
-pub(super) fn typed<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
-    serde_json::from_value(v).context("the server answered something unexpected")
 }
 
 // -----------------------------------------------------------------------------------------------------------

@@ -102,14 +102,15 @@ async fn create(req: HttpRequest, body: web::Bytes, reg: web::Data<Registry>) ->
     .await
 }
 
-/// The secret's name, which a route with `{name}` always has.
-fn named(r: &SecretsRequest) -> Result<&str, HttpResponse> {
-    r.name.as_deref().ok_or_else(|| status::failure(Reason::MethodNotAllowed, "a secret's name is required"))
+/// The refusal of a request without the secret's name (which a route with `{name}` always has).
+fn unnamed() -> HttpResponse {
+    status::failure(Reason::MethodNotAllowed, "a secret's name is required")
 }
 
 async fn get(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     with_request(&req, |r| async move {
-        let (s, v) = reg.get_secret(&r.namespace, named(&r)?).await.map_err(|e| error(&e))?;
+        let (s, v) =
+            reg.get_secret(&r.namespace, r.name.as_deref().ok_or_else(unnamed)?).await.map_err(|e| error(&e))?;
         Ok(HttpResponse::Ok().json(s.to_kube(v)))
     })
     .await
@@ -117,7 +118,7 @@ async fn get(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
 
 async fn delete(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     with_request(&req, |r| async move {
-        let name = named(&r)?;
+        let name = r.name.as_deref().ok_or_else(unnamed)?;
         reg.delete_secret(&r.namespace, name).await.map_err(|e| error(&e))?;
         Ok(status::success(StatusCode::OK, Some(status::Details { name, group: "", resource: "secrets" })))
     })
