@@ -16,7 +16,6 @@
 //!   when etcd compacted it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,55 +24,17 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
     TxnOpResponse, WatchOptions, WatchResponse,
 };
-use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::lease::Leadership;
 use super::{Expect, KvEvent, MetadataStore, StoreError, Txn, Versioned};
 use crate::keys;
 
-/// How to reach etcd (`[metadata.etcd]` in the configuration file).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct EtcdConfig {
-    /// `http://host:2379` or `https://…`, one per member.
-    pub endpoints: Vec<String>,
-    /// Every key lives under it (several registries may share one etcd).
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    /// PEM file of the CA that signed etcd's certificate (for `https://` endpoints).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Seconds a lease ([`MetadataStore::elect`]) outlives its holder's last keep-alive.
-    #[serde(default = "default_lease_ttl")]
-    pub lease_ttl_secs: u64,
-}
+mod config;
+mod feed;
 
-fn default_prefix() -> String {
-    "/tributary/".to_owned()
-}
-
-fn default_lease_ttl() -> u64 {
-    5
-}
-
-impl EtcdConfig {
-    /// The defaults for these endpoints.
-    pub fn new(endpoints: Vec<String>) -> Self {
-        EtcdConfig {
-            endpoints,
-            prefix: default_prefix(),
-            username: None,
-            password: None,
-            ca_file: None,
-            lease_ttl_secs: default_lease_ttl(),
-        }
-    }
-}
+pub use config::EtcdConfig;
+use feed::watch_loop;
 
 /// How long a history scan waits for etcd's first answer before asking where the watch stands, and then between
 /// answers ([`EtcdStore::deleted_since`]).
@@ -527,107 +488,6 @@ impl EtcdStore {
         let mut kv = self.client.kv_client();
         let mut response = self.call(kv.get(start, Some(options))).await?;
         Ok(response.take_kvs())
-    }
-}
-
-/// Follows the prefix for the life of the store: publishes events in revision order, keeps the cache true, and
-/// starts again after the last revision seen when the watch breaks.
-async fn watch_loop(
-    client: Client,
-    shared: Arc<Shared>,
-    published: watch::Sender<u64>,
-    mut progress: mpsc::Receiver<()>,
-) {
-    loop {
-        let error = watch_once(&client, &shared, &published, &mut progress).await;
-        {
-            let mut state = shared.lock();
-            state.live = false;
-            shared.cache.clear();
-        }
-        tracing::warn!(error = %error, "etcd watch broke; watching again");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// One watch stream, until it fails (or etcd compacted past it).
-async fn watch_once(
-    client: &Client,
-    shared: &Shared,
-    published: &watch::Sender<u64>,
-    progress: &mut mpsc::Receiver<()>,
-) -> StoreError {
-    let err = |e: &dyn std::fmt::Display| StoreError::Backend(format!("etcd at {}: {e}", shared.endpoints));
-    let from = shared.lock().applied + 1;
-    let options = WatchOptions::new().with_prefix().with_start_revision(from as i64).with_progress_notify();
-    let mut stream = match client.watch_client().watch(shared.prefix.clone(), Some(options)).await {
-        Ok(stream) => stream,
-        Err(e) => return err(&e),
-    };
-    loop {
-        let response = tokio::select! {
-            message = stream.message() => match message {
-                Ok(Some(response)) => response,
-                Ok(None) => return err(&"the watch stream closed"),
-                Err(e) => return err(&e),
-            },
-            Some(()) = progress.recv() => {
-                if let Err(e) = stream.request_progress().await {
-                    return err(&e);
-                }
-                continue;
-            }
-        };
-        if response.compact_revision() > 0 {
-            // Events between our last revision and the compaction are gone: start over from now, with no cache.
-            let mut kv = client.kv_client();
-            let now = kv.get(shared.prefix.clone(), Some(GetOptions::new().with_count_only())).await;
-            let now = match now {
-                Ok(r) => header_revision(r.header()),
-                Err(e) => return err(&e),
-            };
-            tracing::warn!(from, compacted = response.compact_revision(), now, "etcd compacted past the watch");
-            let mut state = shared.lock();
-            state.applied = state.applied.max(now);
-            let _ = published.send(state.applied);
-            return err(&"compacted");
-        }
-        if response.canceled() {
-            return err(&format!("watch canceled: {}", response.cancel_reason()));
-        }
-        if response.created() {
-            let mut state = shared.lock();
-            shared.cache.clear();
-            state.live = true;
-            continue;
-        }
-        let mut state = shared.lock();
-        let mut events = Vec::with_capacity(response.events().len());
-        let mut upto = header_revision(response.header());
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            let Some(key) = shared.strip(kv.key()) else { continue };
-            let revision = kv.mod_revision() as u64;
-            upto = revision;
-            let value = match event.event_type() {
-                EventType::Put => Some(kv.value().to_vec()),
-                EventType::Delete => None,
-            };
-            if shared.cache.get(key).is_some_and(|c| c.at < revision) {
-                let now = value.clone().map(|value| Versioned { value, version: revision });
-                shared.cache.insert(key.to_owned(), Cached { value: now, at: revision });
-            }
-            if !keys::is_unwatched(key) {
-                events.push(KvEvent { key: key.to_owned(), value, revision });
-            }
-        }
-        state.applied = state.applied.max(upto);
-        let applied = state.applied;
-        drop(state);
-        for event in events {
-            let _ = shared.events.send(event);
-        }
-        let _ = published.send(applied);
     }
 }
 

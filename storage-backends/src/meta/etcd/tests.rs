@@ -61,7 +61,7 @@ fn config_reads_kebab_case_with_defaults() {
     let config: EtcdConfig =
         serde_json::from_str(r#"{"endpoints":["http://e:2379"],"ca-file":"/ca.pem","lease-ttl-secs":9}"#).unwrap();
     assert_eq!(config.prefix, "/tributary/");
-    assert_eq!(config.ca_file, Some(PathBuf::from("/ca.pem")));
+    assert_eq!(config.ca_file, Some(std::path::PathBuf::from("/ca.pem")));
     assert_eq!(config.lease_ttl_secs, 9);
     assert_eq!(range_end("/t/"), b"/t0");
 }
