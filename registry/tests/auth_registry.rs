@@ -857,3 +857,34 @@ async fn administration_api_permissions() {
     let bobs: Value = t.api(Method::GET, "/tokens", As::Token(&bob), json!(null)).await.json().await.unwrap();
     assert!(bobs["items"].as_array().unwrap().iter().all(|t| t["owner"]["name"] == "bob"));
 }
+
+#[tokio::test]
+async fn tag_history_says_who_pushed_and_who_tagged() {
+    let t = T::start();
+    t.new_project("team").await;
+    let bob = t.user("bob").await;
+    t.bind("team", "system:image-builder", user("bob")).await;
+    let carol = t.user("carol").await;
+    t.bind("team", "edit", user("carol")).await;
+    // Bob pushes `app:v1` over the OCI API (Basic with his token, as docker login does).
+    let r = t.push_image("team/app", "v1", "first", As::Token(&bob)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Carol tags it `app:prod` through the image stream API (Bearer, as kubectl does).
+    let istag = json!({"metadata": {"name": "app:prod"}, "tag": {"name": "prod", "from": {"kind": "ImageStreamTag", "name": "app:v1"}}});
+    let r = t
+        .req(Method::POST, "/apis/image.openshift.io/v1/namespaces/team/imagestreamtags", As::Bearer(&carol))
+        .json(&istag)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = t.send(Method::GET, "/apis/image.openshift.io/v1/namespaces/team/imagestreams/app", As::Token(ADMIN)).await;
+    let stream: Value = r.json().await.unwrap();
+    let by = |tag: &str| {
+        let tags = stream["status"]["tags"].as_array().unwrap();
+        let t = tags.iter().find(|t| t["tag"] == tag).unwrap_or_else(|| panic!("{tag} in {stream}"));
+        t["items"][0]["by"].as_str().map(str::to_owned)
+    };
+    assert_eq!(by("v1").as_deref(), Some("bob"), "the push names the pusher");
+    assert_eq!(by("prod").as_deref(), Some("carol"), "the tag names who tagged");
+}

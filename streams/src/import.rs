@@ -462,6 +462,7 @@ mod tests {
             docker_image_reference: "x".into(),
             image: Some(names::Digest::sha256_of(b"i")),
             generation,
+            by: None,
         }
     }
 

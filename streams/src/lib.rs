@@ -7,6 +7,7 @@
 //! moves (`plan`). A stream's tag history is the only tag table of the registry. No HTTP here; the `registry`
 //! crate calls this, this calls `storage-backends`.
 
+pub mod actor;
 pub mod import;
 pub mod manifest;
 pub mod model;

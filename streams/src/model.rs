@@ -165,6 +165,10 @@ pub struct TagEvent {
     #[serde(default, with = "optional_digest")]
     pub image: Option<Digest>,
     pub generation: i64,
+    /// Who pushed, tagged or imported it (the caller's name; absent when nobody is known, as in histories
+    /// written before it was recorded). A Tributary extension of OpenShift's `TagEvent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// What a stored [`NamedTagEventList`] points at now (`items[0].image`), read without decoding the history behind
@@ -468,6 +472,7 @@ mod tests {
             docker_image_reference: "example.com/a/b".into(),
             image: image.map(|d| d.parse().unwrap()),
             generation: 1,
+            by: None,
         }
     }
 

@@ -281,6 +281,7 @@ fn source_event(
         docker_image_reference: reference,
         image,
         generation,
+        by: crate::actor::current(),
     };
     let field = format!("spec.tags[{tag}].from");
     let source_repo = source.repository(&state.repo);
@@ -338,6 +339,7 @@ mod tests {
             docker_image_reference: format!("h/ns/app@{}", d(img)),
             image: Some(d(img)),
             generation,
+            by: None,
         }
     }
 

@@ -371,6 +371,7 @@ impl StreamService {
                 docker_image_reference: reference.clone(),
                 image: Some(digest.clone()),
                 generation: state.stream.metadata.generation.unwrap_or(1),
+                by: crate::actor::current(),
             };
             outcome.new_event = rules::tag_event(&mut state, tag, event).contains(tag);
             let mut plan = before.plan(txn, &state, false);

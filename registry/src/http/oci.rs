@@ -53,7 +53,9 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
         (Endpoint::Manifest(repo, r), Method::GET) => get_manifest(reg, &req, &repo, &r, false).await,
         (Endpoint::Manifest(repo, r), Method::HEAD) => get_manifest(reg, &req, &repo, &r, true).await,
         (Endpoint::Manifest(repo, r), Method::PUT) => {
-            put_manifest(reg, &req, &repo, &r, payload, decision.may_create_stream).await
+            // The tag event a push makes names the pusher.
+            let put = put_manifest(reg, &req, &repo, &r, payload, decision.may_create_stream);
+            streams::actor::acting_as(who.clone(), put).await
         }
         (Endpoint::Manifest(repo, r), Method::DELETE) => {
             reg.delete_manifest(&repo, &r).await?;

@@ -414,6 +414,7 @@ mod tests {
                 docker_image_reference: format!("h/ns/app@{}", Digest::sha256_of(i.as_bytes())),
                 image: Some(Digest::sha256_of(i.as_bytes())),
                 generation: 1,
+                by: None,
             }),
             revision: 7,
         }

@@ -17,7 +17,7 @@
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use auth::{Resource, Verb, Verdict};
 use names::RepositoryName;
 use serde::de::DeserializeOwned;
@@ -207,7 +207,9 @@ async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>)
             }
         }
     }
-    let resp = match handle(&req, &api, &bytes, &reg).await {
+    // Tag events this request makes name the caller the guard authenticated.
+    let who = req.extensions().get::<auth::Caller>().map(|c| c.identity.name()).unwrap_or_default();
+    let resp = match streams::actor::acting_as(who, handle(&req, &api, &bytes, &reg)).await {
         Ok(r) | Err(r) => r,
     };
     if version == ApiVersion::Group || api.watch {
