@@ -332,6 +332,17 @@ pub struct Background {
     pub gc: LeaderTask,
     pub prune: LeaderTask,
     pub cache: LeaderTask,
+    /// Keeps this replica's view of the image policy current ([`crate::imagepolicy::ImagePolicy::follow`]).
+    pub policy: Follower,
+}
+
+/// A task that lives as long as this handle: aborted when it is dropped.
+pub struct Follower(JoinHandle<()>);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -349,19 +360,25 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
         gc: spawn_gc(registry.clone(), config.gc),
         prune: spawn_prune(registry.clone(), config.prune),
         cache: spawn_cache_eviction(registry.clone(), config.cache),
+        policy: {
+            let policy = registry.policy.clone();
+            Follower(tokio::spawn(async move { policy.follow().await }))
+        },
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks, uploads, gc, prune, cache } = self;
+        let Background { imports, webhooks, uploads, gc, prune, cache, policy } = self;
+        drop(policy);
         futures::join!(imports.stop(), webhooks.stop(), uploads.stop(), gc.stop(), prune.stop(), cache.stop());
     }
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks, uploads, gc, prune, cache } = self;
+        let Background { imports, webhooks, uploads, gc, prune, cache, policy } = self;
+        drop(policy);
         futures::join!(imports.crash(), webhooks.crash(), uploads.crash(), gc.crash(), prune.crash(), cache.crash());
     }
 }

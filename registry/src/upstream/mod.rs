@@ -189,18 +189,20 @@ impl std::fmt::Debug for Credentials {
 /// Where to fetch from and how: the reference, the credentials (from the namespace's pull secrets, for the
 /// source's registry), whether the source may be reached insecurely (the stream's
 /// `openshift.io/image.insecureRepository` annotation or the tag's `importPolicy.insecure`), and the repository
-/// that served the image's manifest (`host/repository`, a mirror's), tried first for its blobs.
+/// that served the image's manifest (`host/repository`, a mirror's), tried first for its blobs, and locations
+/// (`host/repository`) not to try again: they sent bytes that did not verify.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub reference: ExternalRef,
     pub credentials: Credentials,
     pub insecure: bool,
     pub prefer: Option<String>,
+    pub skip: Vec<String>,
 }
 
 impl Source {
     pub fn new(reference: ExternalRef, credentials: Credentials, insecure: bool) -> Source {
-        Source { reference, credentials, insecure, prefer: None }
+        Source { reference, credentials, insecure, prefer: None, skip: Vec::new() }
     }
 }
 
@@ -383,7 +385,7 @@ impl Upstreams {
 
     /// Runs `op` for `source` where the image policy sends it: its mirrors in order (digest mirrors when
     /// `by_digest`, tag mirrors otherwise; the preferred repository first), then the source unless
-    /// `NeverContactSource`; registries `registrySources` forbids are skipped. The first answer wins; a failure
+    /// `NeverContactSource`; registries `registrySources` forbids, and `source.skip`, are skipped. The first answer wins; a failure
     /// of the source, or of every mirror when the source is not contacted, lists every attempt.
     async fn run<T, F, Fut>(&self, source: &Source, by_digest: bool, op: F) -> Result<(T, Served), UpstreamError>
     where
@@ -398,6 +400,7 @@ impl Upstreams {
             plan.endpoints.retain(|e| &e.repository != prefer);
             plan.endpoints.insert(0, policy::Endpoint { repository: prefer.clone(), mirror: true });
         }
+        plan.endpoints.retain(|e| !source.skip.contains(&e.repository));
         let mut failed: Vec<String> = Vec::new();
         let mut last: Option<UpstreamError> = None;
         for endpoint in &plan.endpoints {
