@@ -355,6 +355,7 @@ impl Upstreams {
         reference: &ExternalRef,
         credentials: &Credentials,
         insecure: bool,
+        mirror: bool,
         policy: &Policy,
         op: &F,
     ) -> Result<T, UpstreamError>
@@ -375,11 +376,11 @@ impl Upstreams {
                     return Ok(v);
                 }
                 Err(WireError::Transport(m)) if i + 1 < transports.len() => last = Some(WireError::Transport(m)),
-                Err(e) => return Err(classify(e, reference, insecure)),
+                Err(e) => return Err(classify(e, reference, insecure, mirror)),
             }
         }
         Err(last
-            .map(|e| classify(e, reference, insecure))
+            .map(|e| classify(e, reference, insecure, mirror))
             .unwrap_or_else(|| UpstreamError::Unavailable("no transport".into())))
     }
 
@@ -413,7 +414,7 @@ impl Upstreams {
             }
             let insecure = (!endpoint.mirror && source.insecure) || policy.insecure(&host, &repository);
             let credentials = if host == r.registry() { source.credentials.clone() } else { Credentials::Anonymous };
-            let result = self.run_one(&reference, &credentials, insecure, &policy, &op).await;
+            let result = self.run_one(&reference, &credentials, insecure, endpoint.mirror, &policy, &op).await;
             self.metrics.upstream_fetch(r.registry(), &host, endpoint.mirror, result.is_ok());
             match result {
                 Ok(v) => {
@@ -497,12 +498,17 @@ impl Upstreams {
     }
 }
 
-/// Says a wire failure in the terms Tributary tells its clients.
-fn classify(e: WireError, at: &ExternalRef, insecure: bool) -> UpstreamError {
+/// Says a wire failure in the terms Tributary tells its clients (`mirror`: `at` is a mirror, made insecure only by
+/// the image policy).
+fn classify(e: WireError, at: &ExternalRef, insecure: bool, mirror: bool) -> UpstreamError {
     match e {
         WireError::Refused(Refused(m)) => UpstreamError::Refused(format!("{at}: {m}")),
         WireError::TooLarge(m) | WireError::Invalid(m) => UpstreamError::Invalid(format!("{at}: {m}")),
         WireError::Timeout(m) => UpstreamError::Unavailable(format!("{at}: timed out: {m}")),
+        WireError::Transport(m) if !insecure && mirror => UpstreamError::Unavailable(format!(
+            "{at}: {m}; if this mirror speaks plain http or has an untrusted certificate, list its host in the image \
+             policy's registrySources.insecureRegistries or give its CA in additionalTrustedCA"
+        )),
         WireError::Transport(m) if !insecure => UpstreamError::Unavailable(format!(
             "{at}: {m}; if the registry speaks plain http or has an untrusted certificate, mark the stream \
              (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure"
