@@ -11,7 +11,8 @@
 //! - `blockedRegistries` and `allowedRegistries`: refused at import naming the rule, without contacting the
 //!   registry; a blocked mirror is passed over; a source outside `allowedRegistries` is served by its mirror;
 //! - `tributary adm registries-conf` read back by `skopeo --registries-conf FILE`: `skopeo inspect` and `skopeo
-//!   copy` of an image by the source's name, by digest and by tag, served by the mirrors while the source is down.
+//!   copy` of an image by the source's name, by digest and by tag, served by the mirrors while the source is down;
+//! - a mirror on another host behind htpasswd: Unauthorized until the namespace has a pull secret for that host.
 //!
 //! The private CA (`additionalTrustedCA`) and `kubectl apply` on two replicas are in `e2e_mirrors_tls.rs`.
 //! Needs: skopeo, docker-registry, umoci, busybox, jq, sha256sum (the test images); missing tools skip the tests
@@ -366,4 +367,47 @@ fn skopeo_reads_the_generated_registries_conf() {
     let mut plain = skopeo.cmd();
     plain.args(["inspect", "--raw", "--tls-verify=false", "--retry-times", "0", &by_digest]);
     run_fails(&mut plain, SHORT);
+}
+
+/// A mirror on another host that wants a password (htpasswd) gets the namespace's pull secret for its host:
+/// refused as Unauthorized without one, served by the mirror (the source down) with one, for import and
+/// pull-through.
+#[test]
+fn a_mirror_gets_the_pull_secret_for_its_host() {
+    let Some((_turn, tmp, skopeo)) = begin("e2e-mirrors-creds-") else { return };
+    let images = TestImages::get();
+    let (user, password) = ("mirror-puller", "s3cret-mirror");
+    let hash = bcrypt::hash_with_result(password, 5).expect("bcrypt").format_for_version(bcrypt::Version::TwoY);
+    let htpasswd = tmp.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+    let mut source = Upstream::start(None);
+    let mirror = Upstream::start(Some(&htpasswd));
+    seed(&skopeo, &mirror, &images.oci("app"), "lib/app:1", &["--dest-creds", &format!("{user}:{password}")]);
+    let reg = Registry::start(&tmp.path().join("data"));
+    patch_cluster(&reg, json!({"spec": {"registrySources": {"insecureRegistries": [&source.host, &mirror.host]}}}));
+    mirror_set(&reg, true, "m", json!([{"source": source.host, "mirrors": [mirror.host]}]));
+    source.kill();
+    let app = images.digest("app");
+    let from = format!("{}/lib/app@{app}", source.host);
+
+    let st = import_status(&reg, "app", &from);
+    assert_eq!((st["status"].as_str(), st["reason"].as_str()), (Some("Failure"), Some("InternalError")), "{st}");
+    let refused = format!("{}/lib/app@{app}: the registry refused the credentials", mirror.host);
+    assert!(message(&st).contains(&refused), "{st}");
+
+    // A secret for the mirror's host (none for the source's).
+    let o = run_ok(
+        &mut tributary(
+            &reg,
+            &["create", "secret", "docker-registry", "mirror-pull", "--docker-server", &mirror.host]
+                .into_iter()
+                .chain(["--docker-username", user, "--docker-password", password])
+                .collect::<Vec<_>>(),
+        ),
+        SHORT,
+    );
+    assert_eq!(o.stdout.trim(), "secret/mirror-pull created");
+    let o = import_image(&reg, "app:v1", &from, &["--reference-policy", "local"]);
+    assert_imported(&o, "app", &app);
+    skopeo_pull_and_compare(&skopeo, &reg, "ns/app:v1", images, "app", &tmp.path().join("pulled"));
 }

@@ -190,7 +190,8 @@ impl std::fmt::Debug for Credentials {
 /// source's registry), whether the source may be reached insecurely (the stream's
 /// `openshift.io/image.insecureRepository` annotation or the tag's `importPolicy.insecure`), and the repository
 /// that served the image's manifest (`host/repository`, a mirror's), tried first for its blobs, and locations
-/// (`host/repository`) not to try again: they sent bytes that did not verify.
+/// (`host/repository`) not to try again: they sent bytes that did not verify. A mirror on another host than the
+/// source's gets `mirror_credentials` for its host (the namespace's pull secrets), else none.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub reference: ExternalRef,
@@ -198,11 +199,18 @@ pub struct Source {
     pub insecure: bool,
     pub prefer: Option<String>,
     pub skip: Vec<String>,
+    pub mirror_credentials: Arc<HashMap<String, Credentials>>,
 }
 
 impl Source {
     pub fn new(reference: ExternalRef, credentials: Credentials, insecure: bool) -> Source {
-        Source { reference, credentials, insecure, prefer: None, skip: Vec::new() }
+        Source { reference, credentials, insecure, prefer: None, skip: Vec::new(), mirror_credentials: Arc::default() }
+    }
+
+    /// The credentials of the namespace's pull secrets by registry host (lowercase), for mirrors.
+    pub fn with_mirror_credentials(mut self, by_host: HashMap<String, Credentials>) -> Source {
+        self.mirror_credentials = Arc::new(by_host);
+        self
     }
 }
 
@@ -413,7 +421,11 @@ impl Upstreams {
                 continue;
             }
             let insecure = (!endpoint.mirror && source.insecure) || policy.insecure(&host, &repository);
-            let credentials = if host == r.registry() { source.credentials.clone() } else { Credentials::Anonymous };
+            let credentials = if host == r.registry() {
+                source.credentials.clone()
+            } else {
+                source.mirror_credentials.get(&host.to_ascii_lowercase()).cloned().unwrap_or_default()
+            };
             let result = self.run_one(&reference, &credentials, insecure, endpoint.mirror, &policy, &op).await;
             self.metrics.upstream_fetch(r.registry(), &host, endpoint.mirror, result.is_ok());
             match result {
