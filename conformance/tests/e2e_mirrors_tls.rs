@@ -63,6 +63,7 @@ fn a_private_ca_trusted_through_additional_trusted_ca() {
         note(format!("import {why}: {cond}"));
         let message = cond["message"].as_str().unwrap_or_default().to_ascii_lowercase();
         assert!(message.contains("certificate") || message.contains("issuer"), "{cond}");
+        assert!(message.contains("additionaltrustedca"), "the hint names the setting: {cond}");
     };
 
     refused("without the CA");

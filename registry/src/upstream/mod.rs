@@ -523,7 +523,8 @@ fn classify(e: WireError, at: &ExternalRef, insecure: bool, mirror: bool) -> Ups
         )),
         WireError::Transport(m) if !insecure => UpstreamError::Unavailable(format!(
             "{at}: {m}; if the registry speaks plain http or has an untrusted certificate, mark the stream \
-             (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure"
+             (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure, \
+             or give its CA in the image policy's additionalTrustedCA"
         )),
         WireError::Transport(m) => UpstreamError::Unavailable(format!("{at}: {m}")),
         WireError::Status { status, code, message } => {
