@@ -6,7 +6,8 @@
 //! - `kubectl apply` against two Tributary replicas sharing one real etcd (metadata) and one blob directory, over
 //!   https (kubectl sends a token only over TLS): an ImageDigestMirrorSet applied through one replica and the
 //!   `Image` object `cluster` applied through the other take effect on the next import on both, the source being
-//!   down (its process killed) and the mirror serving; an edit of the set applied again (`NeverContactSource`, a
+//!   down (its process killed) and the mirror serving, and its `externalRegistryHostnames[0]` the host both show in
+//!   the stream's `dockerImageRepository`; an edit of the set applied again (`NeverContactSource`, a
 //!   dead mirror) makes the next import fail on both.
 //!
 //! Needs: skopeo, docker-registry, openssl, umoci, busybox, jq, sha256sum; and kubectl, curl and etcd for the
@@ -257,7 +258,8 @@ fn kubectl_apply_takes_effect_on_every_replica() {
     fs::write(
         &image_file,
         format!(
-            "apiVersion: config.openshift.io/v1\nkind: Image\nmetadata:\n  name: cluster\nspec:\n  registrySources:\n    \
+            "apiVersion: config.openshift.io/v1\nkind: Image\nmetadata:\n  name: cluster\nspec:\n  \
+             externalRegistryHostnames:\n  - registry.example.com\n  registrySources:\n    \
              insecureRegistries:\n    - {}\n    - {}\n",
             mirror.host, source.host
         ),
@@ -276,6 +278,12 @@ fn kubectl_apply_takes_effect_on_every_replica() {
     assert!(manifest_gets >= 2, "each replica asked the mirror: {gets:?}");
     let shown = kubectl(&home, &kc_a, &["get", "image.config.openshift.io/cluster", "-o", "yaml"]);
     assert!(shown.contains("insecureRegistries") && shown.contains(&mirror.host), "{shown}");
+    // externalRegistryHostnames[0] is the public host on both replicas.
+    for r in [&a, &b] {
+        let is =
+            r.call("GET", &format!("/apis/image.openshift.io/v1/namespaces/{NAMESPACE}/imagestreams/app"), &json!({}));
+        assert_eq!(is["status"]["dockerImageRepository"], "registry.example.com/ns/app", "{is:#}");
+    }
 
     // An edit of the set applied again through b: a dead mirror and NeverContactSource; both replicas fail.
     let dead = format!("127.0.0.1:{}/mirror/lib", free_port());
