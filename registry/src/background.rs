@@ -334,6 +334,17 @@ pub struct Background {
     pub cache: LeaderTask,
     /// The image-change trigger controller (lease `triggers`; idle unless `[cluster] triggers`).
     pub triggers: LeaderTask,
+    /// Keeps this replica's view of the image policy current ([`crate::imagepolicy::ImagePolicy::follow`]).
+    pub policy: Follower,
+}
+
+/// A task that lives as long as this handle: aborted when it is dropped.
+pub struct Follower(JoinHandle<()>);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Starts the background work `config` asks for on the current tokio runtime: what `tributary serve` runs and
@@ -352,13 +363,18 @@ pub fn spawn_background(registry: &Registry, config: &Config) -> Background {
         prune: spawn_prune(registry.clone(), config.prune),
         cache: spawn_cache_eviction(registry.clone(), config.cache),
         triggers: crate::cluster::controller::spawn_triggers(registry.clone()),
+        policy: {
+            let policy = registry.policy.clone();
+            Follower(tokio::spawn(async move { policy.follow().await }))
+        },
     }
 }
 
 impl Background {
     /// Lets the work finish (the webhook cursor saved) and hands the leases over.
     pub async fn stop(self) {
-        let Background { imports, webhooks, uploads, gc, prune, cache, triggers } = self;
+        let Background { imports, webhooks, uploads, gc, prune, cache, triggers, policy } = self;
+        drop(policy);
         futures::join!(
             imports.stop(),
             webhooks.stop(),
@@ -372,7 +388,8 @@ impl Background {
 
     /// Stops as a killed process would ([`LeaderTask::crash`]).
     pub async fn crash(self) {
-        let Background { imports, webhooks, uploads, gc, prune, cache, triggers } = self;
+        let Background { imports, webhooks, uploads, gc, prune, cache, triggers, policy } = self;
+        drop(policy);
         futures::join!(
             imports.crash(),
             webhooks.crash(),

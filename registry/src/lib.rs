@@ -77,14 +77,19 @@ pub fn assemble(
     let read_only = Arc::new(service::readonly::ReadOnly::new(meta.clone(), config.read_only));
     let policy_store =
         imagepolicy::PolicyStore::new(meta.clone(), config.allowed_registries.clone(), config.public_host.clone());
-    let policy = Arc::new(imagepolicy::ImagePolicy::new(policy_store));
+    let streams = StreamService::new(meta.clone(), config.public_host.clone());
+    // `externalRegistryHostnames[0]`, when set, is the host written into references.
+    let policy = Arc::new(imagepolicy::ImagePolicy::new(policy_store).with_listener({
+        let streams = streams.clone();
+        move |p| streams.set_public_host(p.image.external_registry_hostnames.first().map(String::as_str))
+    }));
     Ok(Registry {
         read_only,
         metrics: metrics.clone(),
         gc_grace: config.gc.grace,
         cluster: Arc::new(config.cluster.clone()),
         blobs,
-        streams: StreamService::new(meta.clone(), config.public_host.clone()),
+        streams,
         auth: auth::AuthService::new(meta.clone(), config.auth),
         meta,
         max_manifest_bytes: config.max_manifest_bytes,

@@ -5,7 +5,9 @@
 //! store, `allowedRegistries` + `blockedRegistries` refused with 422, blocked and not-allowed sources refused at
 //! import with the rule named, access for cluster administrators only, a digest mirror serving import and
 //! pull-through while the source is down (digests verified: a lying mirror is passed over), tag mirrors for tags,
-//! the most specific source winning, `NeverContactSource` never reaching the source, and a watch seeing an edit.
+//! the most specific source winning, `NeverContactSource` never reaching the source, a watch seeing an edit, a
+//! mirror sending wrong layer bytes passed over during pull-through, and `externalRegistryHostnames[0]` becoming
+//! the host in references on every replica.
 //! The same with real registries and real clients is in `conformance/tests/e2e_mirrors.rs`.
 
 use std::sync::Arc;
@@ -338,4 +340,170 @@ async fn registries_conf_and_icsp_migration_from_the_cli() {
     let yaml = std::fs::read_to_string(written).unwrap();
     assert!(yaml.contains("kind: ImageDigestMirrorSet") && yaml.contains("imageDigestMirrors:"), "{yaml}");
     assert!(yaml.contains("apiVersion: config.openshift.io/v1") && !yaml.contains("repositoryDigestMirrors"), "{yaml}");
+}
+
+/// Pull-through from a mirror that sends other bytes for a layer: the next mirror is tried. A body of one piece
+/// never reached the client before it was checked, so that read gets the right bytes at once; a body of many
+/// pieces was already streaming, so that read ends in an error and the next read is served (locally) from the
+/// next mirror. Nothing wrong is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_through_passes_over_a_mirror_sending_wrong_blob_bytes() {
+    let reg = TestRegistry::builder().with_admin_token(ADMIN).start();
+    let source = dead_host();
+    let (liar, good) = (Fake::start(), Fake::start());
+    let small = b"the real small layer".to_vec();
+    // 1 MiB: the fake sends it in 64 KiB pieces.
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let mut digests = Vec::new();
+    for (stream, layer) in [("small", &small), ("big", &big)] {
+        let d = Digest::sha256_of(layer);
+        // Same manifest (digest and size of the real layer) on both; the liar's layer bytes are others.
+        let mut wrong = layer.clone();
+        wrong[0] ^= 0xff;
+        let m = liar.image(&format!("lib/{stream}"), "v1", wrong, &d, Duration::ZERO);
+        assert_eq!(good.image(&format!("lib/{stream}"), "v1", layer.clone(), &d, Duration::ZERO), m);
+        digests.push((stream, m, d));
+    }
+    insecure(&reg, &[&source, &liar.host, &good.host]).await;
+    put_set(
+        &reg,
+        "imagedigestmirrorsets",
+        "two-mirrors",
+        "imageDigestMirrors",
+        json!([{"source": source.clone(), "mirrors": [liar.host.clone(), good.host.clone()]}]),
+    )
+    .await;
+    let get = |d: &Digest, stream: &str| {
+        Client::new().get(format!("{}/v2/ns/{stream}/blobs/{d}", reg.url())).bearer_auth(ADMIN).send()
+    };
+    for (stream, manifest, _) in &digests {
+        let st = import(&reg, stream, &format!("{source}/lib/{stream}@{manifest}")).await;
+        assert_eq!(st["status"], "Success", "{st}");
+        assert!(st["message"].as_str().unwrap().contains(&format!("served by mirror {}/lib/{stream}", liar.host)));
+    }
+
+    // One piece: checked before the client got a byte; the right bytes from the second mirror at once.
+    let d = &digests[0].2;
+    let resp = get(d, "small").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), small, "the first read of the small layer");
+    assert_eq!(liar.hits(&format!("/v2/lib/small/blobs/{d}")), 1, "the mirror that served the manifest, first");
+    assert_eq!(good.hits(&format!("/v2/lib/small/blobs/{d}")), 1);
+
+    // Many pieces: the first read is cut (it had begun); the flight goes on to the next mirror and keeps its bytes.
+    let d = &digests[1].2;
+    let first = get(d, "big").await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let cut = first.bytes().await;
+    assert!(cut.as_ref().map_or(true, |b| b.len() < big.len()), "the first read of the big layer was not cut");
+    let mut served = None;
+    for _ in 0..50 {
+        let resp = get(d, "big").await.unwrap();
+        if resp.status() == StatusCode::OK {
+            if let Ok(b) = resp.bytes().await {
+                served = Some(b.to_vec());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served.as_deref() == Some(&big[..]), "the next read of the big layer is not the real layer");
+    assert_eq!(liar.hits(&format!("/v2/lib/big/blobs/{d}")), 1);
+    assert_eq!(good.hits(&format!("/v2/lib/big/blobs/{d}")), 1, "fetched once from the second mirror, then local");
+    // Local now: with both mirrors gone the layers still read.
+    drop((liar, good));
+    for (stream, layer, (_, _, d)) in [("small", &small, &digests[0]), ("big", &big, &digests[1])] {
+        let resp = get(d, stream).await.unwrap();
+        assert_eq!(resp.bytes().await.unwrap().to_vec(), *layer, "{stream} after the mirrors went");
+    }
+}
+
+/// Pushes a one-layer image to `ns/{stream}:{tag}` through `reg`; returns its digest.
+async fn push(reg: &TestRegistry, stream: &str, tag: &str, seed: &str) -> Digest {
+    let config = json!({"architecture": "amd64", "os": "linux", "seed": seed}).to_string().into_bytes();
+    let layer = format!("layer {seed}").into_bytes();
+    for blob in [&config, &layer] {
+        let d = Digest::sha256_of(blob);
+        let r = Client::new()
+            .post(format!("{}/v2/ns/{stream}/blobs/uploads/?digest={d}", reg.url()))
+            .bearer_auth(ADMIN)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let manifest = json!({"schemaVersion": 2, "mediaType": common::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": Digest::sha256_of(&layer), "size": layer.len()}]})
+    .to_string();
+    let r = Client::new()
+        .put(format!("{}/v2/ns/{stream}/manifests/{tag}", reg.url()))
+        .bearer_auth(ADMIN)
+        .header("Content-Type", common::OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    Digest::sha256_of(manifest.as_bytes())
+}
+
+async fn stream(reg: &TestRegistry) -> Value {
+    call(reg, Method::GET, "/apis/image.openshift.io/v1/namespaces/ns/imagestreams/app", None).await.1
+}
+
+/// `externalRegistryHostnames[0]` is the host in the references every replica writes and shows from the edit on;
+/// without it, the configured public host again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_external_hostname_is_the_public_host_on_every_replica() {
+    let regs = replicas(2);
+    let (a, b) = (&regs[0], &regs[1]);
+    let (s, _) = call(a, Method::POST, "/apis/tributary.dev/v1/namespaces", Some(json!({"name": "ns"}))).await;
+    assert!(s.is_success());
+    let before = push(b, "app", "v1", "one").await;
+    let configured = b.host();
+    assert_eq!(stream(b).await["status"]["dockerImageRepository"], format!("{configured}/ns/app"));
+
+    let patch = json!({"spec": {"externalRegistryHostnames": ["registry.example.com", "other.example.com:8443"]}});
+    let (s, v) = call(a, Method::PATCH, &format!("{CONFIG}/images/cluster"), Some(patch)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"]["externalRegistryHostnames"][0], "registry.example.com", "{v}");
+    // The other replica follows within moments, without a fetch or a restart.
+    let mut shown = Value::Null;
+    for _ in 0..50 {
+        shown = stream(b).await["status"]["dockerImageRepository"].clone();
+        if shown == "registry.example.com/ns/app" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shown, "registry.example.com/ns/app");
+    let after = push(b, "app", "v2", "two").await;
+    let is = stream(b).await;
+    let event = |tag: &str| {
+        let t = is["status"]["tags"].as_array().unwrap().iter().find(|t| t["tag"] == tag).unwrap();
+        t["items"][0]["dockerImageReference"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(event("v2"), format!("registry.example.com/ns/app@{after}"), "{is:#}");
+    assert_eq!(event("v1"), format!("{configured}/ns/app@{before}"), "an earlier push keeps its reference: {is:#}");
+    let (_, istag) =
+        call(a, Method::GET, "/apis/image.openshift.io/v1/namespaces/ns/imagestreamtags/app:v2", None).await;
+    assert_eq!(istag["image"]["dockerImageReference"], format!("registry.example.com/ns/app@{after}"), "{istag:#}");
+
+    // A bad host is refused; emptied, the configured host is back.
+    let bad = json!({"spec": {"externalRegistryHostnames": ["not a host"]}});
+    let (s, v) = call(a, Method::PATCH, &format!("{CONFIG}/images/cluster"), Some(bad)).await;
+    assert_eq!((s, v["reason"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("Invalid")), "{v}");
+    let clear = json!({"spec": {"externalRegistryHostnames": null}});
+    assert_eq!(call(b, Method::PATCH, &format!("{CONFIG}/images/cluster"), Some(clear)).await.0, StatusCode::OK);
+    let mut shown = Value::Null;
+    for _ in 0..50 {
+        shown = stream(a).await["status"]["dockerImageRepository"].clone();
+        if shown == format!("{}/ns/app", a.host()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shown, format!("{}/ns/app", a.host()));
 }

@@ -402,7 +402,6 @@ impl StreamService {
     ) -> Result<Option<(String, bool)>, StreamError> {
         let loaded = self.load(repo).await?;
         let Some(stream) = self.assemble(&loaded) else { return Ok(None) };
-        let local = format!("{}/", self.public_host());
         let found = stream.status.tags.iter().find_map(|h| {
             if tag.is_some_and(|t| t.as_str() != h.tag) {
                 return None;
@@ -411,7 +410,7 @@ impl StreamService {
                 if tag.is_some() { h.items.iter().take(1).collect() } else { h.items.iter().collect() };
             events
                 .into_iter()
-                .find(|e| e.image.as_ref() == Some(digest) && !e.docker_image_reference.starts_with(&local))
+                .find(|e| e.image.as_ref() == Some(digest) && !self.is_local_reference(&e.docker_image_reference))
                 .map(|e| (h.tag.clone(), e.docker_image_reference.clone()))
         });
         Ok(found.map(|(tag, reference)| {

@@ -97,7 +97,11 @@ pub struct MappingOutcome {
 #[derive(Clone)]
 pub struct StreamService {
     pub(crate) store: Arc<dyn MetadataStore>,
-    public_host: String,
+    /// The host given at start (`--public-host`).
+    configured_host: String,
+    /// The host written into references now: the configured one, or what the image policy says
+    /// (`externalRegistryHostnames[0]`), set by the registry as the policy changes ([`StreamService::set_public_host`]).
+    public_host: Arc<std::sync::RwLock<String>>,
 }
 
 /// One stream as read from the store, with the version of every key read: the stream key (metadata and
@@ -167,21 +171,44 @@ pub(crate) use retry_on_conflict;
 
 impl StreamService {
     pub fn new(store: Arc<dyn MetadataStore>, public_host: impl Into<String>) -> Self {
-        StreamService { store, public_host: public_host.into() }
+        let configured_host = public_host.into();
+        StreamService { store, public_host: Arc::new(std::sync::RwLock::new(configured_host.clone())), configured_host }
     }
 
-    pub fn public_host(&self) -> &str {
-        &self.public_host
+    /// The host written into `dockerImageReference`s now.
+    pub fn public_host(&self) -> String {
+        self.public_host.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The host given at start (`--public-host`), whatever the image policy says.
+    pub fn configured_host(&self) -> &str {
+        &self.configured_host
+    }
+
+    /// Writes `host` into references from now on (every clone of this service), or the configured host again
+    /// with `None`.
+    pub fn set_public_host(&self, host: Option<&str>) {
+        let host = host.unwrap_or(&self.configured_host);
+        let mut current = self.public_host.write().unwrap_or_else(|e| e.into_inner());
+        if *current != host {
+            *current = host.to_owned();
+        }
+    }
+
+    /// Whether `reference` names this registry (under the host in force or the configured one).
+    pub fn is_local_reference(&self, reference: &str) -> bool {
+        let under = |host: &str| reference.strip_prefix(host).is_some_and(|rest| rest.starts_with('/'));
+        under(&self.public_host()) || under(&self.configured_host)
     }
 
     /// `<public-host>/<ns>/<stream>@<digest>`: how a pushed image is referred to.
     pub fn image_reference(&self, repo: &RepositoryName, digest: &Digest) -> String {
-        format!("{}/{repo}@{digest}", self.public_host)
+        format!("{}/{repo}@{digest}", self.public_host())
     }
 
     /// `<public-host>/<ns>/<stream>`: where the stream is pulled from and pushed to.
     pub fn repository_reference(&self, repo: &RepositoryName) -> String {
-        format!("{}/{repo}", self.public_host)
+        format!("{}/{repo}", self.public_host())
     }
 
     pub async fn get_image(&self, digest: &Digest) -> Result<Option<Image>, StreamError> {

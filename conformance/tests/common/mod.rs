@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod upstream;
+#[allow(unused_imports)]
+pub use upstream::*;
+
 pub const SHORT: Duration = Duration::from_secs(120);
 pub const LONG: Duration = Duration::from_secs(600);
 

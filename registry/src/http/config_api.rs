@@ -270,16 +270,23 @@ fn table(rv: &str, items: &[Object]) -> Value {
 /// A sent object, refused with the unknown fields named when the client asked for strict validation.
 fn sent(api: &PolicyRequest, bytes: &[u8]) -> Result<(Object, Vec<String>), Refusal> {
     let doc: Value = body(bytes)?;
-    let unknown: Vec<String> = super::openapi::unknown_fields_in(&definitions(), &schema_key(api.kind), &doc)
+    let unknown = unknown_fields(api, &doc)?;
+    let o = serde_json::from_value(doc)
+        .map_err(|e| Refusal::from(kube::bad_request(format!("the request body is not valid: {e}"))))?;
+    Ok((o, unknown))
+}
+
+/// The warnings for the fields of `doc` (a whole object or a patch) the schema does not know; with strict field
+/// validation, a 400 instead.
+fn unknown_fields(api: &PolicyRequest, doc: &Value) -> Result<Vec<String>, Refusal> {
+    let unknown: Vec<String> = super::openapi::unknown_fields_in(&definitions(), &schema_key(api.kind), doc)
         .into_iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
     if api.strict && !unknown.is_empty() {
         return Err(kube::bad_request(format!("strict decoding error: {}", unknown.join(", "))).into());
     }
-    let o = serde_json::from_value(doc)
-        .map_err(|e| Refusal::from(kube::bad_request(format!("the request body is not valid: {e}"))))?;
-    Ok((o, unknown))
+    Ok(unknown)
 }
 
 async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -> HttpResponse {
@@ -363,8 +370,9 @@ async fn handle(
         }
         (Method::PATCH, Some(name)) => {
             let (patch, how) = patch_body(req, bytes).map_err(HttpResponse::from)?;
-            let (_, warnings) =
-                sent(api, &serde_json::to_vec(&patch).unwrap_or_default()).map_err(HttpResponse::from)?;
+            // A patch is not a whole object (kubectl apply's has no name): only its fields are checked here, the
+            // patched object when it is stored.
+            let warnings = unknown_fields(api, &patch).map_err(HttpResponse::from)?;
             with_warnings(respond(StatusCode::OK, store.patch(kind, &name, &patch, how).await), &warnings)
         }
         (Method::DELETE, Some(name)) => match store.delete(kind, &name).await {

@@ -18,9 +18,13 @@ use tokio::sync::broadcast::{self, error::TryRecvError};
 pub use rules::{Endpoint, Plan, Policy};
 pub use store::{PolicyError, PolicyStore};
 
+/// Told each policy freshly read from the store.
+type Listener = Box<dyn Fn(&Policy) + Send + Sync>;
+
 /// The policy in force, cached. Cheap to share (`Arc`).
 pub struct ImagePolicy {
     store: Option<PolicyStore>,
+    listeners: Vec<Listener>,
     /// Without a store (unit tests): this policy, always.
     fixed: Arc<Policy>,
     state: Mutex<State>,
@@ -62,13 +66,40 @@ impl ImagePolicy {
     /// The policy of the objects in `store`.
     pub fn new(store: PolicyStore) -> ImagePolicy {
         let state = State { feed: Some(store.meta().subscribe()), known: None, epoch: 0 };
-        ImagePolicy { store: Some(store), fixed: Arc::default(), state: Mutex::new(state) }
+        ImagePolicy { store: Some(store), listeners: Vec::new(), fixed: Arc::default(), state: Mutex::new(state) }
+    }
+
+    /// Calls `listener` with every policy read from the store (after each change, any replica's, once someone
+    /// asks for the policy: [`ImagePolicy::follow`] asks at every change).
+    pub fn with_listener(mut self, listener: impl Fn(&Policy) + Send + Sync + 'static) -> ImagePolicy {
+        self.listeners.push(Box::new(listener));
+        self
+    }
+
+    /// Reads the policy now and after every change to the policy objects, so that the listeners hear of an edit
+    /// at once, whether or not a fetch needs the policy. Runs until the store's change feed ends.
+    pub async fn follow(&self) {
+        let Some(store) = &self.store else { return };
+        let mut feed = store.meta().subscribe();
+        loop {
+            if let Err(e) = self.current().await {
+                tracing::warn!(error = %e, "reading the image policy");
+            }
+            loop {
+                match feed.recv().await {
+                    Ok(e) if e.key.starts_with(keys::IMAGE_CONFIG) => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
     }
 
     /// Always `policy` (tests of the upstream client).
     pub fn fixed(policy: Policy) -> ImagePolicy {
         let state = State { feed: None, known: None, epoch: 0 };
-        ImagePolicy { store: None, fixed: Arc::new(policy), state: Mutex::new(state) }
+        ImagePolicy { store: None, listeners: Vec::new(), fixed: Arc::new(policy), state: Mutex::new(state) }
     }
 
     pub fn store(&self) -> Option<&PolicyStore> {
@@ -93,6 +124,9 @@ impl ImagePolicy {
             objects.push((model::Kind::Image, seeded));
         }
         let policy = Arc::new(Policy::from_objects(&objects));
+        for listener in &self.listeners {
+            listener(&policy);
+        }
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.catch_up();
         if s.feed.is_some() && s.epoch == epoch {

@@ -73,8 +73,10 @@ impl Registry {
         insecure: bool,
     ) -> Result<Source, RegistryError> {
         let reference = from.at_digest(digest);
-        let credentials = self.credentials_for(repo.namespace(), reference.registry()).await?;
-        Ok(Source::new(reference, credentials, insecure))
+        let by_host = self.pull_credentials(repo.namespace()).await?;
+        let credentials =
+            by_host.get(&super::secrets::registry_host(reference.registry())).cloned().unwrap_or_default();
+        Ok(Source::new(reference, credentials, insecure).with_mirror_credentials(by_host))
     }
 
     /// Where a client may fetch `digest` from directly (a presigned S3 URL, with `storage.s3.redirect`), when the

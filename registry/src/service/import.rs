@@ -126,8 +126,10 @@ impl Registry {
     async fn source(&self, ns: &Namespace, from: &str, insecure: bool) -> Result<Source, UpstreamError> {
         let reference: ExternalRef = from.parse()?;
         self.upstreams.check_allowed(&reference).await?;
-        let credentials = self.credentials_for(ns, reference.registry()).await.map_err(internal)?;
-        Ok(Source::new(reference, credentials, insecure))
+        let by_host = self.pull_credentials(ns).await.map_err(internal)?;
+        let credentials =
+            by_host.get(&super::secrets::registry_host(reference.registry())).cloned().unwrap_or_default();
+        Ok(Source::new(reference, credentials, insecure).with_mirror_credentials(by_host))
     }
 
     /// Fetches the image `source` names, as `mode` says for manifest lists.

@@ -203,7 +203,7 @@ impl Registry {
             self.meta.clone(),
             self.blobs.clone(),
             self.collector(),
-            self.streams.public_host(),
+            &[self.streams.configured_host(), &self.streams.public_host()],
         )
     }
 

@@ -3,10 +3,13 @@
 //! bytes go to the clients that joined before the first byte as they arrive, while being hashed and written
 //! through the blob store's staging seam straight to the content-addressed path (`BlobStore::put_stream`). The
 //! last chunk is held back until the digest and size are verified, so no client ever gets a whole body that does
-//! not match; then the blob is committed locally and every later read is local (also with the upstream gone). Clients that arrive mid-flight, and range reads, wait for the commit and read locally.
+//! not match; then the blob is committed locally and every later read is local (also with the upstream gone).
+//! Clients that arrive mid-flight, and range reads, wait for the commit and read locally. A location (a mirror, or
+//! the source) whose bytes do not verify is passed over for the next one the image policy names ([`run`]).
 //! Called by `service::blobs`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -146,7 +149,12 @@ async fn wait(done: &mut watch::Receiver<Option<Result<(), UpstreamError>>>) -> 
     }
 }
 
-/// The flight's work: fetch, tee to the clients holding back the last chunk, verify, commit, release.
+/// The flight's work: fetch, tee to the clients holding back the last chunk, verify, commit, release. A location
+/// whose bytes do not verify (another digest, another size, a body cut short) is passed over and the next one the
+/// image policy names is tried: transparently for the clients when none of its bytes reached them yet (a body of
+/// one chunk, or an announced length that was wrong), else those clients' bodies end in an error while the flight
+/// goes on, so that the blob is stored from the next location and the next read is local. Nothing that did not
+/// verify is kept.
 async fn run(
     flight: &Flight,
     upstreams: &Upstreams,
@@ -156,35 +164,77 @@ async fn run(
     size: u64,
 ) -> Result<(), UpstreamError> {
     let mut clients = Vec::new();
-    let fetched = match upstreams.blob(source, digest).await {
-        Ok(f) => f,
-        Err(e) => {
-            let err = e.clone();
-            flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
-            return Err(e);
+    let mut source = source.clone();
+    let mut passed_over: Vec<String> = Vec::new();
+    loop {
+        match attempt(flight, upstreams, blobs, &source, digest, size, &mut clients).await {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Failed(e)) => {
+                let e = if passed_over.is_empty() {
+                    e
+                } else {
+                    e.with_message(format!("{e}; passed over before: {}", passed_over.join("; ")))
+                };
+                let err = e.clone();
+                flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
+                return Err(e);
+            }
+            Err(Attempt::Unverified { by, error, sent }) => {
+                tracing::warn!(%digest, location = %by, %error, clients_cut = sent,
+                               "pull-through: bytes that do not verify; trying the next location");
+                if sent {
+                    // These clients already have some of the wrong bytes: their bodies end in an error.
+                    let err = error.clone();
+                    flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
+                    clients.clear();
+                }
+                passed_over.push(format!("{by}: {error}"));
+                source.skip.push(by);
+            }
         }
-    };
+    }
+}
+
+/// How one location's attempt failed.
+enum Attempt {
+    /// Nothing (more) to try: the flight fails with this.
+    Failed(UpstreamError),
+    /// `by` sent bytes that do not verify (or broke off); `sent` says whether some reached the clients.
+    Unverified { by: String, error: UpstreamError, sent: bool },
+}
+
+/// One fetch from the first location the image policy names (less `source.skip`), streamed to `clients`.
+async fn attempt(
+    flight: &Flight,
+    upstreams: &Upstreams,
+    blobs: &BlobStore,
+    source: &Source,
+    digest: &Digest,
+    size: u64,
+    clients: &mut Vec<mpsc::Sender<Msg>>,
+) -> Result<(), Attempt> {
+    let fetched = upstreams.blob(source, digest).await.map_err(Attempt::Failed)?;
+    let by = fetched.served.by.clone();
     if fetched.length.is_some_and(|l| l != size) {
-        let e = UpstreamError::Invalid(format!(
-            "{}: the upstream announces {} bytes for {digest}, the image says {size}",
-            source.reference,
+        let error = UpstreamError::Invalid(format!(
+            "{by}: announces {} bytes for {digest}, the image says {size}",
             fetched.length.unwrap_or_default()
         ));
-        let err = e.clone();
-        flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
-        return Err(e);
+        return Err(Attempt::Unverified { by, error, sent: false });
     }
     let held: Arc<Mutex<Option<Bytes>>> = Arc::default();
-    let clients_cell = Arc::new(tokio::sync::Mutex::new(clients));
+    let sent = Arc::new(AtomicBool::new(false));
+    let clients_cell = Arc::new(tokio::sync::Mutex::new(std::mem::take(clients)));
     let tee = {
-        let (held, clients_cell) = (held.clone(), clients_cell.clone());
+        let (held, clients_cell, sent) = (held.clone(), clients_cell.clone(), sent.clone());
         fetched.body.then(move |item| {
-            let (held, clients_cell) = (held.clone(), clients_cell.clone());
+            let (held, clients_cell, sent) = (held.clone(), clients_cell.clone(), sent.clone());
             async move {
                 let chunk = item?;
                 let previous = held.lock().unwrap_or_else(|e| e.into_inner()).replace(chunk.clone());
                 if let Some(prev) = previous {
                     let mut clients = clients_cell.lock().await;
+                    sent.store(true, Ordering::SeqCst);
                     flight.send(|| Msg::Chunk(prev.clone()), &mut clients).await;
                 }
                 Ok::<_, std::io::Error>(chunk)
@@ -192,30 +242,29 @@ async fn run(
         })
     };
     let stored = blobs.put_stream(digest, size, Box::pin(tee)).await;
-    let mut clients = std::mem::take(&mut *clients_cell.lock().await);
-    let verdict = match stored {
-        Ok(()) => Ok(()),
-        Err(BlobError::TooLarge(_)) => Err(UpstreamError::Invalid(format!(
-            "{}: {digest} has more than the {size} bytes the image says upstream; nothing was kept",
-            source.reference
-        ))),
-        Err(BlobError::DigestMismatch { actual, size: got, .. }) => Err(UpstreamError::Invalid(format!(
-            "{}: the upstream sent {got} bytes hashing to {actual} for {digest} ({size} bytes); nothing was kept",
-            source.reference
-        ))),
-        Err(e @ BlobError::Body(_)) => {
-            Err(UpstreamError::Unavailable(format!("{}: reading {digest}: {e}", source.reference)))
+    *clients = std::mem::take(&mut *clients_cell.lock().await);
+    let sent = sent.load(Ordering::SeqCst);
+    let unverified = |error| Err(Attempt::Unverified { by: by.clone(), error, sent });
+    match stored {
+        Ok(()) => {}
+        Err(BlobError::TooLarge(_)) => {
+            return unverified(UpstreamError::Invalid(format!(
+                "{by}: {digest} has more than the {size} bytes the image says; nothing was kept"
+            )))
         }
-        Err(e) => Err(UpstreamError::Unavailable(format!("storing {digest}: {e}"))),
-    };
-    if let Err(e) = verdict {
-        let err = e.clone();
-        flight.send(move || Msg::Failed(err.clone()), &mut clients).await;
-        return Err(e);
+        Err(BlobError::DigestMismatch { actual, size: got, .. }) => {
+            return unverified(UpstreamError::Invalid(format!(
+                "{by}: sent {got} bytes hashing to {actual} for {digest} ({size} bytes); nothing was kept"
+            )))
+        }
+        Err(e @ BlobError::Body(_)) => {
+            return unverified(UpstreamError::Unavailable(format!("{by}: reading {digest}: {e}")))
+        }
+        Err(e) => return Err(Attempt::Failed(UpstreamError::Unavailable(format!("storing {digest}: {e}")))),
     }
     let last = held.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(last) = last {
-        flight.send(|| Msg::Chunk(last.clone()), &mut clients).await;
+        flight.send(|| Msg::Chunk(last.clone()), clients).await;
     }
     Ok(())
 }

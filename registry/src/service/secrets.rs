@@ -1,6 +1,7 @@
 //! Pull secrets: a namespace's `kubernetes.io/dockerconfigjson` secrets, holding credentials for external
-//! registries, and [`Registry::credentials_for`], the one lookup import and pull-through use to find the
-//! credentials for a registry host (every pull secret of the namespace is tried, as OpenShift's importer does).
+//! registries, and [`Registry::pull_credentials`], the one lookup import and pull-through use to find the
+//! credentials for a registry host, the source's and its mirrors' (every pull secret of the namespace is tried, as
+//! OpenShift's importer does).
 //! Served by `http::secrets`; the secret's content is never logged.
 
 use base64::Engine;
@@ -12,6 +13,8 @@ use storage_backends::meta::encode;
 use storage_backends::{keys, Expect, MetadataStoreExt, Txn};
 
 use super::{Registry, RegistryError};
+use std::collections::HashMap;
+
 use crate::upstream::Credentials;
 
 /// The type of a secret holding a `~/.docker/config.json`.
@@ -204,21 +207,21 @@ impl Registry {
         Ok(())
     }
 
-    /// The credentials `ns`'s pull secrets hold for `registry` (a host as in an image reference); anonymous when
-    /// none does. Secrets are tried in name order; the first that names the registry wins.
-    pub async fn credentials_for(&self, ns: &Namespace, registry: &str) -> Result<Credentials, RegistryError> {
-        let host = registry_host(registry);
+    /// Every registry host `ns`'s pull secrets name, with its credentials (secrets in name order; the first that
+    /// names a host wins): for the source of an import and for its mirrors on other hosts.
+    pub async fn pull_credentials(&self, ns: &Namespace) -> Result<HashMap<String, Credentials>, RegistryError> {
         let secrets = self.list_secrets(ns).await.map_err(|e| match e {
             SecretError::Registry(r) => r,
             other => RegistryError::Internal(other.to_string()),
         })?;
+        let mut out = HashMap::new();
         for (secret, _) in secrets {
             let Ok(auths) = secret.auths() else { continue };
-            if let Some((_, c)) = auths.into_iter().find(|(h, _)| *h == host) {
-                return Ok(c);
+            for (host, c) in auths {
+                out.entry(host).or_insert(c);
             }
         }
-        Ok(Credentials::Anonymous)
+        Ok(out)
     }
 }
 

@@ -189,18 +189,28 @@ impl std::fmt::Debug for Credentials {
 /// Where to fetch from and how: the reference, the credentials (from the namespace's pull secrets, for the
 /// source's registry), whether the source may be reached insecurely (the stream's
 /// `openshift.io/image.insecureRepository` annotation or the tag's `importPolicy.insecure`), and the repository
-/// that served the image's manifest (`host/repository`, a mirror's), tried first for its blobs.
+/// that served the image's manifest (`host/repository`, a mirror's), tried first for its blobs, and locations
+/// (`host/repository`) not to try again: they sent bytes that did not verify. A mirror on another host than the
+/// source's gets `mirror_credentials` for its host (the namespace's pull secrets), else none.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub reference: ExternalRef,
     pub credentials: Credentials,
     pub insecure: bool,
     pub prefer: Option<String>,
+    pub skip: Vec<String>,
+    pub mirror_credentials: Arc<HashMap<String, Credentials>>,
 }
 
 impl Source {
     pub fn new(reference: ExternalRef, credentials: Credentials, insecure: bool) -> Source {
-        Source { reference, credentials, insecure, prefer: None }
+        Source { reference, credentials, insecure, prefer: None, skip: Vec::new(), mirror_credentials: Arc::default() }
+    }
+
+    /// The credentials of the namespace's pull secrets by registry host (lowercase), for mirrors.
+    pub fn with_mirror_credentials(mut self, by_host: HashMap<String, Credentials>) -> Source {
+        self.mirror_credentials = Arc::new(by_host);
+        self
     }
 }
 
@@ -353,6 +363,7 @@ impl Upstreams {
         reference: &ExternalRef,
         credentials: &Credentials,
         insecure: bool,
+        mirror: bool,
         policy: &Policy,
         op: &F,
     ) -> Result<T, UpstreamError>
@@ -373,17 +384,17 @@ impl Upstreams {
                     return Ok(v);
                 }
                 Err(WireError::Transport(m)) if i + 1 < transports.len() => last = Some(WireError::Transport(m)),
-                Err(e) => return Err(classify(e, reference, insecure)),
+                Err(e) => return Err(classify(e, reference, insecure, mirror)),
             }
         }
         Err(last
-            .map(|e| classify(e, reference, insecure))
+            .map(|e| classify(e, reference, insecure, mirror))
             .unwrap_or_else(|| UpstreamError::Unavailable("no transport".into())))
     }
 
     /// Runs `op` for `source` where the image policy sends it: its mirrors in order (digest mirrors when
     /// `by_digest`, tag mirrors otherwise; the preferred repository first), then the source unless
-    /// `NeverContactSource`; registries `registrySources` forbids are skipped. The first answer wins; a failure
+    /// `NeverContactSource`; registries `registrySources` forbids, and `source.skip`, are skipped. The first answer wins; a failure
     /// of the source, or of every mirror when the source is not contacted, lists every attempt.
     async fn run<T, F, Fut>(&self, source: &Source, by_digest: bool, op: F) -> Result<(T, Served), UpstreamError>
     where
@@ -398,6 +409,7 @@ impl Upstreams {
             plan.endpoints.retain(|e| &e.repository != prefer);
             plan.endpoints.insert(0, policy::Endpoint { repository: prefer.clone(), mirror: true });
         }
+        plan.endpoints.retain(|e| !source.skip.contains(&e.repository));
         let mut failed: Vec<String> = Vec::new();
         let mut last: Option<UpstreamError> = None;
         for endpoint in &plan.endpoints {
@@ -409,8 +421,12 @@ impl Upstreams {
                 continue;
             }
             let insecure = (!endpoint.mirror && source.insecure) || policy.insecure(&host, &repository);
-            let credentials = if host == r.registry() { source.credentials.clone() } else { Credentials::Anonymous };
-            let result = self.run_one(&reference, &credentials, insecure, &policy, &op).await;
+            let credentials = if host == r.registry() {
+                source.credentials.clone()
+            } else {
+                source.mirror_credentials.get(&host.to_ascii_lowercase()).cloned().unwrap_or_default()
+            };
+            let result = self.run_one(&reference, &credentials, insecure, endpoint.mirror, &policy, &op).await;
             self.metrics.upstream_fetch(r.registry(), &host, endpoint.mirror, result.is_ok());
             match result {
                 Ok(v) => {
@@ -494,15 +510,21 @@ impl Upstreams {
     }
 }
 
-/// Says a wire failure in the terms Tributary tells its clients.
-fn classify(e: WireError, at: &ExternalRef, insecure: bool) -> UpstreamError {
+/// Says a wire failure in the terms Tributary tells its clients (`mirror`: `at` is a mirror, made insecure only by
+/// the image policy).
+fn classify(e: WireError, at: &ExternalRef, insecure: bool, mirror: bool) -> UpstreamError {
     match e {
         WireError::Refused(Refused(m)) => UpstreamError::Refused(format!("{at}: {m}")),
         WireError::TooLarge(m) | WireError::Invalid(m) => UpstreamError::Invalid(format!("{at}: {m}")),
         WireError::Timeout(m) => UpstreamError::Unavailable(format!("{at}: timed out: {m}")),
+        WireError::Transport(m) if !insecure && mirror => UpstreamError::Unavailable(format!(
+            "{at}: {m}; if this mirror speaks plain http or has an untrusted certificate, list its host in the image \
+             policy's registrySources.insecureRegistries or give its CA in additionalTrustedCA"
+        )),
         WireError::Transport(m) if !insecure => UpstreamError::Unavailable(format!(
             "{at}: {m}; if the registry speaks plain http or has an untrusted certificate, mark the stream \
-             (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure"
+             (annotation openshift.io/image.insecureRepository: \"true\") or the tag (importPolicy.insecure) insecure, \
+             or give its CA in the image policy's additionalTrustedCA"
         )),
         WireError::Transport(m) => UpstreamError::Unavailable(format!("{at}: {m}")),
         WireError::Status { status, code, message } => {

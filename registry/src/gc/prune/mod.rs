@@ -62,13 +62,15 @@ pub struct Pruner {
     meta: Arc<dyn MetadataStore>,
     blobs: BlobStore,
     collector: Collector,
-    /// `<public-host>/`: how the tag events and Images of images pushed here begin.
-    local_prefix: String,
+    /// `<public-host>/` (the configured host, and the image policy's `externalRegistryHostnames[0]` when set): how
+    /// the tag events and Images of images pushed here begin.
+    local_prefixes: Vec<String>,
 }
 
 impl Pruner {
-    pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore, collector: Collector, public_host: &str) -> Pruner {
-        Pruner { meta, blobs, collector, local_prefix: format!("{public_host}/") }
+    pub fn new(meta: Arc<dyn MetadataStore>, blobs: BlobStore, collector: Collector, public_hosts: &[&str]) -> Pruner {
+        let local_prefixes = public_hosts.iter().map(|h| format!("{h}/")).collect();
+        Pruner { meta, blobs, collector, local_prefixes }
     }
 
     /// One prune (see the module documentation).
@@ -167,7 +169,7 @@ impl Pruner {
 
     /// Whether a tag event or Image reference names an image pushed here.
     fn is_local(&self, reference: &str) -> bool {
-        reference.starts_with(&self.local_prefix)
+        self.local_prefixes.iter().any(|p| reference.starts_with(p))
     }
 
     /// A history split into what stays and what goes by the keep rules; the newest item always stays.
