@@ -118,11 +118,13 @@ await step("the stream page with 10,000 tags opens within the time box and searc
   await shot("04-stream-10000-tags");
 });
 
-await step("a tag's history is a timeline, newest first", async () => {
+await step("a tag's history is a timeline, newest first, saying who pushed each image", async () => {
   await hash("#/ns/team/is/app/tag/v1");
   await page.getByRole("heading", { name: "Tag v1" }).waitFor();
   const items = await page.locator(".timeline li").evaluateAll((ls) => ls.map((l) => l.dataset.digest));
   check(JSON.stringify(items) === JSON.stringify([DIGEST_B, DIGEST_A]), `history is [B, A]: ${items}`);
+  const who = await page.locator(".timeline li").evaluateAll((ls) => ls.map((l) => /by admin/.test(l.textContent)));
+  check(who.length === 2 && who.every(Boolean), `each item says who pushed it (by admin): ${who}`);
   check(await page.getByText(`docker pull `).first().isVisible(), "pull commands shown");
   await shot("05-tag-timeline");
 });

@@ -234,7 +234,11 @@ pub fn spawn_gc(registry: Registry, config: crate::config::gc::GcConfig) -> Lead
     spawn_periodic(registry, GC_LEASE, config.interval, true, move || {
         let (collector, metrics, options) = (collector.clone(), metrics.clone(), options.clone());
         async move {
-            let outcome = collector.sweep(&options).await;
+            let outcome = crate::housekeeping::run({
+                let (collector, options) = (collector.clone(), options.clone());
+                async move { collector.sweep(&options).await }
+            })
+            .await;
             if let Err(e) = &outcome {
                 tracing::warn!(error = %e, "garbage collection failed; trying again at the next interval");
             }
@@ -263,7 +267,12 @@ pub fn spawn_prune(registry: Registry, config: crate::config::prune::PruneConfig
     spawn_periodic(registry, PRUNE_LEASE, config.interval, true, move || {
         let (pruner, metrics, options) = (pruner.clone(), metrics.clone(), options.clone());
         async move {
-            match pruner.prune(&options).await {
+            let outcome = crate::housekeeping::run({
+                let (pruner, options) = (pruner.clone(), options.clone());
+                async move { pruner.prune(&options).await }
+            })
+            .await;
+            match outcome {
                 Ok(report) => {
                     metrics.prune_run(report.deleted_objects as u64, report.bytes_freed);
                     tracing::info!(
@@ -316,7 +325,8 @@ pub fn spawn_cache_eviction(registry: Registry, config: Option<crate::config::ca
     spawn_periodic(registry, CACHE_LEASE, config.interval, false, move || {
         let (collector, metrics) = (collector.clone(), metrics.clone());
         async move {
-            match collector.evict(&limits).await {
+            let collector = collector.clone();
+            match crate::housekeeping::run(async move { collector.evict(&limits).await }).await {
                 Ok(report) => metrics.cache_evicted(&report),
                 Err(e) => tracing::warn!(error = %e, "cache eviction failed; trying again at the next interval"),
             }

@@ -8,6 +8,7 @@ pub mod background;
 pub mod cluster;
 pub mod config;
 pub mod gc;
+pub mod housekeeping;
 pub mod http;
 pub mod imagepolicy;
 pub mod metrics;

@@ -426,7 +426,8 @@ async fn post_gc(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) 
                 dry_run: !input.confirm,
                 ..Default::default()
             };
-            let outcome = reg.collector().sweep(&options).await;
+            let collector = reg.collector();
+            let outcome = crate::housekeeping::run_to_completion(async move { collector.sweep(&options).await }).await;
             crate::background::record_gc_sweep(&reg.metrics, &outcome);
             match outcome {
                 Ok(report) => {
@@ -457,7 +458,8 @@ async fn post_prune_images(req: HttpRequest, bytes: web::Bytes, reg: web::Data<R
             if options.confirm && reg.read_only.is_on().await? {
                 return Ok(status::failure(Reason::Conflict, crate::service::readonly::REFUSAL.to_string()));
             }
-            match reg.pruner().prune(&options).await {
+            let pruner = reg.pruner();
+            match crate::housekeeping::run_to_completion(async move { pruner.prune(&options).await }).await {
                 Ok(report) => {
                     if !report.dry_run {
                         reg.metrics.prune_run(report.deleted_objects as u64, report.bytes_freed);

@@ -10,10 +10,12 @@ pub mod registries_conf;
 pub mod rules;
 pub mod store;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use storage_backends::{keys, KvEvent, StoreError};
-use tokio::sync::broadcast::{self, error::TryRecvError};
+use storage_backends::{keys, StoreError};
+use tokio::sync::broadcast;
+
+use crate::service::cached::{About, FeedCached};
 
 pub use rules::{Endpoint, Plan, Policy};
 pub use store::{PolicyError, PolicyStore};
@@ -21,52 +23,23 @@ pub use store::{PolicyError, PolicyStore};
 /// Told each policy freshly read from the store.
 type Listener = Box<dyn Fn(&Policy) + Send + Sync>;
 
+/// Any change to a policy object drops the cached policy.
+const ABOUT: About<Arc<Policy>> = |event| event.key.starts_with(keys::IMAGE_CONFIG).then_some(None);
+
 /// The policy in force, cached. Cheap to share (`Arc`).
 pub struct ImagePolicy {
     store: Option<PolicyStore>,
     listeners: Vec<Listener>,
     /// Without a store (unit tests): this policy, always.
     fixed: Arc<Policy>,
-    state: Mutex<State>,
-}
-
-struct State {
-    feed: Option<broadcast::Receiver<KvEvent>>,
-    known: Option<Arc<Policy>>,
-    /// Counts changes seen; a load that raced one is not kept.
-    epoch: u64,
-}
-
-impl State {
-    fn catch_up(&mut self) {
-        let Some(mut feed) = self.feed.take() else { return };
-        loop {
-            match feed.try_recv() {
-                Ok(e) if e.key.starts_with(keys::IMAGE_CONFIG) => {
-                    self.epoch += 1;
-                    self.known = None;
-                }
-                Ok(_) => {}
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Lagged(_)) => {
-                    self.epoch += 1;
-                    self.known = None;
-                }
-                Err(TryRecvError::Closed) => {
-                    self.known = None;
-                    return;
-                }
-            }
-        }
-        self.feed = Some(feed);
-    }
+    cached: FeedCached<Arc<Policy>>,
 }
 
 impl ImagePolicy {
     /// The policy of the objects in `store`.
     pub fn new(store: PolicyStore) -> ImagePolicy {
-        let state = State { feed: Some(store.meta().subscribe()), known: None, epoch: 0 };
-        ImagePolicy { store: Some(store), listeners: Vec::new(), fixed: Arc::default(), state: Mutex::new(state) }
+        let cached = FeedCached::new(Some(store.meta().subscribe()), ABOUT);
+        ImagePolicy { store: Some(store), listeners: Vec::new(), fixed: Arc::default(), cached }
     }
 
     /// Calls `listener` with every policy read from the store (after each change, any replica's, once someone
@@ -98,8 +71,12 @@ impl ImagePolicy {
 
     /// Always `policy` (tests of the upstream client).
     pub fn fixed(policy: Policy) -> ImagePolicy {
-        let state = State { feed: None, known: None, epoch: 0 };
-        ImagePolicy { store: None, listeners: Vec::new(), fixed: Arc::new(policy), state: Mutex::new(state) }
+        ImagePolicy {
+            store: None,
+            listeners: Vec::new(),
+            fixed: Arc::new(policy),
+            cached: FeedCached::new(None, ABOUT),
+        }
     }
 
     pub fn store(&self) -> Option<&PolicyStore> {
@@ -109,29 +86,20 @@ impl ImagePolicy {
     /// The policy in force now: from memory, or read from the store after a change (any replica's).
     pub async fn current(&self) -> Result<Arc<Policy>, StoreError> {
         let Some(store) = &self.store else { return Ok(self.fixed.clone()) };
-        let epoch = {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.catch_up();
-            if let Some(p) = &s.known {
-                return Ok(p.clone());
-            }
-            s.epoch
-        };
-        let mut objects = store.all().await?;
-        if !objects.iter().any(|(k, _)| *k == model::Kind::Image) {
-            let mut seeded = model::Object { spec: store.seed_spec(), ..Default::default() };
-            seeded.metadata.name = model::CLUSTER.into();
-            objects.push((model::Kind::Image, seeded));
-        }
-        let policy = Arc::new(Policy::from_objects(&objects));
-        for listener in &self.listeners {
-            listener(&policy);
-        }
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.catch_up();
-        if s.feed.is_some() && s.epoch == epoch {
-            s.known = Some(policy.clone());
-        }
-        Ok(policy)
+        self.cached
+            .get_or_load(|| async {
+                let mut objects = store.all().await?;
+                if !objects.iter().any(|(k, _)| *k == model::Kind::Image) {
+                    let mut seeded = model::Object { spec: store.seed_spec(), ..Default::default() };
+                    seeded.metadata.name = model::CLUSTER.into();
+                    objects.push((model::Kind::Image, seeded));
+                }
+                let policy = Arc::new(Policy::from_objects(&objects));
+                for listener in &self.listeners {
+                    listener(&policy);
+                }
+                Ok(policy)
+            })
+            .await
     }
 }

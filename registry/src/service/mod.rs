@@ -4,6 +4,7 @@
 //! values and map [`RegistryError`] to the wire once; this module calls `streams` and `storage-backends`.
 
 pub mod blobs;
+pub mod cached;
 pub mod import;
 pub mod manifests;
 pub mod pullthrough;

@@ -9,12 +9,12 @@
 //! HTTP edge gates on it where requests are parsed (`http::oci::dispatch`, `http::streams_api::dispatch`), the
 //! import controller and the upload purge skip their work while it is on.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use super::cached::{About, FeedCached};
 use chrono::{DateTime, Utc};
-use storage_backends::meta::{encode, KvEvent};
+use storage_backends::meta::encode;
 use storage_backends::{keys, MetadataStore, MetadataStoreExt, StoreError, Txn};
-use tokio::sync::broadcast::{self, error::TryRecvError};
 
 /// What is stored under [`keys::READ_ONLY`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,44 +43,7 @@ pub struct ReadOnlyStatus {
 pub struct ReadOnly {
     floor: bool,
     meta: Arc<dyn MetadataStore>,
-    state: Mutex<State>,
-}
-
-struct State {
-    /// `None` once the feed closed: every check reads the store.
-    feed: Option<broadcast::Receiver<KvEvent>>,
-    /// The switch as the feed last told it; `None`: unknown, read the store.
-    known: Option<bool>,
-    /// Counts changes to the switch; a store read that saw it move is not kept.
-    epoch: u64,
-}
-
-impl State {
-    fn catch_up(&mut self) {
-        let Some(mut feed) = self.feed.take() else { return };
-        loop {
-            match feed.try_recv() {
-                Ok(event) if event.key == keys::READ_ONLY => {
-                    self.epoch += 1;
-                    self.known = match &event.value {
-                        None => Some(false),
-                        Some(v) => serde_json::from_slice::<ReadOnlySwitch>(v).ok().map(|s| s.read_only),
-                    };
-                }
-                Ok(_) => {}
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Lagged(_)) => {
-                    self.epoch += 1;
-                    self.known = None;
-                }
-                Err(TryRecvError::Closed) => {
-                    self.known = None;
-                    return;
-                }
-            }
-        }
-        self.feed = Some(feed);
-    }
+    switch: FeedCached<bool>,
 }
 
 /// The message every refused write carries.
@@ -90,12 +53,13 @@ pub const REFUSAL: &str = "the registry is read-only: writes are refused until a
 impl ReadOnly {
     /// `floor`: read-only from the configuration.
     pub fn new(meta: Arc<dyn MetadataStore>, floor: bool) -> ReadOnly {
-        let state = State { feed: Some(meta.subscribe()), known: None, epoch: 0 };
-        ReadOnly { floor, meta, state: Mutex::new(state) }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let about: About<bool> = |event| {
+            (event.key == keys::READ_ONLY).then(|| match &event.value {
+                None => Some(false),
+                Some(v) => serde_json::from_slice::<ReadOnlySwitch>(v).ok().map(|s| s.read_only),
+            })
+        };
+        ReadOnly { floor, switch: FeedCached::new(Some(meta.subscribe()), about), meta }
     }
 
     /// Whether writes are refused now. Costs no store round trip once the switch is known.
@@ -103,21 +67,7 @@ impl ReadOnly {
         if self.floor {
             return Ok(true);
         }
-        let epoch = {
-            let mut s = self.lock();
-            s.catch_up();
-            if let Some(known) = s.known {
-                return Ok(known);
-            }
-            s.epoch
-        };
-        let on = self.read_switch().await?.is_some_and(|s| s.read_only);
-        let mut s = self.lock();
-        s.catch_up();
-        if s.feed.is_some() && s.epoch == epoch {
-            s.known = Some(on);
-        }
-        Ok(on)
+        self.switch.get_or_load(|| async { Ok(self.read_switch().await?.is_some_and(|s| s.read_only)) }).await
     }
 
     async fn read_switch(&self) -> Result<Option<ReadOnlySwitch>, StoreError> {
