@@ -175,7 +175,9 @@ impl Registry {
                         return Err(RegistryError::BlobUnknown(d));
                     }
                 }
-                Err(e @ Guarded::Busy(_)) => return Err(RegistryError::Internal(e.to_string())),
+                // A sweep still deleting after the writer's wait (housekeeping yields the CPU to serving): the
+                // client tries again shortly (429 with Retry-After), nothing was written.
+                Err(e @ Guarded::Busy(_)) => return Err(RegistryError::Contention(e.to_string())),
                 Err(Guarded::Store(e)) => return Err(e.into()),
             }
         }
