@@ -153,7 +153,8 @@ impl UpstreamError {
         }
     }
 
-    /// The HTTP status an API answer about this failure carries.
+    /// The code of the `Status` an import answers about this failure, agreeing with [`Self::reason`] as OpenShift
+    /// writes it (an unreachable registry: `InternalError`, 500, "Internal error occurred: …").
     pub fn status(&self) -> u16 {
         match self {
             UpstreamError::InvalidReference(_) | UpstreamError::Invalid(_) => 422,
@@ -161,7 +162,7 @@ impl UpstreamError {
             UpstreamError::NotFound(_) => 404,
             UpstreamError::Unauthorized(_) => 401,
             UpstreamError::TooManyRequests(_) => 429,
-            UpstreamError::Unavailable(_) => 503,
+            UpstreamError::Unavailable(_) => 500,
         }
     }
 }
