@@ -273,16 +273,8 @@ pub fn spawn_prune(registry: Registry, config: crate::config::prune::PruneConfig
             })
             .await;
             match outcome {
-                Ok(report) => {
-                    metrics.prune_run(report.deleted_objects as u64, report.bytes_freed);
-                    tracing::info!(
-                        tag_events = report.tag_events.len(),
-                        images = report.images.len(),
-                        blobs = report.blobs.len(),
-                        bytes = report.bytes_freed,
-                        "scheduled prune"
-                    );
-                }
+                // The pruner logs what it removed.
+                Ok(report) => metrics.prune_run(report.deleted_objects as u64, report.bytes_freed),
                 Err(e) => tracing::warn!(error = %e, "scheduled prune failed; trying again at the next interval"),
             }
         }

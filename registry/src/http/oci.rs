@@ -40,7 +40,8 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
     let q = query(&req);
     let reg = registry.get_ref();
     let decision = super::auth::authorize(&req, reg, &endpoint).await?;
-    let who = decision.caller.identity.name();
+    // The caller's name, for the routes that record it (upload owners, tag events): not built for reads.
+    let who = || decision.caller.identity.name();
     // Read-only mode: every write is refused here, once, after authorization (a caller who may not write hears
     // that first), before any handler runs.
     if endpoint.is_write(&method) {
@@ -55,7 +56,7 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
         (Endpoint::Manifest(repo, r), Method::PUT) => {
             // The tag event a push makes names the pusher.
             let put = put_manifest(reg, &req, &repo, &r, payload, decision.may_create_stream);
-            streams::actor::acting_as(who.clone(), put).await
+            streams::actor::acting_as(who(), put).await
         }
         (Endpoint::Manifest(repo, r), Method::DELETE) => {
             reg.delete_manifest(&repo, &r).await?;
@@ -68,11 +69,11 @@ pub async fn dispatch(req: HttpRequest, payload: web::Payload, registry: web::Da
             Ok(HttpResponse::Accepted().finish())
         }
         (Endpoint::StartUpload(repo), Method::POST) => start_upload(reg, &decision, &req, &repo, &q, payload).await,
-        (Endpoint::Upload(repo, id), Method::GET) => upload_status(reg, &repo, id, &who).await,
-        (Endpoint::Upload(repo, id), Method::PATCH) => patch_upload(reg, &req, &repo, id, &who, payload).await,
-        (Endpoint::Upload(repo, id), Method::PUT) => finish_upload(reg, &req, &repo, id, &who, &q, payload).await,
+        (Endpoint::Upload(repo, id), Method::GET) => upload_status(reg, &repo, id, &who()).await,
+        (Endpoint::Upload(repo, id), Method::PATCH) => patch_upload(reg, &req, &repo, id, &who(), payload).await,
+        (Endpoint::Upload(repo, id), Method::PUT) => finish_upload(reg, &req, &repo, id, &who(), &q, payload).await,
         (Endpoint::Upload(repo, id), Method::DELETE) => {
-            reg.cancel_upload(&repo, id, &who).await?;
+            reg.cancel_upload(&repo, id, &who()).await?;
             Ok(HttpResponse::NoContent().finish())
         }
         (Endpoint::Referrers(repo, d), Method::GET) => referrers(reg, &repo, &d, &q).await,

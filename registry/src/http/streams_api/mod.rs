@@ -207,9 +207,14 @@ async fn dispatch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>)
             }
         }
     }
-    // Tag events this request makes name the caller the guard authenticated.
-    let who = req.extensions().get::<auth::Caller>().map(|c| c.identity.name()).unwrap_or_default();
-    let resp = match streams::actor::acting_as(who, handle(&req, &api, &bytes, &reg)).await {
+    // Tag events a write makes name the caller the guard authenticated.
+    let handled = if reads {
+        handle(&req, &api, &bytes, &reg).await
+    } else {
+        let who = req.extensions().get::<auth::Caller>().map(|c| c.identity.name()).unwrap_or_default();
+        streams::actor::acting_as(who, handle(&req, &api, &bytes, &reg)).await
+    };
+    let resp = match handled {
         Ok(r) | Err(r) => r,
     };
     if version == ApiVersion::Group || api.watch {
