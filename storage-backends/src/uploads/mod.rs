@@ -362,37 +362,43 @@ impl BlobStore {
                     return Err(blob(e));
                 }
             }
-            return match self.publish(writer, &mut lease, digest, &target, hashed.is_some(), size).await {
-                Ok(None) => {
-                    self.close_and_clean(lease, id, &StagedUpload::default()).await;
-                    Ok(size)
-                }
-                Ok(Some(actual)) => {
-                    self.close_and_clean(lease, id, &StagedUpload::default()).await;
-                    Err(blob(BlobError::DigestMismatch { expected: digest.clone(), actual, size }))
-                }
-                Err(e) => {
-                    lease.abandon().await;
-                    Err(blob(e))
-                }
-            };
+            return self
+                .publish_and_close(writer, lease, id, digest, &target, hashed.is_some(), size)
+                .await
+                .map_err(blob);
         }
-        match self.publish(writer, &mut lease, digest, &target, hashed.is_some(), size).await {
-            Ok(None) => {
-                self.close_and_clean(lease, id, &StagedUpload::default()).await;
-            }
-            Ok(Some(actual)) => {
-                self.close_and_clean(lease, id, &StagedUpload::default()).await;
-                return Err(blob(BlobError::DigestMismatch { expected: digest.clone(), actual, size }));
-            }
-            Err(e) => {
-                lease.abandon().await;
-                return Err(blob(e));
-            }
-        }
+        self.publish_and_close(writer, lease, id, digest, &target, hashed.is_some(), size).await.map_err(blob)?;
         // Published just now (a fresh modification time): a sweep keeps it for its grace period.
         link(size).await.map_err(FinishError::Link)?;
         Ok(size)
+    }
+
+    /// [`Self::publish`], then the session is closed: returns the size, or [`BlobError::DigestMismatch`] when the
+    /// bytes hash to another digest (nothing visible); on an error the claim is released for a retry.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_and_close(
+        &self,
+        writer: Writer,
+        mut lease: Lease,
+        id: UploadId,
+        digest: &Digest,
+        target: &Path,
+        verified: bool,
+        size: u64,
+    ) -> Result<u64, BlobError> {
+        match self.publish(writer, &mut lease, digest, target, verified, size).await {
+            Ok(outcome) => {
+                self.close_and_clean(lease, id, &StagedUpload::default()).await;
+                match outcome {
+                    None => Ok(size),
+                    Some(actual) => Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size }),
+                }
+            }
+            Err(e) => {
+                lease.abandon().await;
+                Err(e)
+            }
+        }
     }
 
     /// Makes the `size` bytes `writer` staged visible as `digest` (already verified when `verified`, else checked
