@@ -11,7 +11,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -52,7 +51,7 @@ pub async fn log_request(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
+    let started = quanta::Instant::now();
     let method = req.method().to_string();
     let route = route_of(&req);
     let probe = is_probe(req.path());
@@ -83,7 +82,9 @@ pub async fn log_request(
             }
             Err(e) => (e.as_response_error().status_code().as_u16(), None, None, None),
         };
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // One clock read serves the log line and the metric.
+        let elapsed = started.elapsed();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
         let user = user.as_deref().unwrap_or("-");
         // One line, at debug for health probes (they would flood the log) and info for everything else.
         macro_rules! request_line {
@@ -108,7 +109,7 @@ pub async fn log_request(
         }
         let sent = match metrics {
             Some(m) => {
-                m.http_request(RequestLabels { route, method, status }, started.elapsed());
+                m.http_request(RequestLabels { route, method, status }, elapsed);
                 if let Some(reason) = refusal {
                     m.auth_refused(reason);
                 }
