@@ -141,7 +141,10 @@ async fn limit_ranges_are_served_the_kubernetes_way() {
             (status["kind"].clone(), status["status"].clone(), status["reason"].clone(), status["code"].clone()),
             (json!("Status"), json!("Failure"), json!("Invalid"), json!(422))
         );
-        assert_eq!(status["details"], json!({"name": "bad", "group": "", "kind": "limitranges"}));
+        assert_eq!(status["details"]["name"], "bad");
+        assert_eq!(status["details"]["kind"], "LimitRange");
+        assert_eq!(status["details"]["causes"][0]["field"], format!("spec.limits[0].{at}"));
+        assert_eq!(status["details"]["causes"][0]["reason"], "FieldValueInvalid");
         let message = status["message"].as_str().unwrap();
         assert!(
             message.starts_with("LimitRange \"bad\" is invalid: spec.limits[0].")
@@ -167,6 +170,18 @@ async fn limit_ranges_are_served_the_kubernetes_way() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
     assert!(status["message"].as_str().unwrap().contains("min[storage]: Invalid value: \"10 Mi\""), "{status}");
 
+    // Unknown fields: refused with fieldValidation=Strict (what kubectl sends), dropped otherwise.
+    let mut typo = limit_range("typo", "1Gi");
+    typo["spec"]["limits"][0]["maxx"] = json!({"storage": "1Mi"});
+    let (s, status) = h.kube(Method::POST, &format!("{BASE}?fieldValidation=Strict"), Some(typo.clone())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{status}");
+    assert!(status["message"].as_str().unwrap().contains("unknown field \"spec.limits[0].maxx\""), "{status}");
+    let (s, created) = h.kube(Method::POST, BASE, Some(typo)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["limits"][0], json!({"type": "openshift.io/Image", "max": {"storage": "1Gi"}}));
+    let (s, _) = h.kube(Method::POST, &format!("{BASE}?dryRun=All"), Some(limit_range("dry", "1Gi"))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a dry run is not pretended");
+
     // Access: a namespace's viewer reads, an admin of the namespace may not write, anonymous is 401.
     let viewer = h.user_with("viewer", "view").await;
     let (s, _) = h.kube_as(&viewer, Method::GET, BASE, None).await;
@@ -187,7 +202,9 @@ async fn limit_ranges_are_served_the_kubernetes_way() {
     let (s, gone) = h.kube(Method::GET, &format!("{BASE}/images"), None).await;
     assert_eq!((s, gone["reason"].clone()), (StatusCode::NOT_FOUND, json!("NotFound")));
     let (_, list) = h.kube(Method::GET, BASE, None).await;
-    assert_eq!(list["items"], json!([]));
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["typo"]);
     h.stop().await;
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::kube;
 use super::status::{self, Details, Reason};
-use super::streams_api::{body, patch_body};
+use super::streams_api::{body, patch_body, with_warnings};
 use crate::service::limitranges::{LimitRange, LimitRangeError};
 use crate::service::{Registry, RegistryError};
 
@@ -40,7 +40,16 @@ fn error(e: &LimitRangeError) -> HttpResponse {
             status::failure_about(Reason::AlreadyExists, e.to_string(), details(name))
         }
         LimitRangeError::Conflict(name) => status::failure_about(Reason::Conflict, e.to_string(), details(name)),
-        LimitRangeError::Invalid { name, .. } => status::failure_about(Reason::Invalid, e.to_string(), details(name)),
+        LimitRangeError::Invalid { name, causes } => {
+            // As Kubernetes answers: the kind and a cause per field, which kubectl prints.
+            let mut body = status::object(Reason::Invalid, e.to_string(), Some(details(name)));
+            body["details"]["kind"] = json!("LimitRange");
+            body["details"]["causes"] = causes
+                .iter()
+                .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+                .collect();
+            HttpResponse::build(Reason::Invalid.status_code()).json(body)
+        }
         LimitRangeError::BadRequest(m) => status::failure(Reason::BadRequest, m.clone()),
         LimitRangeError::Registry(RegistryError::Unavailable(cause)) => {
             tracing::error!(%cause, "metadata store unavailable in the LimitRange API");
@@ -105,6 +114,31 @@ async fn writable(reg: &Registry) -> Result<(), HttpResponse> {
     reg.check_writable().await.map_err(|e| error(&LimitRangeError::Registry(e)))
 }
 
+/// The unknown fields of a sent object or patch, as `fieldValidation` asks (kubectl sends `Strict`; unset is
+/// `Warn`, as in Kubernetes): a 400 naming them, or the warnings to send. `dryRun` is refused: nothing here could
+/// honour it.
+fn checked(req: &HttpRequest, doc: &Value) -> Result<Vec<String>, HttpResponse> {
+    let mut validation = String::from("Warn");
+    for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        match k.as_ref() {
+            "dryRun" if !v.is_empty() => {
+                return Err(status::failure(Reason::BadRequest, "dryRun is not supported by this server"));
+            }
+            "fieldValidation" => validation = v.into_owned(),
+            _ => {}
+        }
+    }
+    if validation == "Ignore" {
+        return Ok(Vec::new());
+    }
+    let unknown: Vec<String> =
+        super::openapi::limit_range_unknown_fields(doc).into_iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    if validation == "Strict" && !unknown.is_empty() {
+        return Err(status::failure(Reason::BadRequest, format!("strict decoding error: {}", unknown.join(", "))));
+    }
+    Ok(unknown)
+}
+
 /// The name a route with `{name}` always has.
 fn named(r: &LimitRangesRequest) -> Result<&str, HttpResponse> {
     r.name.as_deref().ok_or_else(|| status::failure(Reason::MethodNotAllowed, "a LimitRange's name is required"))
@@ -163,9 +197,10 @@ async fn create(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -
     with_request(req, |r| async move {
         writable(reg).await?;
         let doc: Value = body(bytes).map_err(HttpResponse::from)?;
+        let warnings = checked(req, &doc)?;
         let lr = LimitRange::from_kube(&r.namespace, &doc).map_err(|e| error(&e))?;
         let rev = reg.create_limit_range(lr.clone()).await.map_err(|e| error(&e))?;
-        Ok(object(req, StatusCode::CREATED, &lr, rev))
+        Ok(with_warnings(object(req, StatusCode::CREATED, &lr, rev), &warnings))
     })
     .await
 }
@@ -184,8 +219,9 @@ async fn replace(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) 
     with_request(req, |r| async move {
         writable(reg).await?;
         let doc: Value = body(bytes).map_err(HttpResponse::from)?;
+        let warnings = checked(req, &doc)?;
         let (lr, v) = reg.replace_limit_range(&r.namespace, named(&r)?, &doc).await.map_err(|e| error(&e))?;
-        Ok(object(req, StatusCode::OK, &lr, v))
+        Ok(with_warnings(object(req, StatusCode::OK, &lr, v), &warnings))
     })
     .await
 }
@@ -195,8 +231,10 @@ async fn patch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) ->
     with_request(req, |r| async move {
         writable(reg).await?;
         let (patch, how) = patch_body(req, bytes).map_err(HttpResponse::from)?;
+        // A patch is not a whole object (kubectl apply's has no name): only its fields are checked.
+        let warnings = checked(req, &patch)?;
         let (lr, v) = reg.patch_limit_range(&r.namespace, named(&r)?, &patch, how).await.map_err(|e| error(&e))?;
-        Ok(object(req, StatusCode::OK, &lr, v))
+        Ok(with_warnings(object(req, StatusCode::OK, &lr, v), &warnings))
     })
     .await
 }
@@ -236,7 +274,7 @@ mod tests {
 
     #[test]
     fn every_error_has_its_status() {
-        let invalid = LimitRangeError::Invalid { name: "l".into(), message: "m".into() };
+        let invalid = LimitRangeError::Invalid { name: "l".into(), causes: vec![("f".into(), "m".into())] };
         let table: Vec<(LimitRangeError, u16)> = vec![
             (LimitRangeError::NotFound("l".into()), 404),
             (LimitRangeError::AlreadyExists("l".into()), 409),

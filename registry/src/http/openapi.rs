@@ -97,6 +97,11 @@ fn definitions() -> Value {
     })
 }
 
+/// The fields of a sent `LimitRange` (or patch of one) that its schema does not know, as dotted paths.
+pub fn limit_range_unknown_fields(object: &Value) -> Vec<String> {
+    unknown_fields_in(&definitions(), LIMIT_RANGE, object)
+}
+
 /// The schema key of `v1` `LimitRange` (served under `/api/v1` only; see `super::limitranges`).
 const LIMIT_RANGE: &str = "io.k8s.api.core.v1.LimitRange";
 
@@ -245,10 +250,11 @@ pub(super) async fn v3(version: ApiVersion) -> HttpResponse {
         );
     }
     if version == ApiVersion::Legacy {
-        // LimitRanges (no `fieldValidation`: kubectl validates what it sends against the schema itself).
+        // LimitRanges (the server checks `fieldValidation`: see `super::limitranges`).
         let body = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{LIMIT_RANGE}")}}}});
         let op = |action: &str| {
-            let mut o = json!({"responses": {"200": body.clone()}, "x-kubernetes-action": action,
+            let mut o = json!({"parameters": [param("fieldValidation"), param("fieldManager"), param("dryRun")],
+                "responses": {"200": body.clone()}, "x-kubernetes-action": action,
                 "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": "LimitRange"}});
             match action {
                 "post" | "put" => o["requestBody"] = body.clone(),

@@ -78,12 +78,22 @@ pub enum LimitRangeError {
          changes to the latest version and try again"
     )]
     Conflict(String),
-    #[error("LimitRange \"{name}\" is invalid: {message}")]
-    Invalid { name: String, message: String },
+    /// What is wrong, field by field (the field's path, and what is wrong with it).
+    #[error("LimitRange \"{name}\" is invalid: {}", causes_text(causes))]
+    Invalid { name: String, causes: Vec<(String, String)> },
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+}
+
+/// Causes as Kubernetes writes them in a message: `field: what`, several in brackets.
+fn causes_text(causes: &[(String, String)]) -> String {
+    let each: Vec<String> = causes.iter().map(|(field, what)| format!("{field}: {what}")).collect();
+    match each.len() {
+        1 => each.into_iter().next().unwrap_or_default(),
+        _ => format!("[{}]", each.join(", ")),
+    }
 }
 
 impl From<StoreError> for LimitRangeError {
@@ -112,7 +122,10 @@ impl LimitRange {
     /// negative: [`LimitRangeError::Invalid`], every cause named); fields a limit does not have are dropped.
     pub fn from_kube(ns: &Namespace, doc: &Value) -> Result<LimitRange, LimitRangeError> {
         let raw_name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-        let invalid = |message: String| LimitRangeError::Invalid { name: raw_name.to_owned(), message };
+        let invalid = |field: &str, what: String| LimitRangeError::Invalid {
+            name: raw_name.to_owned(),
+            causes: vec![(field.to_owned(), what)],
+        };
         if let Some(kind) = doc.get("kind").and_then(Value::as_str).filter(|k| *k != "LimitRange") {
             return Err(LimitRangeError::BadRequest(format!("a LimitRange is expected here, not a {kind}")));
         }
@@ -125,8 +138,8 @@ impl LimitRange {
             }
         }
         let name: LimitRangeName = match raw_name {
-            "" => return Err(invalid("metadata.name: Required value: name is required".into())),
-            n => n.parse().map_err(|m| invalid(format!("metadata.name: Invalid value: \"{n}\": {m}")))?,
+            "" => return Err(invalid("metadata.name", "Required value: name is required".into())),
+            n => n.parse().map_err(|m| invalid("metadata.name", format!("Invalid value: \"{n}\": {m}")))?,
         };
         let strings = |field: &str| -> Result<BTreeMap<String, String>, LimitRangeError> {
             match doc.pointer(&format!("/metadata/{field}")) {
@@ -148,7 +161,7 @@ impl LimitRange {
             let kind = match item.get("type").and_then(Value::as_str) {
                 Some(k) if !k.is_empty() => k.to_owned(),
                 _ => {
-                    causes.push(format!("{at}.type: Required value"));
+                    causes.push((format!("{at}.type"), "Required value".to_owned()));
                     String::new()
                 }
             };
@@ -156,7 +169,10 @@ impl LimitRange {
             for list in LISTS {
                 let Some(given) = item.get(list).filter(|v| !v.is_null()) else { continue };
                 let Some(given) = given.as_object() else {
-                    causes.push(format!("{at}.{list}: Invalid value: {given}: expected resource: quantity pairs"));
+                    causes.push((
+                        format!("{at}.{list}"),
+                        format!("Invalid value: {given}: expected resource: quantity pairs"),
+                    ));
                     continue;
                 };
                 let mut quantities = BTreeMap::new();
@@ -167,25 +183,23 @@ impl LimitRange {
                         other => other.to_string(),
                     };
                     match text.parse::<Quantity>() {
-                        Ok(q) if q.is_negative() => {
-                            causes.push(format!(
-                                "{at}.{list}[{resource}]: Invalid value: \"{text}\": must be greater than or equal to 0"
-                            ));
-                        }
+                        Ok(q) if q.is_negative() => causes.push((
+                            format!("{at}.{list}[{resource}]"),
+                            format!("Invalid value: \"{text}\": must be greater than or equal to 0"),
+                        )),
                         Ok(q) => {
                             quantities.insert(resource.clone(), q);
                         }
-                        Err(_) => causes.push(format!("{at}.{list}[{resource}]: Invalid value: \"{text}\": {SYNTAX}")),
+                        Err(_) => causes
+                            .push((format!("{at}.{list}[{resource}]"), format!("Invalid value: \"{text}\": {SYNTAX}"))),
                     }
                 }
                 lists.insert(list.to_owned(), quantities);
             }
             limits.push(LimitRangeItem { kind, lists });
         }
-        match causes.len() {
-            0 => {}
-            1 => return Err(invalid(causes.remove(0))),
-            _ => return Err(invalid(format!("[{}]", causes.join(", ")))),
+        if !causes.is_empty() {
+            return Err(LimitRangeError::Invalid { name: raw_name.to_owned(), causes });
         }
         Ok(LimitRange {
             name,
