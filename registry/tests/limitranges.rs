@@ -267,7 +267,7 @@ async fn a_push_over_the_limit_is_denied() {
     // Another namespace has no limit.
     let r = h.http.post(h.url("/apis/tributary.dev/v1/namespaces")).bearer_auth(TOKEN).json(&json!({"name": "free"}));
     assert_eq!(r.send().await.unwrap().status(), StatusCode::CREATED);
-    let free = h.push("free/app", "big", &[big_layer.clone()]).await;
+    let free = h.push("free/app", "big", std::slice::from_ref(&big_layer)).await;
     h.pull("free/app", &free).await;
 
     // Without the tight limit, the loose one applies: the same push goes through.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::kube;
 use super::status::{self, Details, Reason};
-use super::streams_api::{body, patch_body, with_warnings};
+use super::streams_api::{body, patch_body, with_warnings, Refusal};
 use crate::service::limitranges::{LimitRange, LimitRangeError};
 use crate::service::{Registry, RegistryError};
 
@@ -117,12 +117,12 @@ async fn writable(reg: &Registry) -> Result<(), HttpResponse> {
 /// The unknown fields of a sent object or patch, as `fieldValidation` asks (kubectl sends `Strict`; unset is
 /// `Warn`, as in Kubernetes): a 400 naming them, or the warnings to send. `dryRun` is refused: nothing here could
 /// honour it.
-fn checked(req: &HttpRequest, doc: &Value) -> Result<Vec<String>, HttpResponse> {
+fn checked(req: &HttpRequest, doc: &Value) -> Result<Vec<String>, Refusal> {
     let mut validation = String::from("Warn");
     for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
         match k.as_ref() {
             "dryRun" if !v.is_empty() => {
-                return Err(status::failure(Reason::BadRequest, "dryRun is not supported by this server"));
+                return Err(status::failure(Reason::BadRequest, "dryRun is not supported by this server").into());
             }
             "fieldValidation" => validation = v.into_owned(),
             _ => {}
@@ -134,14 +134,16 @@ fn checked(req: &HttpRequest, doc: &Value) -> Result<Vec<String>, HttpResponse> 
     let unknown: Vec<String> =
         super::openapi::limit_range_unknown_fields(doc).into_iter().map(|f| format!("unknown field \"{f}\"")).collect();
     if validation == "Strict" && !unknown.is_empty() {
-        return Err(status::failure(Reason::BadRequest, format!("strict decoding error: {}", unknown.join(", "))));
+        let message = format!("strict decoding error: {}", unknown.join(", "));
+        return Err(status::failure(Reason::BadRequest, message).into());
     }
     Ok(unknown)
 }
 
 /// The name a route with `{name}` always has.
-fn named(r: &LimitRangesRequest) -> Result<&str, HttpResponse> {
-    r.name.as_deref().ok_or_else(|| status::failure(Reason::MethodNotAllowed, "a LimitRange's name is required"))
+fn named(r: &LimitRangesRequest) -> Result<&str, Refusal> {
+    let unnamed = || status::failure(Reason::MethodNotAllowed, "a LimitRange's name is required").into();
+    r.name.as_deref().ok_or_else(unnamed)
 }
 
 /// `kubectl get limits`' columns (Kubernetes': the name and when it was created).
@@ -197,7 +199,7 @@ async fn create(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -
     with_request(req, |r| async move {
         writable(reg).await?;
         let doc: Value = body(bytes).map_err(HttpResponse::from)?;
-        let warnings = checked(req, &doc)?;
+        let warnings = checked(req, &doc).map_err(HttpResponse::from)?;
         let lr = LimitRange::from_kube(&r.namespace, &doc).map_err(|e| error(&e))?;
         let rev = reg.create_limit_range(lr.clone()).await.map_err(|e| error(&e))?;
         Ok(with_warnings(object(req, StatusCode::CREATED, &lr, rev), &warnings))
@@ -208,7 +210,8 @@ async fn create(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) -
 async fn get(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     let (req, reg) = (&req, &reg);
     with_request(req, |r| async move {
-        let (lr, v) = reg.get_limit_range(&r.namespace, named(&r)?).await.map_err(|e| error(&e))?;
+        let (lr, v) =
+            reg.get_limit_range(&r.namespace, named(&r).map_err(HttpResponse::from)?).await.map_err(|e| error(&e))?;
         Ok(object(req, StatusCode::OK, &lr, v))
     })
     .await
@@ -219,8 +222,11 @@ async fn replace(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) 
     with_request(req, |r| async move {
         writable(reg).await?;
         let doc: Value = body(bytes).map_err(HttpResponse::from)?;
-        let warnings = checked(req, &doc)?;
-        let (lr, v) = reg.replace_limit_range(&r.namespace, named(&r)?, &doc).await.map_err(|e| error(&e))?;
+        let warnings = checked(req, &doc).map_err(HttpResponse::from)?;
+        let (lr, v) = reg
+            .replace_limit_range(&r.namespace, named(&r).map_err(HttpResponse::from)?, &doc)
+            .await
+            .map_err(|e| error(&e))?;
         Ok(with_warnings(object(req, StatusCode::OK, &lr, v), &warnings))
     })
     .await
@@ -232,8 +238,11 @@ async fn patch(req: HttpRequest, bytes: web::Bytes, reg: web::Data<Registry>) ->
         writable(reg).await?;
         let (patch, how) = patch_body(req, bytes).map_err(HttpResponse::from)?;
         // A patch is not a whole object (kubectl apply's has no name): only its fields are checked.
-        let warnings = checked(req, &patch)?;
-        let (lr, v) = reg.patch_limit_range(&r.namespace, named(&r)?, &patch, how).await.map_err(|e| error(&e))?;
+        let warnings = checked(req, &patch).map_err(HttpResponse::from)?;
+        let (lr, v) = reg
+            .patch_limit_range(&r.namespace, named(&r).map_err(HttpResponse::from)?, &patch, how)
+            .await
+            .map_err(|e| error(&e))?;
         Ok(with_warnings(object(req, StatusCode::OK, &lr, v), &warnings))
     })
     .await
@@ -243,7 +252,7 @@ async fn delete(req: HttpRequest, reg: web::Data<Registry>) -> HttpResponse {
     let (req, reg) = (&req, &reg);
     with_request(req, |r| async move {
         writable(reg).await?;
-        let name = named(&r)?;
+        let name = named(&r).map_err(HttpResponse::from)?;
         reg.delete_limit_range(&r.namespace, name).await.map_err(|e| error(&e))?;
         Ok(status::success(StatusCode::OK, Some(details(name))))
     })

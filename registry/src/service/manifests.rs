@@ -153,7 +153,8 @@ impl Registry {
             if let Some(limit) = self.image_limits.of(repo.namespace()).await? {
                 let size = image.docker_image_metadata.size;
                 if limit.exceeded_by(size) {
-                    return Err(RegistryError::ImageTooLarge { size, namespace: repo.namespace().clone(), limit });
+                    let namespace = repo.namespace().clone();
+                    return Err(RegistryError::ImageTooLarge { size, namespace, limit: Box::new(limit) });
                 }
             }
         }

@@ -71,7 +71,7 @@ pub enum RegistryError {
          openshift.io/Image storage in namespace {namespace}",
         limit.quantity, limit.bytes, limit.limit_range
     )]
-    ImageTooLarge { size: u64, namespace: names::Namespace, limit: limitranges::ImageLimit },
+    ImageTooLarge { size: u64, namespace: names::Namespace, limit: Box<limitranges::ImageLimit> },
     #[error("internal error: {0}")]
     Internal(String),
 }
