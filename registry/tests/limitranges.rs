@@ -2,8 +2,8 @@
 //! `/api/v1/namespaces/{ns}/limitranges` (create, get, list and table, update with and without a resource version,
 //! patch, delete, discovery; bad quantities 422 `Invalid`; only a cluster-admin writes, a namespace's `view` reads);
 //! a manifest PUT of an image over its namespace's smallest `openshift.io/Image` `max.storage` is refused with 403
-//! `DENIED` naming the size and the limit (an index is not, another namespace is not, a deleted limit no longer
-//! applies); and `adm prune images --prune-over-size-limit`: its dry run lists the over-size history items (old or
+//! `DENIED` naming the size and the limit, an ImageStreamMapping of one with 403 `Forbidden` (an index is not,
+//! another namespace is not, a deleted limit no longer applies); and `adm prune images --prune-over-size-limit`: its dry run lists the over-size history items (old or
 //! newest), their images and blobs, `--confirm` removes exactly those and frees their bytes on disk, while images
 //! within the limit (however old) and in namespaces without one stay pullable.
 
@@ -256,6 +256,22 @@ async fn a_push_over_the_limit_is_denied() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "by digest too");
+
+    // An ImageStreamMapping of an image over the limit is refused too (403 Forbidden, as OpenShift's admission).
+    let digest = names::Digest::sha256_of(b"mapped").to_string();
+    let mapping = |size: usize| {
+        json!({"kind": "ImageStreamMapping", "apiVersion": "image.openshift.io/v1",
+        "metadata": {"name": "app"}, "tag": "mapped",
+        "image": {"metadata": {"name": digest}, "dockerImageReference": format!("elsewhere.example/x/y@{digest}"),
+                  "dockerImageManifestMediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "dockerImageMetadata": {"Size": size}}})
+    };
+    let path = "/apis/image.openshift.io/v1/namespaces/ns/imagestreammappings";
+    let (s, status) = h.kube(Method::POST, path, Some(mapping(4096))).await;
+    assert_eq!((s, status["reason"].clone()), (StatusCode::FORBIDDEN, json!("Forbidden")), "{status}");
+    assert!(status["message"].as_str().unwrap().contains("image size 4096 bytes exceeds the limit of 2Ki"), "{status}");
+    let (s, status) = h.kube(Method::POST, path, Some(mapping(2048))).await;
+    assert_eq!(s, StatusCode::CREATED, "{status}");
 
     // An index is not limited by its own size (its children are checked as they are pushed).
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
