@@ -36,6 +36,10 @@ pub enum Resource {
     RoleBindings,
     /// `secrets` of a namespace (pull secrets for external registries): `edit` and `admin`, not `view`.
     Secrets,
+    /// `limitranges` of a namespace (the image size limit): every namespaced role that reads the namespace may
+    /// read them; no namespaced role writes them (as in OpenShift, where quotas are the cluster admin's), only
+    /// `cluster-admin`.
+    LimitRanges,
     /// `metrics` (cluster-scoped): reading the Prometheus exposition at `/metrics` is `get`. No namespaced role
     /// grants it; `cluster-admin` does.
     Metrics,
@@ -88,7 +92,13 @@ impl Role {
             }
             Role::View => (
                 "view",
-                &[(ImageStreams, READ), (ImageStreamLayers, &[Get]), (ServiceAccounts, READ), (Namespaces, &[Get])],
+                &[
+                    (ImageStreams, READ),
+                    (ImageStreamLayers, &[Get]),
+                    (ServiceAccounts, READ),
+                    (LimitRanges, READ),
+                    (Namespaces, &[Get]),
+                ],
             ),
             Role::Edit => (
                 "edit",
@@ -97,6 +107,7 @@ impl Role {
                     (ImageStreamLayers, CONTENT_RW),
                     (ServiceAccounts, READ),
                     (Secrets, ALL),
+                    (LimitRanges, READ),
                     (Namespaces, &[Get]),
                 ],
             ),
@@ -108,6 +119,7 @@ impl Role {
                     (ServiceAccounts, ALL),
                     (RoleBindings, ALL),
                     (Secrets, ALL),
+                    (LimitRanges, READ),
                     (Namespaces, &[Get]),
                 ],
             ),
@@ -193,6 +205,10 @@ mod tests {
         assert!(!Role::Admin.allows(Create, Users));
         assert!(Role::Edit.allows(Create, Secrets) && !Role::View.allows(Get, Secrets));
         assert!(Role::ClusterAdmin.allows(Create, Users));
+        for verb in [Create, Update, Delete] {
+            assert!(Role::ALL.iter().filter(|r| r.allows(verb, LimitRanges)).eq([&Role::ClusterAdmin]), "{verb:?}");
+        }
+        assert!(Role::View.allows(List, LimitRanges) && Role::Admin.allows(Get, LimitRanges));
         assert!(Role::ClusterAdmin.allows(Get, Metrics));
         assert!(Role::ALL.iter().filter(|r| r.allows(Get, Metrics)).eq([&Role::ClusterAdmin]), "only cluster-admin");
         for verb in [Get, List, Watch, Update] {

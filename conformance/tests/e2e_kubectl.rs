@@ -13,7 +13,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{note, run, run_ok, self_signed_cert, sha256_digest, tempdir, tools_present, tributary_bin, SHORT};
+use common::{
+    note, run, run_ok, self_signed_cert, sha256_digest, tempdir, tools_present, tributary_bin, Skopeo, TestImages,
+    IMAGE_TOOLS, LONG, SHORT,
+};
 
 const TOKEN: &str = "kubectl-e2e-admin-token-0123456789abcdef";
 
@@ -305,4 +308,91 @@ fn kubectl_drives_image_streams() {
         );
         assert_eq!(sha256_digest(inspect.stdout.as_bytes()), c, "skopeo pulls the manifest the alias points at");
     }
+}
+
+const LIMIT_RANGE: &str = "apiVersion: v1
+kind: LimitRange
+metadata:
+  name: images
+spec:
+  limits:
+  - type: openshift.io/Image
+    max:
+      storage: 1k
+  - type: Container
+    max:
+      memory: 1Gi
+";
+
+#[test]
+fn kubectl_manages_limit_ranges_and_skopeo_is_refused_over_the_limit() {
+    if !tools_present(&[&["kubectl", "openssl", "curl", "skopeo"][..], IMAGE_TOOLS].concat()) {
+        return;
+    }
+    let images = TestImages::get();
+    let dir = tempdir("tributary-e2e-kubectl-limits-");
+    let server = start(dir.path());
+    note(format!("tributary on {}", server.url));
+    curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name":"ns"}"#,
+        &format!("{}/apis/tributary.dev/v1/namespaces", server.url),
+    ]);
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let flags = ["--server", server.url.as_str(), "--token", TOKEN, "--insecure-skip-tls-verify", "-n", "ns"];
+    let kc = |args: &[&str]| kubectl(&home, &[&flags[..], args].concat());
+    let file = dir.path().join("limitrange.yaml");
+    std::fs::write(&file, LIMIT_RANGE).unwrap();
+    let file = file.to_str().unwrap();
+
+    assert!(ok(&mut kc(&["create", "-f", file])).contains("limitrange/images created"));
+    let listed = ok(&mut kc(&["get", "limitranges"]));
+    assert!(listed.contains("NAME") && listed.contains("images"), "{listed}");
+    let storage = ok(&mut kc(&["get", "limits", "images", "-o", "jsonpath={.spec.limits[0].max.storage}"]));
+    assert_eq!(storage.trim(), "1k");
+    let exists = run(&mut kc(&["create", "-f", file]), SHORT);
+    assert!(!exists.success() && exists.stderr.contains("already exists"), "{}", exists.stderr);
+
+    // skopeo's push of the test image (far more than 1k) is refused.
+    let host = server.url.trim_start_matches("https://").to_owned();
+    let skopeo = Skopeo::new();
+    let push = |tag: &str| {
+        let mut c = skopeo.cmd();
+        c.args(["copy", "--dest-tls-verify=false", "--retry-times", "0", "--dest-creds", &format!("admin:{TOKEN}")])
+            .arg(images.oci("app"))
+            .arg(format!("docker://{host}/ns/app:{tag}"));
+        run(&mut c, LONG)
+    };
+    let refused = push("v1");
+    eprintln!("skopeo over the limit: {}", refused.stderr);
+    assert!(!refused.success(), "{}", refused.stdout);
+    let said = refused.stderr.to_lowercase();
+    assert!(said.contains("denied") && said.contains("exceeds the limit of 1k"), "{}", refused.stderr);
+
+    // kubectl apply of the edited file raises the limit; the push goes through.
+    std::fs::write(dir.path().join("raised.yaml"), LIMIT_RANGE.replace("storage: 1k", "storage: 1Gi")).unwrap();
+    let applied = ok(&mut kc(&["apply", "-f", dir.path().join("raised.yaml").to_str().unwrap()]));
+    assert!(applied.contains("limitrange/images configured"), "{applied}");
+    let storage = ok(&mut kc(&["get", "limitrange", "images", "-o", "jsonpath={.spec.limits[0].max.storage}"]));
+    assert_eq!(storage.trim(), "1Gi");
+    let pushed = push("v1");
+    assert!(pushed.success(), "{}", pushed.stderr);
+
+    // A malformed quantity is refused by the server with its reason.
+    std::fs::write(dir.path().join("bad.yaml"), LIMIT_RANGE.replace("name: images", "name: bad").replace("1k", "1kk"))
+        .unwrap();
+    let bad = run(&mut kc(&["create", "-f", dir.path().join("bad.yaml").to_str().unwrap()]), SHORT);
+    assert!(!bad.success() && bad.stderr.contains("quantities must match"), "{}", bad.stderr);
+
+    assert!(ok(&mut kc(&["delete", "limitrange", "images"])).contains("\"images\" deleted"));
+    let listed = run(&mut kc(&["get", "limits"]), SHORT);
+    assert!(
+        listed.stdout.trim().is_empty() && listed.stderr.contains("No resources found"),
+        "{}{}",
+        listed.stdout,
+        listed.stderr
+    );
 }

@@ -260,6 +260,7 @@ pub fn spawn_prune(registry: Registry, config: crate::config::prune::PruneConfig
     let options = crate::gc::prune::PruneOptions {
         keep_tag_revisions: config.keep_tag_revisions,
         keep_younger_than: config.keep_younger_than,
+        prune_over_size_limit: false,
         all: true,
         namespace: None,
         confirm: true,

@@ -86,6 +86,7 @@ pub fn assemble(
     }));
     Ok(Registry {
         read_only,
+        image_limits: Arc::new(service::limitranges::ImageLimits::new(meta.clone())),
         metrics: metrics.clone(),
         gc_grace: config.gc.grace,
         cluster: Arc::new(config.cluster.clone()),

@@ -2,159 +2,24 @@
 //! tag-history items beyond `--keep-tag-revisions`, their images and their unique layers with sizes and changes
 //! nothing; `--confirm` removes exactly that list, the kept images still pull completely (digests verified) and
 //! the bytes under the blob directory drop by what was reported. `--keep-younger-than` protects recent items;
-//! `--prune-over-size-limit` is refused (with the keep flags: as a combination error); only a cluster-admin may
-//! prune; the scheduled pruner (`[prune]`) prunes on its own; an image another tag still names is kept.
+//! `--prune-over-size-limit` with a keep flag is refused (tests/limitranges.rs prunes with it); only a
+//! cluster-admin may prune; the scheduled pruner (`[prune]`) prunes on its own; an image another tag still names
+//! is kept; `--all=false` keeps imported and pulled-through images and prunes pushed ones. The same dry run and
+//! `--confirm` on S3 (moto) and etcd free the bucket by what was reported (skipped without `moto_server` and
+//! `etcd` unless `TRIBUTARY_E2E_REQUIRED=1`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use names::Digest;
 use registry::testing::TestRegistry;
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
-use storage_backends::keys;
 
-const TOKEN: &str = "prune-admin-secret-token";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+mod common;
 
-/// One pushed image: its manifest's digest and its blobs (config first).
-struct Pushed {
-    manifest: Digest,
-    blobs: Vec<Digest>,
-}
-
-struct Harness {
-    reg: TestRegistry,
-    http: Client,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        Harness::on(TestRegistry::builder().with_admin_token(TOKEN).start()).await
-    }
-
-    async fn on(reg: TestRegistry) -> Harness {
-        let h = Harness { reg, http: Client::new() };
-        let r = h.http.post(h.url("/apis/tributary.dev/v1/namespaces")).bearer_auth(TOKEN).json(&json!({"name": "ns"}));
-        assert_eq!(r.send().await.unwrap().status(), StatusCode::CREATED);
-        h
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.reg.url())
-    }
-
-    async fn put_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let d = Digest::sha256_of(bytes);
-        let r = self.http.post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}"))).bearer_auth(TOKEN);
-        assert_eq!(r.body(bytes.to_vec()).send().await.unwrap().status(), StatusCode::CREATED);
-        d
-    }
-
-    /// Pushes an image of `layers` (each its bytes) by `tag`.
-    async fn push(&self, repo: &str, tag: &str, layers: &[Vec<u8>]) -> Pushed {
-        let config = json!({"architecture": "amd64", "os": "linux", "tag": tag, "n": layers.len(),
-            "first": Digest::sha256_of(layers.last().unwrap()).to_string()})
-        .to_string();
-        let c = self.put_blob(repo, config.as_bytes()).await;
-        let mut blobs = vec![c.clone()];
-        let mut descriptors = Vec::new();
-        for l in layers {
-            let d = self.put_blob(repo, l).await;
-            descriptors
-                .push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
-            blobs.push(d);
-        }
-        let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len()},
-            "layers": descriptors})
-        .to_string();
-        let r = self
-            .http
-            .put(self.url(&format!("/v2/{repo}/manifests/{tag}")))
-            .bearer_auth(TOKEN)
-            .header("Content-Type", OCI_MANIFEST)
-            .body(manifest.clone());
-        assert_eq!(r.send().await.unwrap().status(), StatusCode::CREATED);
-        Pushed { manifest: Digest::sha256_of(manifest.as_bytes()), blobs }
-    }
-
-    /// GET `path`: its status and body.
-    async fn get(&self, path: &str) -> (StatusCode, Vec<u8>) {
-        let r = self.http.get(self.url(path)).bearer_auth(TOKEN).header("Accept", OCI_MANIFEST).send().await.unwrap();
-        (r.status(), r.bytes().await.unwrap().to_vec())
-    }
-
-    /// Pulls an image completely by digest, every digest verified.
-    async fn pull(&self, repo: &str, image: &Pushed) {
-        let (status, body) = self.get(&format!("/v2/{repo}/manifests/{}", image.manifest)).await;
-        assert_eq!(status, StatusCode::OK, "manifest {}", image.manifest);
-        assert_eq!(Digest::sha256_of(&body), image.manifest);
-        for b in &image.blobs {
-            let (status, body) = self.get(&format!("/v2/{repo}/blobs/{b}")).await;
-            assert_eq!(status, StatusCode::OK, "blob {b} of {}", image.manifest);
-            assert_eq!(&Digest::sha256_of(&body), b);
-        }
-    }
-
-    async fn prune(&self, body: Value) -> (StatusCode, Value) {
-        let r = self.http.post(self.url("/apis/tributary.dev/v1/prune/images")).bearer_auth(TOKEN).json(&body);
-        let r = r.send().await.unwrap();
-        (r.status(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn history_len(&self, repo: &str, tag: &str) -> usize {
-        let key = keys::istag(&repo.parse().unwrap(), &tag.parse().unwrap());
-        let v = self.reg.registry().meta.get_latest(&key).await.unwrap().expect("history");
-        serde_json::from_slice::<Value>(&v.value).unwrap()["items"].as_array().unwrap().len()
-    }
-
-    /// Runs `tributary ARGS` with the administrator's token: stdout, or the failure's stderr.
-    fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let o = tokio::task::block_in_place(|| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-                .args(args)
-                .args(["--server", &self.reg.url(), "--token", TOKEN])
-                .env("TRIBUTARY_CLIENT_CONFIG", self.reg.data_dir().join("no-client-config"))
-                .output()
-                .expect("run tributary")
-        });
-        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        if o.status.success() {
-            Ok(out.into_owned())
-        } else {
-            Err(err.into_owned())
-        }
-    }
-
-    async fn stop(self) {
-        tokio::task::block_in_place(|| drop(self.reg));
-    }
-}
-
-/// Bytes of every file under `dir`.
-fn bytes_under(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| if e.path().is_dir() { bytes_under(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn digests(v: &Value, field: &str, key: &str) -> BTreeSet<String> {
-    v[field].as_array().unwrap().iter().map(|i| i[key].as_str().unwrap().to_owned()).collect()
-}
-
-/// The lines between the dry-run banner and the summary.
-fn body_lines(out: &str) -> Vec<&str> {
-    out.lines()
-        .filter(|l| !l.starts_with("Dry run") && !l.starts_with("Would delete") && !l.starts_with("Deleted "))
-        .filter(|l| !l.is_empty())
-        .collect()
-}
+use common::harness::{body_lines, bytes_under, digests, Harness, TOKEN};
+use common::{Fake, OCI_MANIFEST};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_lists_what_confirm_removes_and_the_space_is_freed() {
@@ -279,9 +144,12 @@ async fn refusals() {
     let (status, body) = h.prune(json!({"pruneOverSizeLimit": true, "keepTagRevisions": 2})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["message"].as_str().unwrap().contains("cannot be combined"), "{body}");
-    let (status, body) = h.prune(json!({"pruneOverSizeLimit": true})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["message"].as_str().unwrap().contains("not supported"), "{body}");
+    // Alone it is taken (tests/limitranges.rs prunes with it); without LimitRanges nothing is over a limit.
+    h.push("ns/app", "t", &[vec![b'o'; 5000]]).await;
+    h.push("ns/app", "t", &[vec![b'p'; 5000]]).await;
+    let (status, body) = h.prune(json!({"pruneOverSizeLimit": true, "confirm": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["deletedObjects"], json!(0), "{body:#}");
     let err = h.cli(&["adm", "prune", "images", "--prune-over-size-limit", "--keep-younger-than=1h"]).unwrap_err();
     assert!(err.contains("cannot be combined"), "{err}");
 
@@ -352,4 +220,133 @@ async fn an_image_another_tag_still_names_is_kept() {
     let (status, _) = h.get(&format!("/v2/ns/app/manifests/{}", pushed[0].manifest)).await;
     assert_eq!(status, StatusCode::OK, "the Image is kept, so is its manifest link in ns/app");
     h.stop().await;
+}
+
+/// `--all=false` through the CLI: of two tags' old revisions, the one pushed here goes and the imported one (its
+/// layer pulled through and cached here) stays, still pullable; with `--all` (the default) it goes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_false_keeps_imported_and_pulled_through_images() {
+    let h = Harness::start().await;
+    let fake = Fake::start();
+    let pushed =
+        [h.push("ns/mixed", "local", &[vec![b'l'; 600]]).await, h.push("ns/mixed", "local", &[vec![b'm'; 600]]).await];
+    // Two imports of the upstream's tag, which moves in between; the first image's layer is pulled through.
+    let import = |h: &Harness| {
+        let from = format!("{}/lib/app:1", fake.host);
+        h.cli(&["import-image", "mixed:remote", "--from", &from, "--insecure", "--confirm", "-n", "ns"]).unwrap()
+    };
+    let first_layer = vec![b'u'; 700];
+    let first_digest = Digest::sha256_of(&first_layer);
+    let first = fake.image("lib/app", "1", first_layer.clone(), &first_digest, Duration::ZERO);
+    import(&h);
+    let (status, body) = h.get(&format!("/v2/ns/mixed/blobs/{first_digest}")).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, first_layer.len()), "pulled through");
+    let second_layer = vec![b'v'; 700];
+    let second = fake.image("lib/app", "1", second_layer.clone(), &Digest::sha256_of(&second_layer), Duration::ZERO);
+    import(&h);
+    assert_eq!((h.history_len("ns/mixed", "local").await, h.history_len("ns/mixed", "remote").await), (2, 2));
+
+    let flags = ["adm", "prune", "images", "--keep-tag-revisions=1", "--keep-younger-than=0", "-o", "json"];
+    let run = |extra: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&h.cli(&[&flags[..], extra].concat()).unwrap()).unwrap()
+    };
+    let only_pushed: BTreeSet<String> = BTreeSet::from([pushed[0].manifest.to_string()]);
+    let dry = run(&["--all=false"]);
+    assert_eq!(digests(&dry, "tagEvents", "image"), only_pushed, "{dry:#}");
+    assert_eq!(digests(&dry, "images", "digest"), only_pushed, "{dry:#}");
+    let done = run(&["--all=false", "--confirm"]);
+    assert_eq!(
+        (done["tagEvents"].clone(), done["images"].clone(), done["blobs"].clone()),
+        (dry["tagEvents"].clone(), dry["images"].clone(), dry["blobs"].clone()),
+        "the dry run listed what --confirm removed"
+    );
+    assert_eq!((h.history_len("ns/mixed", "local").await, h.history_len("ns/mixed", "remote").await), (1, 2));
+    let (status, _) = h.get(&format!("/v2/ns/mixed/manifests/{}", pushed[0].manifest)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h.get(&format!("/v2/ns/mixed/manifests/{first}")).await;
+    assert_eq!(status, StatusCode::OK, "the imported image stays with --all=false");
+    let (status, body) = h.get(&format!("/v2/ns/mixed/blobs/{first_digest}")).await;
+    assert_eq!((status, Digest::sha256_of(&body)), (StatusCode::OK, first_digest.clone()), "its cached layer too");
+
+    // --all (the default): the imported revision goes, with its cached layer.
+    let all = run(&["--confirm"]);
+    assert_eq!(digests(&all, "tagEvents", "image"), BTreeSet::from([first.to_string()]), "{all:#}");
+    assert_eq!(digests(&all, "images", "digest"), BTreeSet::from([first.to_string()]), "{all:#}");
+    assert!(digests(&all, "blobs", "digest").contains(&first_digest.to_string()), "{all:#}");
+    assert_eq!(h.history_len("ns/mixed", "remote").await, 1);
+    let (status, _) = h.get(&format!("/v2/ns/mixed/manifests/{second}")).await;
+    assert_eq!(status, StatusCode::OK);
+    h.pull("ns/mixed", &pushed[1]).await;
+    h.stop().await;
+}
+
+/// A dry run, then `--confirm`, on S3 (moto) and etcd: the same list, and the bucket holds exactly the reported
+/// blob bytes fewer afterwards; the kept images pull completely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_on_s3_and_etcd_frees_the_bucket() {
+    use registry::config::storage::{Blobs, Metadata, Storage};
+    use storage_backends::testing::etcd::EtcdServer;
+    use storage_backends::testing::s3::{S3Server, BUCKET};
+
+    let Some(etcd) = EtcdServer::start() else { return };
+    let Some(s3) = S3Server::start() else { return };
+    let storage = Storage {
+        blobs: Blobs::S3(s3.config(BUCKET, Some("prune"))),
+        metadata: Metadata::Etcd(etcd.config("/prune/")),
+    };
+    let h = Harness::on(TestRegistry::builder().with_admin_token(TOKEN).with_storage(storage).start()).await;
+    let shared = vec![b's'; 64 * 1024];
+    let mut revisions = Vec::new();
+    for i in 0..4u8 {
+        let unique = vec![b'a' + i; 100 * 1024 + i as usize];
+        revisions.push(h.push("ns/app", "latest", &[shared.clone(), unique]).await);
+    }
+    let (objects_before, bytes_before) = s3.stored(BUCKET, Some("prune"));
+    assert!(bytes_before >= 4 * 100 * 1024 + 64 * 1024, "{objects_before} objects, {bytes_before} bytes");
+
+    let flags = ["adm", "prune", "images", "--keep-tag-revisions=2", "--keep-younger-than=0"];
+    let dry_text = h.cli(&flags).unwrap();
+    println!("--- dry run on s3+etcd\n{dry_text}");
+    assert!(dry_text.starts_with("Dry run enabled"), "{dry_text}");
+    assert_eq!(s3.stored(BUCKET, Some("prune")), (objects_before, bytes_before), "a dry run changes nothing");
+    let (_, dry) = h.prune(json!({"keepTagRevisions": 2, "keepYoungerThanSeconds": 0})).await;
+    let old: BTreeSet<String> = revisions[..2].iter().map(|p| p.manifest.to_string()).collect();
+    assert_eq!(digests(&dry, "images", "digest"), old, "{dry:#}");
+    let blob_bytes: u64 = dry["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["kind"] == "blob")
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum();
+    let unique: u64 = revisions[..2]
+        .iter()
+        .map(|p| p.blobs[2].clone())
+        .map(|d| {
+            dry["blobs"].as_array().unwrap().iter().find(|b| b["digest"] == json!(d)).expect("unique layer listed")
+                ["size"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(unique, 2 * 100 * 1024 + 1, "{dry:#}");
+
+    let confirm_text = h.cli(&[&flags[..], &["--confirm"]].concat()).unwrap();
+    println!("--- confirm on s3+etcd\n{confirm_text}");
+    assert_eq!(body_lines(&confirm_text), body_lines(&dry_text), "the same list");
+    let (objects_after, bytes_after) = s3.stored(BUCKET, Some("prune"));
+    let blob_count = dry["blobs"].as_array().unwrap().iter().filter(|b| b["kind"] == "blob").count();
+    assert_eq!(bytes_before - bytes_after, blob_bytes, "the bucket lost exactly the reported blob bytes");
+    assert_eq!(objects_before - objects_after, blob_count);
+    println!("bucket: {objects_before} objects / {bytes_before} bytes before, {objects_after} / {bytes_after} after");
+    assert_eq!(h.history_len("ns/app", "latest").await, 2);
+    for p in &revisions[..2] {
+        let (status, _) = h.get(&format!("/v2/ns/app/manifests/{}", p.manifest)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    for p in &revisions[2..] {
+        h.pull("ns/app", p).await;
+    }
+    h.stop().await;
+    drop((s3, etcd));
 }

@@ -23,6 +23,8 @@
 //! signing-keys/<kid>                              a JWT signing key pair (PKCS#8), named by its `kid`
 //! webhooks/cursor                                 the revision up to which webhooks were told every tag change
 //! secrets/<ns>/<name>                             a pull secret (`.dockerconfigjson`) of a namespace
+//! limitranges/<ns>/<name>                         a LimitRange of a namespace (`openshift.io/Image` `max.storage`
+//!                                                 caps the size of an image pushed there)
 //! leases/<name>                                   the holder of a lease (etcd only; attached to an etcd lease)
 //! settings/read-only                              the run-time read-only switch (`registry::service::readonly`)
 //! imageconfig/<resource>/<name>                   a cluster-wide image policy object (`registry::imagepolicy`): the
@@ -266,6 +268,17 @@ pub fn secrets_in(ns: &Namespace) -> String {
     format!("secrets/{ns}/")
 }
 
+/// Every LimitRange of every namespace.
+pub const LIMIT_RANGES: &str = "limitranges/";
+
+pub fn limit_range(ns: &Namespace, name: &str) -> String {
+    format!("limitranges/{ns}/{name}")
+}
+
+pub fn limit_ranges_in(ns: &Namespace) -> String {
+    format!("limitranges/{ns}/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +334,9 @@ mod tests {
         assert!(!role_binding(&ns2, "admin").starts_with(&role_bindings_in(&ns)));
         assert_eq!(cluster_role_binding("cluster-admin"), "clusterrolebindings/cluster-admin");
         assert!(signing_key("k1").starts_with(SIGNING_KEYS));
+        assert_eq!(limit_range(&ns, "images"), "limitranges/team/images");
+        assert!(limit_range(&ns, "images").starts_with(&limit_ranges_in(&ns)));
+        assert!(limit_ranges_in(&ns).starts_with(LIMIT_RANGES));
+        assert!(!limit_range(&ns2, "images").starts_with(&limit_ranges_in(&ns)));
     }
 }

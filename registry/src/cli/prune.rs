@@ -17,7 +17,9 @@ pub struct PruneImages {
     /// Never prune an image or history item younger than this (`60m`, `2h`, or seconds) [default: 60m].
     #[arg(long, value_parser = registry::config::duration::seconds_or_duration)]
     keep_younger_than: Option<std::time::Duration>,
-    /// Prune images over their namespace's size limit (cannot be combined with the keep flags).
+    /// Prune images over their namespace's size limit (the smallest LimitRange `openshift.io/Image` `max.storage`):
+    /// a tag-history item goes exactly when its image exceeds it, whatever its age; items within it stay. Cannot be
+    /// combined with the keep flags.
     #[arg(long)]
     prune_over_size_limit: bool,
     /// Include imported and pulled-through images (`--all=false`: only images pushed here).

@@ -219,6 +219,10 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(ErrorCode::TooManyRequests).message(msg).header("Retry-After", RETRY_AFTER_SECS.into())
             }
             RegistryError::ReadOnly => ApiError::new(ErrorCode::Unsupported).message(msg),
+            RegistryError::ImageTooLarge { size, namespace, limit } => ApiError::new(ErrorCode::Denied)
+                .message(msg)
+                .detail(json!({"size": size, "namespace": namespace.to_string(), "limitRange": limit.limit_range,
+                               "limit": limit.quantity.to_string(), "limitBytes": limit.bytes})),
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 ApiError::new(ErrorCode::Unknown)

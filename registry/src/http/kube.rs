@@ -220,6 +220,11 @@ pub fn resource_list(version: ApiVersion) -> Value {
     if version == ApiVersion::Legacy {
         if let Some(resources) = list["resources"].as_array_mut() {
             resources.push(r("secrets", "secret", "Secret", true, &["create", "delete", "get", "list"], &[]));
+            let verbs = ["create", "delete", "get", "list", "patch", "update"];
+            let mut limits = r("limitranges", "limitrange", "LimitRange", true, &verbs, &[]);
+            // Kubernetes' short name; no image API resource has it, so it is not ambiguous here.
+            limits["shortNames"] = json!(["limits"]);
+            resources.push(limits);
         }
     }
     list

@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod health;
 pub mod kube;
+pub(crate) mod limitranges;
 pub mod limits;
 pub mod metrics;
 mod oci;
@@ -53,6 +54,7 @@ pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
             .configure(self::auth::configure)
             .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(secrets::configure)
+            .configure(limitranges::configure)
             .configure(streams_api::configure)
             .configure(config_api::configure)
             .configure(admin_api::configure)

@@ -93,6 +93,36 @@ fn definitions() -> Value {
             "properties": {"apiVersion": string, "kind": string, "metadata": meta_ref},
             "x-kubernetes-group-version-kind": gvk("Image"),
         },
+        LIMIT_RANGE: limit_range_schema(&meta_ref),
+    })
+}
+
+/// The fields of a sent `LimitRange` (or patch of one) that its schema does not know, as dotted paths.
+pub fn limit_range_unknown_fields(object: &Value) -> Vec<String> {
+    unknown_fields_in(&definitions(), LIMIT_RANGE, object)
+}
+
+/// The schema key of `v1` `LimitRange` (served under `/api/v1` only; see `super::limitranges`).
+const LIMIT_RANGE: &str = "io.k8s.api.core.v1.LimitRange";
+
+/// `v1` `LimitRange`: `spec.limits[]` of a `type` and resource → quantity maps (a quantity is a string or a
+/// number, as Kubernetes takes it).
+fn limit_range_schema(meta_ref: &Value) -> Value {
+    let string = json!({"type": "string"});
+    let quantities = json!({"type": "object", "additionalProperties": {"x-kubernetes-int-or-string": true}});
+    let mut item = serde_json::Map::new();
+    item.insert("type".into(), string.clone());
+    for list in crate::service::limitranges::LISTS {
+        item.insert(list.into(), quantities.clone());
+    }
+    json!({
+        "type": "object",
+        "properties": {
+            "apiVersion": string, "kind": string, "metadata": meta_ref,
+            "spec": {"type": "object", "properties": {"limits": {"type": "array", "items": {
+                "type": "object", "required": ["type"], "properties": item}}}},
+        },
+        "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "LimitRange"}],
     })
 }
 
@@ -217,6 +247,31 @@ pub(super) async fn v3(version: ApiVersion) -> HttpResponse {
             format!("{}/namespaces/{{namespace}}/{resource}/{{name}}", version.base()),
             json!({"get": op("get", false), "put": op("put", true), "patch": op("patch", true),
                    "delete": op("delete", false)}),
+        );
+    }
+    if version == ApiVersion::Legacy {
+        // LimitRanges (the server checks `fieldValidation`: see `super::limitranges`).
+        let body = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{LIMIT_RANGE}")}}}});
+        let op = |action: &str| {
+            let mut o = json!({"parameters": [param("fieldValidation"), param("fieldManager"), param("dryRun")],
+                "responses": {"200": body.clone()}, "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": "LimitRange"}});
+            match action {
+                "post" | "put" => o["requestBody"] = body.clone(),
+                "patch" => {
+                    let schema = body["content"]["application/json"].clone();
+                    o["requestBody"] = json!({"content": {"application/merge-patch+json": schema,
+                                                          "application/strategic-merge-patch+json": schema}});
+                }
+                _ => {}
+            }
+            o
+        };
+        let base = "/api/v1/namespaces/{namespace}/limitranges";
+        paths.insert(base.to_owned(), json!({"get": op("list"), "post": op("post")}));
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
         );
     }
     HttpResponse::Ok().json(json!({

@@ -1,8 +1,8 @@
 //! A value read from the metadata store and cached in memory until the change feed says it changed
 //! ([`FeedCached`]): what every replica checks on hot paths without a store round trip (the read-only switch,
 //! the image policy). An event about the value either carries the new value or drops the cache; a lagging or
-//! closed feed drops it too (closed: every later read goes to the store). Used by [`super::readonly`] and
-//! `crate::imagepolicy`.
+//! closed feed drops it too (closed: every later read goes to the store). Used by [`super::readonly`],
+//! [`super::limitranges`] and `crate::imagepolicy`.
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
@@ -62,6 +62,14 @@ impl<T: Clone> FeedCached<T> {
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the cached value (it was written through this replica; the feed may report it later), so that the
+    /// next read loads it again.
+    pub fn forget(&self) {
+        let mut s = self.lock();
+        s.epoch += 1;
+        s.known = None;
     }
 
     /// The value: the cached one, else `load`'s, which is kept unless a change arrived while it loaded.

@@ -1,5 +1,6 @@
 //! Manifests, tags and referrers. A manifest PUT by tag records an ImageStreamMapping through
-//! [`streams::StreamService`]: tags are the stream's tag histories and nothing else.
+//! [`streams::StreamService`]: tags are the stream's tag histories and nothing else. An image larger than its
+//! namespace's LimitRange allows ([`super::limitranges`]) is refused before anything is recorded.
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -147,6 +148,16 @@ impl Registry {
             self.streams.image_reference(repo, &digest),
             Utc::now(),
         );
+        // An image over its namespace's LimitRange is refused (an index is not limited by its own size).
+        if let ManifestKind::Image { .. } = parsed.kind {
+            if let Some(limit) = self.image_limits.of(repo.namespace()).await? {
+                let size = image.docker_image_metadata.size;
+                if limit.exceeded_by(size) {
+                    let namespace = repo.namespace().clone();
+                    return Err(RegistryError::ImageTooLarge { size, namespace, limit: Box::new(limit) });
+                }
+            }
+        }
         let link = ManifestLink::of(&parsed, bytes.len() as u64, None);
         let subject = link.subject.clone();
         let mut extra = vec![(keys::manifest_link(repo, &digest), encode(&link))];

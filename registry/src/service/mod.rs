@@ -1,11 +1,13 @@
 //! The registry's operations, free of HTTP: blobs and repository links ([`blobs`]), upload sessions
-//! ([`uploads`]), manifests, tags and referrers ([`manifests`]), pull secrets ([`secrets`]), imports from external
+//! ([`uploads`]), manifests, tags and referrers ([`manifests`]), pull secrets ([`secrets`]), LimitRanges and the
+//! image size limit they set ([`limitranges`]), imports from external
 //! registries ([`import`]), pull-through of their layers ([`pullthrough`]) and read-only mode ([`readonly`]). Handlers in [`crate::http`] call these with typed
 //! values and map [`RegistryError`] to the wire once; this module calls `streams` and `storage-backends`.
 
 pub mod blobs;
 pub mod cached;
 pub mod import;
+pub mod limitranges;
 pub mod manifests;
 pub mod pullthrough;
 pub mod readonly;
@@ -63,6 +65,13 @@ pub enum RegistryError {
     /// The registry is in read-only mode: no write is accepted.
     #[error("{}", readonly::REFUSAL)]
     ReadOnly,
+    /// The image is larger than its namespace's `openshift.io/Image` `max.storage` (a LimitRange).
+    #[error(
+        "image size {size} bytes exceeds the limit of {} ({} bytes) that LimitRange \"{}\" sets for \
+         openshift.io/Image storage in namespace {namespace}",
+        limit.quantity, limit.bytes, limit.limit_range
+    )]
+    ImageTooLarge { size: u64, namespace: names::Namespace, limit: Box<limitranges::ImageLimit> },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -136,6 +145,8 @@ pub struct Registry {
     pub import_locks: Arc<import::ImportLocks>,
     /// Read-only mode: the configuration's floor and the run-time switch.
     pub read_only: Arc<readonly::ReadOnly>,
+    /// Every namespace's image size limit (LimitRanges), as the manifest PUT enforces it.
+    pub image_limits: Arc<limitranges::ImageLimits>,
     /// This server's Prometheus metrics ([`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The configured garbage-collection grace period (`[gc] grace`), for sweeps asked for through the API.

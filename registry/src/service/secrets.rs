@@ -31,17 +31,24 @@ names::string_newtype!(SecretName);
 impl std::str::FromStr for SecretName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
-        let edges_ok =
-            s.starts_with(|c: char| c.is_ascii_alphanumeric()) && s.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if s.is_empty() || s.len() > 253 || !s.chars().all(ok_char) || !edges_ok {
-            return Err(format!(
-                "secret name {s:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
-                 '-' or '.', and must start and end with an alphanumeric character"
-            ));
-        }
+        check_subdomain("secret", s)?;
         Ok(SecretName(s.to_owned()))
     }
+}
+
+/// Whether `s` may name a Kubernetes object of `what` kind: a DNS-1123 subdomain (lower case letters, digits, `-`
+/// and `.`, at most 253 characters, alphanumeric at both ends). Also for LimitRange names.
+pub(crate) fn check_subdomain(what: &str, s: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let edges_ok =
+        s.starts_with(|c: char| c.is_ascii_alphanumeric()) && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if s.is_empty() || s.len() > 253 || !s.chars().all(ok_char) || !edges_ok {
+        return Err(format!(
+            "{what} name {s:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
+             '-' or '.', and must start and end with an alphanumeric character"
+        ));
+    }
+    Ok(())
 }
 
 /// A stored pull secret.

@@ -3,6 +3,8 @@
 //! by path.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

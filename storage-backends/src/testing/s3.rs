@@ -138,6 +138,20 @@ impl S3Server {
         }
     }
 
+    /// How many objects `bucket` holds under `prefix`, and their bytes (one listing page: at most 1000 objects).
+    pub fn stored(&self, bucket: &str, prefix: Option<&str>) -> (usize, u64) {
+        let query = prefix.map(|p| format!("&prefix={p}")).unwrap_or_default();
+        let (status, body) = match self.request("GET", &format!("/{bucket}?list-type=2{query}")) {
+            Ok(r) => r,
+            Err(e) => panic!("listing objects on moto: {e}"),
+        };
+        assert_eq!(status, 200, "listing objects: {body}");
+        assert!(!body.contains("<IsTruncated>true</IsTruncated>"), "more objects than one listing page");
+        let sizes: Vec<u64> =
+            body.split("<Size>").skip(1).filter_map(|s| s.split("</Size>").next()?.trim().parse().ok()).collect();
+        (sizes.len(), sizes.iter().sum())
+    }
+
     /// The keys of the multipart uploads of `bucket` not completed nor aborted (under `prefix`).
     pub fn unfinished_multipart_uploads(&self, bucket: &str, prefix: Option<&str>) -> Vec<String> {
         let query = prefix.map(|p| format!("&prefix={p}")).unwrap_or_default();

@@ -1,5 +1,6 @@
 //! `adm prune images`, OpenShift's `oc adm prune images` over Tributary's stores: removes tag-history items beyond
-//! the keep limits, then the Images no remaining history item (or kept image) needs, their manifest links and the
+//! the keep limits or, with `--prune-over-size-limit`, over their namespace's image size limit ([`keep`]; a tag
+//! left without items goes), then the Images no remaining history item (or kept image) needs, their manifest links and the
 //! blob links no remaining image of the repository needs, and finally hands the digests left unreferenced to a
 //! [`super::Collector::sweep`] with no grace and `only` those digests, so that the GC protocol (tombstones, the
 //! re-check) decides what really goes while pushes go on. Called by the admin API (`POST …/prune/images`) and the
@@ -15,13 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use names::{Digest, RepositoryName};
+use names::{Digest, Namespace, RepositoryName};
 use storage_backends::meta::{decode, encode};
 use storage_backends::{keys, BlobStore, Expect, MetadataStore, MetadataStoreExt, StoreError, Txn, Versioned};
 use streams::model::{Image, NamedTagEventList};
 
+use self::keep::{is_local, Rules};
 use super::{Collector, Freed, GcError, SweepOptions};
+use crate::service::limitranges::{image_limits, ImageLimit};
 
+mod keep;
 mod request;
 
 pub use request::{
@@ -54,6 +58,8 @@ struct Snapshot {
     histories: BTreeMap<String, (NamedTagEventList, u64)>,
     links: BTreeMap<RepositoryName, RepoLinks>,
     images: HashMap<Digest, (Image, u64)>,
+    /// Every namespace's image size limit (read only for `--prune-over-size-limit`).
+    limits: BTreeMap<Namespace, ImageLimit>,
 }
 
 /// The pruner over one registry's stores. Cheap to clone.
@@ -81,21 +87,30 @@ impl Pruner {
         let cutoff = now - chrono::Duration::from_std(options.keep_younger_than).unwrap_or(chrono::Duration::MAX);
         let mut report = PruneReport { dry_run: !options.confirm, ..Default::default() };
 
-        let snapshot = self.snapshot().await?;
+        let mut snapshot = self.snapshot(options).await?;
+        let rules = Rules {
+            options,
+            cutoff,
+            local_prefixes: &self.local_prefixes,
+            images: &snapshot.images,
+            limits: &snapshot.limits,
+        };
         if options.confirm {
-            report.tag_events = self.edit_histories(&snapshot, options, cutoff).await?;
+            report.tag_events = self.edit_histories(&snapshot.histories, &rules).await?;
         } else {
-            for (key, (history, _)) in &snapshot.histories {
-                report.tag_events.extend(self.prunable_items(key, history, options, cutoff).1);
+            // The plan for Images and links below works on the histories as they would be.
+            let mut edited = BTreeMap::new();
+            for (key, (history, version)) in &snapshot.histories {
+                let (kept, gone) = rules.split(key, history);
+                report.tag_events.extend(gone);
+                if !kept.items.is_empty() {
+                    edited.insert(key.clone(), (kept, *version));
+                }
             }
+            snapshot.histories = edited;
         }
         // The plan for Images and links, on the histories as edited (a dry run: as they would be).
-        let mut snapshot = if options.confirm { self.snapshot().await? } else { snapshot };
-        if !options.confirm {
-            for (key, (history, _)) in snapshot.histories.iter_mut() {
-                *history = self.prunable_items(key, history, options, cutoff).0;
-            }
-        }
+        let mut snapshot = if options.confirm { self.snapshot(options).await? } else { snapshot };
         // Digests the deletions leave unreferenced (the sweep re-checks each, so a union over attempts is safe).
         let mut unreferenced: BTreeMap<Digest, (String, u64)> = BTreeMap::new();
         for attempt in 0.. {
@@ -113,7 +128,7 @@ impl Pruner {
                 report.errors.push("tag histories kept changing; some images are left for the next run".into());
                 break;
             }
-            snapshot = self.snapshot().await?;
+            snapshot = self.snapshot(options).await?;
         }
 
         if options.confirm {
@@ -167,60 +182,26 @@ impl Pruner {
         Ok(report)
     }
 
-    /// Whether a tag event or Image reference names an image pushed here.
-    fn is_local(&self, reference: &str) -> bool {
-        self.local_prefixes.iter().any(|p| reference.starts_with(p))
-    }
-
-    /// A history split into what stays and what goes by the keep rules; the newest item always stays.
-    fn prunable_items(
-        &self,
-        key: &str,
-        history: &NamedTagEventList,
-        options: &PruneOptions,
-        cutoff: DateTime<Utc>,
-    ) -> (NamedTagEventList, Vec<PrunedTagEvent>) {
-        let mut kept = history.clone();
-        let mut gone = Vec::new();
-        let Some((repo, _)) = keys::istag_of_key(key) else { return (kept, gone) };
-        if options.namespace.as_ref().is_some_and(|ns| repo.namespace() != ns) {
-            return (kept, gone);
-        }
-        kept.items.clear();
-        for (i, item) in history.items.iter().enumerate() {
-            let prunable = i > 0
-                && i >= options.keep_tag_revisions
-                && item.created < cutoff
-                && (options.all || self.is_local(&item.docker_image_reference));
-            match (&item.image, prunable) {
-                (Some(image), true) => gone.push(PrunedTagEvent {
-                    repository: repo.clone(),
-                    tag: history.tag.clone(),
-                    image: image.clone(),
-                    created: item.created,
-                }),
-                _ => kept.items.push(item.clone()),
-            }
-        }
-        (kept, gone)
-    }
-
-    /// Removes the prunable items of every history, compare-and-swap on its version, retried on fresh data.
+    /// Removes the prunable items of every history, compare-and-swap on its version, retried on fresh data; a
+    /// history left without items is deleted (the tag goes, as `oc` drops a tag without items).
     async fn edit_histories(
         &self,
-        snapshot: &Snapshot,
-        options: &PruneOptions,
-        cutoff: DateTime<Utc>,
+        histories: &BTreeMap<String, (NamedTagEventList, u64)>,
+        rules: &Rules<'_>,
     ) -> Result<Vec<PrunedTagEvent>, PruneError> {
         let mut removed = Vec::new();
-        for (key, (history, version)) in &snapshot.histories {
+        for (key, (history, version)) in histories {
             let (mut history, mut version) = (history.clone(), *version);
             for attempt in 0.. {
-                let (kept, gone) = self.prunable_items(key, &history, options, cutoff);
+                let (kept, gone) = rules.split(key, &history);
                 if gone.is_empty() {
                     break;
                 }
-                let txn = Txn::new().expect(key.clone(), Expect::Version(version)).put(key.clone(), encode(&kept));
+                let txn = Txn::new().expect(key.clone(), Expect::Version(version));
+                let txn = match kept.items.is_empty() && kept.conditions.is_empty() {
+                    true => txn.delete(key.clone()),
+                    false => txn.put(key.clone(), encode(&kept)),
+                };
                 match self.meta.commit(txn).await {
                     Ok(_) => {
                         removed.extend(gone);
@@ -241,8 +222,8 @@ impl Pruner {
         Ok(removed)
     }
 
-    /// Reads every tag history, repository link and Image.
-    async fn snapshot(&self) -> Result<Snapshot, PruneError> {
+    /// Reads every tag history, repository link and Image (and with `--prune-over-size-limit`, every image limit).
+    async fn snapshot(&self, options: &PruneOptions) -> Result<Snapshot, PruneError> {
         let revision = self.meta.revision().await?;
         let mut histories = BTreeMap::new();
         for (key, Versioned { value, version }) in self.meta.list_all(keys::ISTAGS).await? {
@@ -272,7 +253,11 @@ impl Pruner {
             let Some(digest) = keys::digest_of_key(&key) else { continue };
             images.insert(digest, (decode::<Image>(&key, &value)?, version));
         }
-        Ok(Snapshot { revision, histories, links, images })
+        let limits = match options.prune_over_size_limit {
+            true => image_limits(&*self.meta).await?,
+            false => BTreeMap::new(),
+        };
+        Ok(Snapshot { revision, histories, links, images, limits })
     }
 }
 
@@ -309,8 +294,9 @@ impl Pruner {
         }
         for (digest, (image, _)) in &s.images {
             let created = image.metadata.creation_timestamp.or(image.docker_image_metadata.created);
-            let young = created.is_none_or(|c| c >= cutoff);
-            let imported = !options.all && !self.is_local(&image.docker_image_reference);
+            // With --prune-over-size-limit no age protects an Image no stream references (as in `oc`).
+            let young = !options.prune_over_size_limit && created.is_none_or(|c| c >= cutoff);
+            let imported = !options.all && !is_local(&self.local_prefixes, &image.docker_image_reference);
             let not_ours = options.namespace.is_some() && (!inside.contains(digest) || outside.contains(digest));
             if young || imported || not_ours {
                 kept.insert(digest.clone());

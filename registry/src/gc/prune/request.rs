@@ -33,20 +33,27 @@ pub struct PruneRequest {
 pub enum PruneRequestError {
     #[error("--prune-over-size-limit cannot be combined with --keep-tag-revisions or --keep-younger-than")]
     OverSizeLimitWithKeepFlags,
-    #[error("--prune-over-size-limit is not supported: Tributary has no per-namespace image size limit (LimitRange)")]
-    OverSizeLimitUnsupported,
 }
 
 impl PruneRequest {
-    /// The options, with `oc`'s defaults filled in.
+    /// The options, with `oc`'s defaults filled in (with `pruneOverSizeLimit`, the keep defaults do not apply:
+    /// the size limit alone decides).
     pub fn resolve(self) -> Result<PruneOptions, PruneRequestError> {
         if self.prune_over_size_limit {
             if self.keep_tag_revisions.is_some() || self.keep_younger_than_seconds.is_some() {
                 return Err(PruneRequestError::OverSizeLimitWithKeepFlags);
             }
-            return Err(PruneRequestError::OverSizeLimitUnsupported);
+            return Ok(PruneOptions {
+                keep_tag_revisions: 0,
+                keep_younger_than: Duration::ZERO,
+                prune_over_size_limit: true,
+                all: self.all.unwrap_or(true),
+                namespace: self.namespace,
+                confirm: self.confirm,
+            });
         }
         Ok(PruneOptions {
+            prune_over_size_limit: false,
             keep_tag_revisions: self.keep_tag_revisions.unwrap_or(DEFAULT_KEEP_TAG_REVISIONS),
             keep_younger_than: self
                 .keep_younger_than_seconds
@@ -66,6 +73,9 @@ pub struct PruneOptions {
     pub keep_tag_revisions: usize,
     /// Never prune a history item or an Image younger than this.
     pub keep_younger_than: Duration,
+    /// Prune what exceeds its namespace's image size limit (LimitRange `openshift.io/Image` `max.storage`), and
+    /// only that among history items, whatever their place or age; the two keep limits do not apply.
+    pub prune_over_size_limit: bool,
     /// Include imported and pulled-through images; `false`: only images pushed here.
     pub all: bool,
     /// Only this namespace's histories, and only Images linked in no other namespace.
@@ -133,7 +143,9 @@ mod tests {
         };
         assert_eq!(with(Some(1), None).resolve().unwrap_err(), PruneRequestError::OverSizeLimitWithKeepFlags);
         assert_eq!(with(None, Some(1)).resolve().unwrap_err(), PruneRequestError::OverSizeLimitWithKeepFlags);
-        assert_eq!(with(None, None).resolve().unwrap_err(), PruneRequestError::OverSizeLimitUnsupported);
+        let o = with(None, None).resolve().unwrap();
+        assert!(o.prune_over_size_limit && o.all && !o.confirm);
+        assert_eq!((o.keep_tag_revisions, o.keep_younger_than), (0, Duration::ZERO), "the keep defaults do not apply");
         let r: PruneRequest = serde_json::from_str(r#"{"all":false,"namespace":"ns","confirm":true}"#).unwrap();
         let o = r.resolve().unwrap();
         assert_eq!((o.all, o.namespace.unwrap().to_string(), o.confirm), (false, "ns".to_owned(), true));

@@ -1,4 +1,5 @@
-//! The guard in front of the Kubernetes-style APIs (image streams, image configuration, pull secrets): each
+//! The guard in front of the Kubernetes-style APIs (image streams, image configuration, pull secrets,
+//! LimitRanges): each
 //! request is parsed once, by the parser its handler dispatches on, authorized from the parsed route (one arm per
 //! route), and the parse left in the request for the handler ([`parsed`]) and the audit log ([`StreamApiTarget`]).
 //! Installed as middleware by `super::super::serve_with`.
@@ -44,6 +45,8 @@ pub enum KubeRequest {
     Policy(crate::http::config_api::PolicyRequest),
     /// Pull secrets (`/api/v1/namespaces/{ns}/secrets[/{name}]`).
     Secrets(crate::http::secrets::SecretsRequest),
+    /// LimitRanges (`/api/v1/namespaces/{ns}/limitranges[/{name}]`).
+    LimitRanges(crate::http::limitranges::LimitRangesRequest),
 }
 
 /// What the parser made of a Kubernetes-style API path: the request, or why it names nothing (the handler answers
@@ -55,6 +58,9 @@ pub type Parsed = Result<KubeRequest, String>;
 fn parse_kube(path: &str, query: &str) -> Option<Parsed> {
     if let Some(parsed) = crate::http::secrets::SecretsRequest::parse(path) {
         return Some(parsed.map(KubeRequest::Secrets));
+    }
+    if let Some(parsed) = crate::http::limitranges::LimitRangesRequest::parse(path) {
+        return Some(parsed.map(KubeRequest::LimitRanges));
     }
     if let Some(parsed) = crate::http::config_api::PolicyRequest::parse(path, query) {
         return Some(parsed.map(KubeRequest::Policy));
@@ -148,6 +154,15 @@ fn target_of(request: &KubeRequest, method: &Method) -> StreamApiTarget {
             repo: None,
             tag: None,
             name: s.name.clone(),
+        },
+        KubeRequest::LimitRanges(l) => StreamApiTarget {
+            verb: verb_of(method, false, l.name.is_some()),
+            resource: Resource::LimitRanges,
+            resource_name: "limitranges".to_owned(),
+            namespace: Some(l.namespace.clone()),
+            repo: None,
+            tag: None,
+            name: l.name.clone(),
         },
     }
 }
@@ -253,6 +268,14 @@ mod tests {
             Some((Verb::List, Resource::ImageStreams, None, None))
         );
         assert_eq!(p("GET", "/apis/other/v1/x", ""), None);
+        assert_eq!(
+            p("PUT", "/api/v1/namespaces/team/limitranges/images", ""),
+            Some((Verb::Update, Resource::LimitRanges, Some("team".parse().unwrap()), None))
+        );
+        assert_eq!(
+            p("GET", "/api/v1/namespaces/team/limitranges", ""),
+            Some((Verb::List, Resource::LimitRanges, Some("team".parse().unwrap()), None))
+        );
         let tag = need(&Method::PUT, "/apis/image.openshift.io/v1/namespaces/team/imagestreamtags/app:v1", "").unwrap();
         assert_eq!(
             (tag.resource_name.as_str(), tag.tag.as_deref(), tag.name.as_deref()),

@@ -23,7 +23,7 @@ use names::RepositoryName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use streams::model::{ImageStream, ImageStreamMapping, ImageStreamTag, ObjectList, ObjectMeta, TagReference};
+use streams::model::{Image, ImageStream, ImageStreamMapping, ImageStreamTag, ObjectList, ObjectMeta, TagReference};
 use streams::objects::PatchKind;
 use streams::refs::{IsTagName, TagSource};
 use streams::watch::{WatchScope, Watched};
@@ -36,7 +36,7 @@ pub use request::{ApiRequest, FieldValidation, Route};
 
 use super::kube::{self, ApiVersion};
 use super::status::{self, Reason};
-use crate::service::Registry;
+use crate::service::{Registry, RegistryError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(kube::configure);
@@ -239,6 +239,24 @@ async fn relabel(resp: HttpResponse, version: ApiVersion) -> HttpResponse {
     resp.set_body(actix_web::body::BoxBody::new(bytes))
 }
 
+/// A mapping of an image larger than its namespace's LimitRange allows is refused with 403 `Forbidden` (as
+/// OpenShift's `openshift.io/ImageLimitRange` admission refuses it; a manifest PUT is refused the same way with
+/// `DENIED`). An index is not limited by its own size.
+async fn over_image_limit(reg: &Registry, ns: &names::Namespace, image: &Image) -> Option<HttpResponse> {
+    if !image.docker_image_manifests.is_empty() {
+        return None;
+    }
+    let size = image.docker_image_metadata.size;
+    match reg.image_limits.of(ns).await {
+        Ok(Some(limit)) if limit.exceeded_by(size) => {
+            let e = RegistryError::ImageTooLarge { size, namespace: ns.clone(), limit: Box::new(limit) };
+            Some(status::failure(Reason::Forbidden, e.to_string()))
+        }
+        Ok(_) => None,
+        Err(e) => Some(kube::error(&StreamError::Store(e))),
+    }
+}
+
 async fn handle(
     req: &HttpRequest,
     api: &ApiRequest,
@@ -374,6 +392,9 @@ async fn handle(
             let (mapping, _): (ImageStreamMapping, _) = checked(api, ObjectKind::ImageStreamMapping, body(bytes)?)?;
             let name = mapping.metadata.name.clone();
             super::audit::note(req, "stream", name.clone());
+            if let Some(refusal) = over_image_limit(reg, ns, &mapping.image).await {
+                return Ok(refusal);
+            }
             match svc.create_mapping(ns, mapping).await {
                 Ok(()) => kube::success(StatusCode::CREATED, &name, ObjectKind::ImageStreamMapping),
                 Err(e) => kube::error(&e),
