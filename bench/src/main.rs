@@ -255,6 +255,14 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
         print!("{}", report::print_targets(&targets));
         println!();
     }
+    if wants("pullthrough") && !args.ours_only {
+        println!(
+            "issue-17 pull-through targets (ours vs peer){}:",
+            if plan.quick { ", at 64 and 512 MiB, which --quick does not both run" } else { "" }
+        );
+        print!("{}", report::print_targets(&pullthrough::targets(&report)));
+        println!();
+    }
     if let Some(t) = overhead::target(&report) {
         println!("issue-12 metrics overhead target:");
         print!("{}", report::print_targets(&[t]));

@@ -399,10 +399,20 @@ pub async fn put_stream(a: &BlobStore, b: &BlobStore) {
     let data = noise(a.part_size as usize + 1, 9);
     let d = Digest::sha256_of(&data);
     let wrong = Digest::sha256_of(b"not it");
-    let err = a.put_stream(&wrong, data.len() as u64, body(chunks_of(&data, &[100_000]))).await.unwrap_err();
+    let mut told = false;
+    let err = a
+        .put_stream_then(&wrong, data.len() as u64, body(chunks_of(&data, &[100_000])), || told = true)
+        .await
+        .unwrap_err();
     assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
+    assert!(!told, "bytes that do not verify are not said to");
     assert_eq!(b.stat(&wrong).await.unwrap(), None);
-    a.put_stream(&d, data.len() as u64, body(chunks_of(&data, &[100_000]))).await.unwrap();
+    // A digest that matches fewer bytes than announced is not the blob either.
+    let short = a.put_stream_then(&d, data.len() as u64 + 1, body([Bytes::from(data.clone())]), || told = true);
+    assert!(matches!(short.await.unwrap_err(), BlobError::DigestMismatch { .. }));
+    assert!(!told);
+    a.put_stream_then(&d, data.len() as u64, body(chunks_of(&data, &[100_000])), || told = true).await.unwrap();
+    assert!(told, "verified bytes are said to be before they are stored");
     assert_eq!(read(b, &d).await, data);
     let e = Digest::sha256_of(b"");
     b.put_stream(&e, 0, body([])).await.unwrap();

@@ -1,9 +1,10 @@
 //! Pull-through: serving a blob that a repository links to an upstream (an imported image's layer) but does not
 //! hold yet. One upstream fetch per digest however many clients ask at once (a single flight per digest); the
 //! bytes go to the clients that joined before the first byte as they arrive, while being hashed and written
-//! through the blob store's staging seam straight to the content-addressed path (`BlobStore::put_stream`). The
-//! last chunk is held back until the digest and size are verified, so no client ever gets a whole body that does
-//! not match; then the blob is committed locally and every later read is local (also with the upstream gone).
+//! through the blob store's staging seam straight to the content-addressed path (`BlobStore::put_stream_then`).
+//! The last chunk is held back until the digest and size are verified, so no client ever gets a whole body that
+//! does not match; it goes out while the blob is made durable and committed locally (clients never wait for the
+//! disk), and every later read is local (also with the upstream gone).
 //! Clients that arrive mid-flight, and range reads, wait for the commit and read locally. A location (a mirror, or
 //! the source) whose bytes do not verify is passed over for the next one the image policy names ([`run`]).
 //! Called by `service::blobs`.
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use names::Digest;
 use storage_backends::{BlobError, BlobStore, ByteStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::upstream::{Source, UpstreamError, Upstreams};
 
@@ -122,10 +123,19 @@ impl PullThrough {
         match receiver {
             Some(mut rx) => match rx.recv().await {
                 Some(Msg::Chunk(first)) => {
-                    let rest = futures::stream::unfold(rx, |mut rx| async move {
+                    // The body ends with its last byte, not when the flight ends (after the blob is committed):
+                    // the client's connection is free for its next request while the store syncs.
+                    let left = size.saturating_sub(first.len() as u64);
+                    let rest = futures::stream::unfold((rx, left), |(mut rx, left)| async move {
+                        if left == 0 {
+                            return None;
+                        }
                         match rx.recv().await? {
-                            Msg::Chunk(c) => Some((Ok(c), rx)),
-                            Msg::Failed(e) => Some((Err(std::io::Error::other(e.to_string())), rx)),
+                            Msg::Chunk(c) => {
+                                let left = left.saturating_sub(c.len() as u64);
+                                Some((Ok(c), (rx, left)))
+                            }
+                            Msg::Failed(e) => Some((Err(std::io::Error::other(e.to_string())), (rx, left))),
                         }
                     });
                     Ok(Joined::Streaming(futures::stream::once(async { Ok(first) }).chain(rest).boxed()))
@@ -225,14 +235,20 @@ async fn attempt(
     let held: Arc<Mutex<Option<Bytes>>> = Arc::default();
     let sent = Arc::new(AtomicBool::new(false));
     let clients_cell = Arc::new(tokio::sync::Mutex::new(std::mem::take(clients)));
+    // Bytes the clients got: never all `size` of them before verification (clients' bodies end at `size` bytes,
+    // so a body that is too long must not complete one either).
+    let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let tee = {
         let (held, clients_cell, sent) = (held.clone(), clients_cell.clone(), sent.clone());
         fetched.body.then(move |item| {
-            let (held, clients_cell, sent) = (held.clone(), clients_cell.clone(), sent.clone());
+            let (held, clients_cell, sent, forwarded) =
+                (held.clone(), clients_cell.clone(), sent.clone(), forwarded.clone());
             async move {
                 let chunk = item?;
                 let previous = held.lock().unwrap_or_else(|e| e.into_inner()).replace(chunk.clone());
-                if let Some(prev) = previous {
+                let before = forwarded.load(Ordering::SeqCst);
+                if let Some(prev) = previous.filter(|p| before + (p.len() as u64) < size) {
+                    forwarded.store(before + prev.len() as u64, Ordering::SeqCst);
                     let mut clients = clients_cell.lock().await;
                     sent.store(true, Ordering::SeqCst);
                     flight.send(|| Msg::Chunk(prev.clone()), &mut clients).await;
@@ -241,7 +257,21 @@ async fn attempt(
             }
         })
     };
-    let stored = blobs.put_stream(digest, size, Box::pin(tee)).await;
+    // The last chunk goes out once every byte is verified, while the store makes the blob durable.
+    let (verified, on_verified) = oneshot::channel::<()>();
+    let store = blobs.put_stream_then(digest, size, Box::pin(tee), move || {
+        let _ = verified.send(());
+    });
+    let release = async {
+        if on_verified.await.is_ok() {
+            let last = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(last) = last {
+                let mut clients = clients_cell.lock().await;
+                flight.send(|| Msg::Chunk(last.clone()), &mut clients).await;
+            }
+        }
+    };
+    let (stored, ()) = tokio::join!(store, release);
     *clients = std::mem::take(&mut *clients_cell.lock().await);
     let sent = sent.load(Ordering::SeqCst);
     let unverified = |error| Err(Attempt::Unverified { by: by.clone(), error, sent });
@@ -261,10 +291,6 @@ async fn attempt(
             return unverified(UpstreamError::Unavailable(format!("{by}: reading {digest}: {e}")))
         }
         Err(e) => return Err(Attempt::Failed(UpstreamError::Unavailable(format!("storing {digest}: {e}")))),
-    }
-    let last = held.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(last) = last {
-        flight.send(|| Msg::Chunk(last.clone()), clients).await;
     }
     Ok(())
 }

@@ -521,6 +521,24 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        self.put_stream_then(digest, size, body, || {}).await
+    }
+
+    /// [`BlobStore::put_stream`], calling `verified` as soon as every byte arrived and matched `digest` and
+    /// `size`, before the blob is made durable and visible (a local sync and rename, or completing the multipart
+    /// upload): a caller streaming the same bytes elsewhere may let its last ones go then, without waiting for
+    /// the disk. `verified` is not called when the bytes do not verify; the store may still fail after it.
+    pub async fn put_stream_then<S, E>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        body: S,
+        verified: impl FnOnce(),
+    ) -> Result<(), BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         let mut hasher = DigestHasher::new(digest.algorithm());
         let mut lease = Lease::detached();
         match self.staging() {
@@ -528,9 +546,11 @@ impl BlobStore {
                 let id = UploadId::random();
                 let mut lock = self.lock_upload(id).await?.ok_or(BlobError::LeaseLost)?;
                 let written = lock.write_at(0, body, &mut hasher, Some(size), &mut lease).await;
-                let verdict = written.and_then(|n| verify(digest, hasher, n));
-                match verdict {
-                    Ok(()) => lock.commit(size, digest).await,
+                match written.and_then(|n| verify(digest, hasher, n, size)) {
+                    Ok(()) => {
+                        verified();
+                        lock.commit(size, digest).await
+                    }
                     Err(e) => {
                         drop(lock);
                         self.clean_staging(id, &StagedUpload::default()).await;
@@ -542,8 +562,11 @@ impl BlobStore {
                 let target = paths::blob(digest);
                 let mut app = Appender::resume(self, mp.clone(), None, target, &StagedUpload::default()).await?;
                 let written = app.write(body, &mut hasher, Some(size), &mut lease).await;
-                match written.and_then(|n| verify(digest, hasher, n)) {
-                    Ok(()) => app.complete(&mut lease).await,
+                match written.and_then(|n| verify(digest, hasher, n, size)) {
+                    Ok(()) => {
+                        verified();
+                        app.complete(&mut lease).await
+                    }
                     Err(e) => {
                         app.discard_unrecorded().await;
                         Err(e)
@@ -562,9 +585,11 @@ fn lost(e: BlobError, had: u64) -> BlobError {
     }
 }
 
-fn verify(digest: &Digest, hasher: DigestHasher, size: u64) -> Result<(), BlobError> {
+/// Whether `n` bytes hashed by `hasher` are blob `digest` of `size` bytes (a digest that matches fewer bytes than
+/// announced is not the blob).
+fn verify(digest: &Digest, hasher: DigestHasher, n: u64, size: u64) -> Result<(), BlobError> {
     match hasher.finish() {
-        actual if &actual == digest => Ok(()),
-        actual => Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size }),
+        actual if &actual == digest && n == size => Ok(()),
+        actual => Err(BlobError::DigestMismatch { expected: digest.clone(), actual, size: n }),
     }
 }
