@@ -85,6 +85,15 @@ impl RecordCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many changes to cached records were seen so far (the feed applied first), or `None` when the feed closed
+    /// and nothing may be remembered. Something worked out from cached records while this did not move is still
+    /// true; read it before the records.
+    pub(crate) fn epoch(&self) -> Option<u64> {
+        let mut s = self.lock();
+        s.catch_up();
+        s.feed.is_some().then_some(s.epoch)
+    }
+
     /// The entry under `key` as a `T`, else `read` it and keep it, unless a change to a cached record raced the
     /// read.
     async fn read_through<T: Send + Sync + 'static>(

@@ -24,7 +24,7 @@ pub const ISSUER: &str = "tributary";
 /// How long an issued token lives, in seconds.
 pub const LIFETIME_SECS: i64 = 300;
 /// Tolerated clock difference between replicas, in seconds.
-const LEEWAY_SECS: u64 = 5;
+pub(crate) const LEEWAY_SECS: u64 = 5;
 
 /// The claims of a registry token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

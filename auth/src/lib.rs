@@ -7,6 +7,7 @@
 
 mod admin;
 mod cache;
+mod callers;
 pub mod identity;
 pub mod ids;
 pub mod jwt;

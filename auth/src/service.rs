@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use storage_backends::{keys, MetadataStore, MetadataStoreExt, StoreError};
 
 use crate::cache::RecordCache;
+use crate::callers::JwtCallers;
 use crate::identity::{Identity, ANONYMOUS};
 use crate::ids::{Subject, TokenId};
 use crate::jwt::{Claims, KeyRing, ISSUER, LIFETIME_SECS};
@@ -214,6 +215,8 @@ pub(crate) struct Inner {
     pub(crate) mode: AuthMode,
     pub(crate) service: String,
     pub(crate) keys: KeyRing,
+    /// The callers registry JWTs authenticated, while the records they were worked out from stand.
+    pub(crate) jwt_callers: JwtCallers,
 }
 
 /// Access control over a metadata store. Cheap to clone.
@@ -230,7 +233,9 @@ impl AuthService {
     pub fn new(meta: Arc<dyn MetadataStore>, mode: AuthMode) -> AuthService {
         let keys = KeyRing::new(meta.clone());
         let cache = RecordCache::new(meta.as_ref());
-        AuthService { inner: Arc::new(Inner { meta, cache, mode, service: DEFAULT_SERVICE.to_owned(), keys }) }
+        let service = DEFAULT_SERVICE.to_owned();
+        let jwt_callers = JwtCallers::default();
+        AuthService { inner: Arc::new(Inner { meta, cache, mode, service, keys, jwt_callers }) }
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -307,7 +312,25 @@ impl AuthService {
         Ok(rec.filter(|r| !r.info.expired(Utc::now())))
     }
 
+    /// The caller a registry JWT authenticates: remembered per token ([`JwtCallers`]) while no access-control
+    /// record changed, else worked out from the claims and the records.
     async fn by_jwt(&self, token: &str) -> Result<Caller, AuthError> {
+        let now_ms = Utc::now().timestamp_millis();
+        // Read before the records: a change while they are read moves it, and the entry is never used.
+        let epoch = self.inner.cache.epoch();
+        if let Some(caller) = epoch.and_then(|e| self.inner.jwt_callers.get(token, e, now_ms)) {
+            return Ok(caller);
+        }
+        let (caller, until_ms) = self.by_jwt_uncached(token).await?;
+        if let Some(epoch) = epoch {
+            self.inner.jwt_callers.insert(token, caller.clone(), epoch, until_ms, now_ms);
+        }
+        Ok(caller)
+    }
+
+    /// [`AuthService::by_jwt`] without its memory; also says until when (Unix milliseconds) the answer holds by
+    /// the clock: the JWT's expiry with its leeway, and the API token's own.
+    async fn by_jwt_uncached(&self, token: &str) -> Result<(Caller, i64), AuthError> {
         let claims = match self.inner.keys.verify(token, &self.inner.service).await {
             Ok(c) => c,
             Err(crate::jwt::JwtError::Store(e)) => return Err(e.into()),
@@ -316,6 +339,7 @@ impl AuthService {
                 return Err(AuthError::InvalidCredentials);
             }
         };
+        let mut until_ms = claims.exp.saturating_add(crate::jwt::LEEWAY_SECS as i64).saturating_mul(1000);
         let identity = match &claims.tid {
             None if claims.sub == ANONYMOUS => Identity::Anonymous,
             None => return Err(AuthError::InvalidCredentials),
@@ -326,6 +350,9 @@ impl AuthService {
                 if claims.iat < rec.info.created.timestamp() {
                     return Err(AuthError::InvalidCredentials);
                 }
+                if let Some(expires) = rec.info.expires {
+                    until_ms = until_ms.min(expires.timestamp_millis());
+                }
                 let identity = self.identity_of(&rec.info.owner).await?.ok_or(AuthError::InvalidCredentials)?;
                 if identity.name() != claims.sub {
                     return Err(AuthError::InvalidCredentials);
@@ -333,7 +360,7 @@ impl AuthService {
                 identity
             }
         };
-        Ok(Caller { identity, via: Via::Jwt { access: claims.access } })
+        Ok((Caller { identity, via: Via::Jwt { access: claims.access } }, until_ms))
     }
 
     /// The identity of a stored user or service account (whose namespace exists); `None` when gone.

@@ -14,6 +14,7 @@ mod s3;
 mod scale;
 mod servers;
 mod stores;
+mod underload;
 mod workloads;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ struct Args {
     /// Save the plan and every raw sample to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Internal: push fresh blobs to this registry URL until killed (the load of the pull-under-load row).
+    #[arg(long, hide = true)]
+    push_load: Option<String>,
 }
 
 const GROUPS: [&str; 11] =
@@ -54,6 +58,21 @@ const GROUPS: [&str; 11] =
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(base) = &args.push_load {
+        return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => match rt.block_on(underload::push_load(base)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bench loader: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("bench loader: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(bad) = args.only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
         eprintln!("bench: unknown workload {bad:?}; choose from {}", GROUPS.join(", "));
         return ExitCode::from(2);
@@ -198,6 +217,7 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
     }
     if wants("pull") {
         timed(bench.pull(&mut report)).await?;
+        timed(bench.pull_under_load(&mut report)).await?;
     }
     if plan.quick && wants("pull") {
         report.note("pull 512 MiB", Unit::MibPerSec, "skipped (--quick)");
@@ -261,6 +281,12 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
             if plan.quick { ", at 64 and 512 MiB, which --quick does not both run" } else { "" }
         );
         print!("{}", report::print_targets(&pullthrough::targets(&report)));
+        println!();
+    }
+    let issue17 = underload::targets(&report, &plan.pull_sizes);
+    if !issue17.is_empty() {
+        println!("issue-17 targets:");
+        print!("{}", report::print_targets(&issue17));
         println!();
     }
     if let Some(t) = overhead::target(&report) {

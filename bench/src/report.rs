@@ -84,7 +84,8 @@ impl Row {
         median(self.samples(kind).iter().map(|s| s.value).collect())
     }
 
-    fn cpu(&self, kind: Kind) -> Option<f64> {
+    /// Median server CPU-seconds per unit of work ([`Cost`]), when the row has a cost.
+    pub fn cpu(&self, kind: Kind) -> Option<f64> {
         if self.cost == Cost::None {
             return None;
         }

@@ -45,13 +45,41 @@ pub const PRESIGNED_URL_LIFETIME: Duration = Duration::from_secs(20 * 60);
 /// How long [`BlobStore::check`] waits for the object store.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Streams `range` of a local file in [`READ_CHUNK`] pieces.
+/// Streams `range` of a local file in [`READ_CHUNK`] pieces, each read on the blocking pool straight into the buffer
+/// that is handed to the HTTP layer: one copy out of the page cache, where a `tokio::fs::File` makes two (into its
+/// own buffer, then out of it) and the next read waits for the previous copy.
 async fn file_stream(file: std::fs::File, range: Range<u64>) -> Result<ByteStream, BlobError> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut file = tokio::fs::File::from_std(file);
-    file.seek(std::io::SeekFrom::Start(range.start)).await?;
-    let reader = file.take(range.end - range.start);
-    Ok(tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).boxed())
+    let file = Arc::new(file);
+    let end = range.end;
+    let stream = futures::stream::try_unfold((file, range.start), move |(file, at)| async move {
+        if at >= end {
+            return Ok(None);
+        }
+        let len = (end - at).min(READ_CHUNK as u64) as usize;
+        let reader = file.clone();
+        let chunk = tokio::task::spawn_blocking(move || read_exact_at(&reader, at, len))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(Some((Bytes::from(chunk), (file, at + len as u64))))
+    });
+    Ok(stream.boxed())
+}
+
+/// `len` bytes of `file` from offset `at`, read into a fresh buffer without zeroing it first. A file shorter than
+/// that is an error (a blob's size is known before it is read).
+fn read_exact_at(file: &std::fs::File, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut buf = Vec::with_capacity(len);
+    let mut f = file;
+    f.seek(std::io::SeekFrom::Start(at))?;
+    f.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("blob file ended at {} of {} bytes", at + buf.len() as u64, at + len as u64),
+        ));
+    }
+    Ok(buf)
 }
 
 #[derive(Debug, thiserror::Error)]
