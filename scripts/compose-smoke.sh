@@ -175,9 +175,16 @@ ok "nginx spread the requests over $(grep -c . <<<"$upstreams") replicas: $(echo
 step "the blobs are in the S3 bucket, the metadata in etcd"
 listing=$(compose run --rm --no-deps -T createbucket "mc ls --recursive minio/\$BUCKET") || fail "mc ls"
 sed 's/^/    /' <<<"$listing"
+# A blob is at its content-addressed key, or (an upload finished on S3) where etcd's blob-objects/<digest> says.
 for layer in $local_layers; do
     hex=${layer#sha256:}
-    grep -q "blobs/sha256/${hex:0:2}/$hex" <<<"$listing" || fail "layer $layer is not in bucket $bucket"
+    key="blobs/sha256/${hex:0:2}/$hex"
+    if ! grep -q " $key\$" <<<"$listing"; then
+        key=$(compose exec -T etcd etcdctl --endpoints=http://127.0.0.1:2379 get --print-value-only \
+            "/tributary/blob-objects/$layer" | jq -r .path)
+        grep -q " $key\$" <<<"$listing" || fail "layer $layer is not in bucket $bucket (etcd says: ${key:-nothing})"
+    fi
+    echo "    $layer -> s3://$bucket/$key"
 done
 ok "every layer is in bucket $bucket"
 keys=$(compose exec -T etcd etcdctl --endpoints=http://127.0.0.1:2379 get --prefix /tributary/ --keys-only \
