@@ -10,11 +10,12 @@ ARG RUST_VERSION=1
 
 # ---------------------------------------------------------------------------------------------
 # Build: the official Rust image (Debian bookworm) with protoc, which the etcd client crate's build
-# script needs. The cargo registry and the target directory are BuildKit cache mounts, so a rebuild
+# script needs, and the well-known types protoc imports (google/protobuf/*.proto: libprotobuf-dev, only a
+# recommendation of protobuf-compiler, so --no-install-recommends leaves it out). The cargo registry and the target directory are BuildKit cache mounts, so a rebuild
 # after a source change recompiles only the workspace crates.
 FROM rust:${RUST_VERSION}-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # `tributary version` shows it (.git is not in the build context): docker build --build-arg TRIBUTARY_GIT_COMMIT=$(git rev-parse --short=12 HEAD)
