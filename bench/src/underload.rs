@@ -139,7 +139,7 @@ impl Bench {
 pub fn targets(report: &Report, pull_sizes: &[u64]) -> Vec<Target> {
     let mut out = Vec::new();
     let jwt_what = "registry-JWT manifest GET c=16 CPU/request ≤ 1.10× the API token's";
-    let (api, jwt) = ("manifest GET c=16", "manifest GET c=16, registry JWT");
+    let (api, jwt) = (crate::workloads::JWT_PEER_LABEL, crate::workloads::JWT_LABEL);
     let cpu = |label: &str| report.get(label).and_then(|r| r.cpu(Kind::Ours));
     let ops = |label: &str| report.get(label).and_then(|r| r.median(Kind::Ours));
     if report.get(jwt).is_some() {

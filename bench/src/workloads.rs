@@ -444,18 +444,19 @@ impl Bench {
             }
         }
         // Reads the way docker, podman and skopeo make them, with a registry JWT (ours only: the peer runs without
-        // access control, so it has no such path).
+        // access control, so it has no such path), alternated sample by sample with the same reads presenting the
+        // API token, so that both credentials meet the same server state (after the PUT rows above) and the
+        // issue-17 comparison is like for like.
         if let Some(l) = live.iter().find(|l| l.kind() == Kind::Ours) {
-            let client = l.client.with_registry_token("repository:bench/app:pull").await?;
-            let label = "manifest GET c=16, registry JWT";
+            let jwt = l.client.with_registry_token("repository:bench/app:pull").await?;
             for _ in 0..self.plan.pairs {
-                let op = |_: u64| {
-                    let client = &client;
-                    async move { client.get_manifest("bench/app", "v1").await.map(|_| ()) }
-                };
-                self.ops_sample(report, l, label, 16, op).await?;
+                for (client, label) in [(&l.client, JWT_PEER_LABEL), (&jwt, JWT_LABEL)] {
+                    let op = |_: u64| async move { client.get_manifest("bench/app", "v1").await.map(|_| ()) };
+                    self.ops_sample(report, l, label, 16, op).await?;
+                }
             }
-            progress_ops(report, label);
+            progress_ops(report, JWT_PEER_LABEL);
+            progress_ops(report, JWT_LABEL);
         }
         Ok(())
     }
@@ -503,3 +504,8 @@ impl Bench {
         Ok(())
     }
 }
+
+/// Manifest GETs (c=16, ours) presenting a registry JWT.
+pub const JWT_LABEL: &str = "manifest GET c=16, registry JWT";
+/// The same reads presenting the API token, alternated with [`JWT_LABEL`]'s samples (issue 17's comparison).
+pub const JWT_PEER_LABEL: &str = "manifest GET c=16, API token, alternated with the JWT row";
