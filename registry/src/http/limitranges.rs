@@ -76,20 +76,8 @@ pub struct LimitRangesRequest {
 impl LimitRangesRequest {
     /// Parses `/api/v1/namespaces/{ns}/limitranges[/{name}]`; `None` for any other path.
     pub fn parse(path: &str) -> Option<Result<LimitRangesRequest, String>> {
-        let rest = path.strip_prefix("/api/v1/namespaces/")?;
-        let (ns, rest) = rest.split_once('/')?;
-        let name = match rest.strip_prefix("limitranges")? {
-            "" | "/" => None,
-            tail => Some(tail.strip_prefix('/')?),
-        };
-        if name.is_some_and(|n| n.is_empty() || n.contains('/')) {
-            return None;
-        }
-        Some(
-            ns.parse::<Namespace>()
-                .map(|namespace| LimitRangesRequest { namespace, name: name.map(str::to_owned) })
-                .map_err(|e| e.to_string()),
-        )
+        let parsed = super::secrets::core_path(path, "limitranges")?;
+        Some(parsed.map(|(namespace, name)| LimitRangesRequest { namespace, name }))
     }
 }
 

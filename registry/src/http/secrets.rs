@@ -35,6 +35,22 @@ fn error(e: &SecretError) -> HttpResponse {
     }
 }
 
+/// Parses `/api/v1/namespaces/{ns}/{resource}[/{name}]`, the paths of the namespaced core (`v1`) resources
+/// Tributary serves (secrets, limitranges): the namespace and the object's name when the path names one; `None`
+/// for any other path, `Some(Err)` for a bad namespace.
+pub fn core_path(path: &str, resource: &str) -> Option<Result<(Namespace, Option<String>), String>> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once('/')?;
+    let name = match rest.strip_prefix(resource)? {
+        "" | "/" => None,
+        tail => Some(tail.strip_prefix('/')?),
+    };
+    if name.is_some_and(|n| n.is_empty() || n.contains('/')) {
+        return None;
+    }
+    Some(ns.parse::<Namespace>().map(|ns| (ns, name.map(str::to_owned))).map_err(|e| e.to_string()))
+}
+
 /// A parsed secrets request: the namespace, and the secret's name when the path names one. Parsed once, by the
 /// access guard ([`super::auth::parsed`]), for the guard and the handlers alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,20 +62,8 @@ pub struct SecretsRequest {
 impl SecretsRequest {
     /// Parses `/api/v1/namespaces/{ns}/secrets[/{name}]`; `None` for any other path.
     pub fn parse(path: &str) -> Option<Result<SecretsRequest, String>> {
-        let rest = path.strip_prefix("/api/v1/namespaces/")?;
-        let (ns, rest) = rest.split_once('/')?;
-        let name = match rest.strip_prefix("secrets")? {
-            "" | "/" => None,
-            tail => Some(tail.strip_prefix('/')?),
-        };
-        if name.is_some_and(|n| n.is_empty() || n.contains('/')) {
-            return None;
-        }
-        Some(
-            ns.parse::<Namespace>()
-                .map(|namespace| SecretsRequest { namespace, name: name.map(str::to_owned) })
-                .map_err(|e| e.to_string()),
-        )
+        let parsed = core_path(path, "secrets")?;
+        Some(parsed.map(|(namespace, name)| SecretsRequest { namespace, name }))
     }
 }
 
