@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::harness::{body_lines, bytes_under, digests, Harness, Pushed, TOKEN};
+use common::harness::{body_lines, bytes_under, digests, reported_blob_bytes, Harness, Pushed, TOKEN};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
@@ -336,13 +336,7 @@ async fn prune_over_size_limit_removes_what_exceeds_the_limit() {
     let confirm_text = h.cli(&[&flags[..], &["--confirm"]].concat()).unwrap();
     println!("--- confirm\n{confirm_text}");
     assert_eq!(body_lines(&confirm_text), body_lines(&dry_text), "the same list");
-    let blob_bytes: u64 = dry["blobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["kind"] == "blob")
-        .map(|b| b["size"].as_u64().unwrap())
-        .sum();
+    let blob_bytes = reported_blob_bytes(&dry);
     assert_eq!(disk_before - bytes_under(&blob_dir), blob_bytes, "the reported blob bytes are freed");
     assert!(confirm_text.trim_end().ends_with(&format!("freed {} bytes", dry["bytesFreed"])), "{confirm_text}");
 

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::harness::{body_lines, bytes_under, digests, Harness, TOKEN};
+use common::harness::{body_lines, bytes_under, digests, reported_blob_bytes, Harness, TOKEN};
 use common::{Fake, OCI_MANIFEST};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,13 +94,7 @@ async fn dry_run_lists_what_confirm_removes_and_the_space_is_freed() {
         h.pull("ns/app", p).await;
     }
     // The blob directory shrank by the blobs' reported bytes (the manifests' bytes live in the metadata store).
-    let blob_bytes: u64 = dry["blobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["kind"] == "blob")
-        .map(|b| b["size"].as_u64().unwrap())
-        .sum();
+    let blob_bytes = reported_blob_bytes(&dry);
     assert_eq!(disk_before - bytes_under(&blob_dir), blob_bytes);
 
     // Again: nothing left to prune.
@@ -312,13 +306,7 @@ async fn prune_on_s3_and_etcd_frees_the_bucket() {
     let (_, dry) = h.prune(json!({"keepTagRevisions": 2, "keepYoungerThanSeconds": 0})).await;
     let old: BTreeSet<String> = revisions[..2].iter().map(|p| p.manifest.to_string()).collect();
     assert_eq!(digests(&dry, "images", "digest"), old, "{dry:#}");
-    let blob_bytes: u64 = dry["blobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["kind"] == "blob")
-        .map(|b| b["size"].as_u64().unwrap())
-        .sum();
+    let blob_bytes = reported_blob_bytes(&dry);
     let unique: u64 = revisions[..2]
         .iter()
         .map(|p| p.blobs[2].clone())

@@ -130,6 +130,17 @@ impl Harness {
     }
 }
 
+/// The bytes of the blobs (not manifests) a prune report lists.
+pub fn reported_blob_bytes(report: &Value) -> u64 {
+    report["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["kind"] == "blob")
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum()
+}
+
 /// Bytes of every file under `dir`.
 pub fn bytes_under(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
