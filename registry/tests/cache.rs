@@ -134,7 +134,12 @@ async fn least_recently_pulled_go_first_and_pushed_blobs_stay() {
     // An evicted layer comes back from the upstream on the next pull (verified); once the upstream is gone,
     // evicted layers are gone too, while the kept ones are still served.
     assert_eq!(pull(&http, &base, "team/app", &layers[1]).await, StatusCode::OK);
-    assert!(stored(&tri, &layers[1]), "fetched again and stored");
+    // The copy is committed once the client has its last byte: wait for it rather than race it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stored(&tri, &layers[1]) {
+        assert!(Instant::now() < deadline, "fetched again but never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(upstream);
     assert_eq!(pull(&http, &base, "team/app", &layers[2]).await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(pull(&http, &base, "team/local", &layers[3]).await, StatusCode::OK);
