@@ -117,6 +117,7 @@ impl Bench {
             s3: s3.then(|| (sh.moto.endpoint.clone(), BUCKET.to_owned(), format!("r{n}"))),
             etcd: etcd.then(|| (sh.etcd.endpoint.clone(), format!("/r{n}/"))),
             redirect: false,
+            admin_token: etcd.then(crate::servers::new_token),
         }
     }
 

@@ -135,7 +135,7 @@ pub struct Server {
 }
 
 /// A fresh random secret in the shape of Tributary's API tokens.
-fn new_token() -> String {
+pub fn new_token() -> String {
     format!("trb_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
@@ -155,6 +155,9 @@ pub struct Storage {
     pub etcd: Option<(String, String)>,
     /// Blob GETs answered with a 307 to a presigned S3 URL (ours only: `--s3-redirect`).
     pub redirect: bool,
+    /// Ours' administrator token, shared by the replicas on one metadata store (the token is kept there: a replica
+    /// starting with another one replaces it, and the first replica then refuses its own); fresh when `None`.
+    pub admin_token: Option<String>,
 }
 
 /// The credentials every server gives moto (which checks none).
@@ -253,7 +256,7 @@ impl Server {
         let data = dir.join("data");
         match kind {
             Kind::Ours => {
-                let token = new_token();
+                let token = storage.admin_token.clone().unwrap_or_else(new_token);
                 let mut child = tools
                     .command(&tools.tributary)
                     .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
