@@ -77,6 +77,20 @@ impl std::fmt::Debug for S3Config {
     }
 }
 
+/// How long the S3 endpoint may stay silent (connecting, or while a response is awaited or read) before a request
+/// fails and is retried. There is no limit on a whole request: object_store's default of 30 s per request would cut
+/// a blob read that a slow client paces (a large layer at a few MB/s) every 30 s, and once its retries ran out (3
+/// minutes after the first) the pull would fail.
+const S3_SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
+const S3_CONNECT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn client_options() -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_timeout_disabled()
+        .with_connect_timeout(S3_CONNECT)
+        .with_read_timeout(S3_SILENCE)
+}
+
 impl S3Config {
     /// `S3 bucket X at http://…`, as errors name it.
     pub fn describe(&self) -> String {
@@ -92,6 +106,8 @@ impl S3Config {
             .with_bucket_name(&self.bucket)
             .with_region(&self.region)
             .with_virtual_hosted_style_request(!self.path_style)
+            // Before `allow_http`, which is one of the client options.
+            .with_client_options(client_options())
             .with_allow_http(self.allow_http);
         if let Some(e) = &self.endpoint {
             b = b.with_endpoint(e);

@@ -42,7 +42,9 @@ async fn compacted_history_makes_older_revisions_too_old() {
     // The store goes on: writes, reads and the feed still work.
     let mut feed = store.subscribe();
     let r = store.commit(Txn::new().put("after", b"a".to_vec())).await.unwrap();
-    assert_eq!(feed.try_recv().unwrap().revision, r);
+    // Published before `commit` returns, unless the watch took longer than PUBLISH_WAIT (a loaded machine).
+    let event = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await.expect("the event arrives");
+    assert_eq!(event.unwrap().revision, r);
     assert_eq!(store.get("after").await.unwrap().unwrap().version, r);
 }
 
