@@ -193,6 +193,8 @@ mod tests {
             std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap(),
         );
         let sink = Sink::open(file, &path);
+        // On the file systems registries keep their data on, the direct path is the one under test.
+        assert!(sink.direct() || !direct_capable(dir.path()), "ext4 and xfs take O_DIRECT: it must be used there");
         let mut expected = Vec::new();
         let mut b = Buffer::new(2 * ALIGN, sink.direct());
         // An aligned block and a tail, then a write at the unaligned end (through the page cache).
@@ -205,5 +207,20 @@ mod tests {
         sink.write_at(&b, expected.len() as u64).unwrap();
         expected.extend_from_slice(b"tail");
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+        // Direct writes over a page the page cache holds (the tail just written): the cache and the disk agree.
+        b.clear();
+        let over: Vec<u8> = (0..2 * ALIGN).map(|i| (i * 7) as u8).collect();
+        b.fill(&over);
+        sink.write_at(&b, ALIGN as u64).unwrap();
+        expected.truncate(ALIGN);
+        expected.extend_from_slice(&over);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    /// Whether `dir` is on ext4 or xfs, which accept direct writes (as `stat -f` names the file system).
+    fn direct_capable(dir: &Path) -> bool {
+        let out = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(dir).output();
+        let kind = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+        matches!(kind.as_str(), "ext2/ext3" | "ext4" | "xfs")
     }
 }
