@@ -153,11 +153,12 @@ impl UploadLock {
     /// upload's staging area. In a local directory the content is fsynced before the rename and the directory
     /// after it, so an acknowledged blob survives a crash; the blob path never holds partial content.
     pub(crate) async fn commit(self, size: u64, digest: &Digest) -> Result<(), BlobError> {
-        let (id, file, root) = (self.id, self.sink.file.clone(), self.root.clone());
+        let (id, sink, root) = (self.id, self.sink.clone(), self.root.clone());
         let target = root.join(paths::blob(digest).as_ref());
-        blocking(move || {
+        let sink = blocking(move || {
             // Published now, whenever its bytes were written: a garbage-collection sweep keeps content written
             // within its grace period, which covers the moment between this and the caller's link.
+            let file = &sink.file;
             file.set_modified(std::time::SystemTime::now())?;
             file.sync_data()?;
             let failed = root.join(paths::upload_failed(id).as_ref());
@@ -172,9 +173,11 @@ impl UploadLock {
             let created = make_dir_for(&target)?;
             install(&staged, &target, created)?;
             remove_dir(&root.join(paths::upload_dir(id).as_ref()));
-            Ok(Ok(()))
+            Ok(Ok(sink))
         })
         .await??;
+        // Not awaited: the blob is durable and visible now; its readahead only helps its first reader.
+        drop(tokio::task::spawn_blocking(move || sink.warm()));
         Ok(())
     }
 }

@@ -111,13 +111,15 @@ pub(super) struct Sink {
     direct: Option<File>,
     /// Set when a direct write was refused: from then on everything goes through the page cache.
     refused: AtomicBool,
+    /// Set when some bytes were written directly (they are not in the page cache: see [`Sink::warm`]).
+    wrote_direct: AtomicBool,
 }
 
 impl Sink {
     /// Opens the direct handle on `path` next to the open `file` (blocking).
     pub(super) fn open(file: Arc<File>, path: &Path) -> Sink {
         if O_DIRECT == 0 {
-            return Sink { file, direct: None, refused: AtomicBool::new(false) };
+            return Sink { file, direct: None, refused: AtomicBool::new(false), wrote_direct: AtomicBool::new(false) };
         }
         let direct = std::fs::OpenOptions::new().write(true).custom_flags(O_DIRECT).open(path);
         let direct = match direct {
@@ -127,7 +129,7 @@ impl Sink {
                 None
             }
         };
-        Sink { file, direct, refused: AtomicBool::new(false) }
+        Sink { file, direct, refused: AtomicBool::new(false), wrote_direct: AtomicBool::new(false) }
     }
 
     /// Whether writes should be gathered at aligned offsets in aligned buffers.
@@ -143,8 +145,11 @@ impl Sink {
             Some(d) if buf.aligned && self.direct() && pos.is_multiple_of(ALIGN as u64) => {
                 let whole = bytes.len() - bytes.len() % ALIGN;
                 match d.write_all_at(&bytes[..whole], pos) {
-                    Ok(()) => whole,
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    Ok(()) => {
+                        self.wrote_direct.store(true, Ordering::Relaxed);
+                        whole
+                    }
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                         tracing::debug!(error = %e, "direct write refused: writing staging files through the page cache");
                         self.refused.store(true, Ordering::Relaxed);
                         0
@@ -159,11 +164,23 @@ impl Sink {
         }
         Ok(())
     }
+
+    /// Asks the kernel to read what was written directly back into the page cache, in the background
+    /// (`POSIX_FADV_WILLNEED`, blocking only to queue the reads): a blob is often pulled soon after it is pushed
+    /// or fetched, and its first reader should not wait for the disk. The reads cost disk time, not copies.
+    pub(super) fn warm(&self) {
+        if !self.wrote_direct.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = rustix::fs::fadvise(&*self.file, 0, None, rustix::fs::Advice::WillNeed) {
+            tracing::debug!(error = %e, "could not ask for a committed blob's readahead");
+        }
+    }
 }
 
 /// The open flag for direct writes; none (the page cache) where the platform has no `O_DIRECT`.
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-const O_DIRECT: i32 = libc::O_DIRECT;
+const O_DIRECT: i32 = rustix::fs::OFlags::DIRECT.bits() as i32;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 const O_DIRECT: i32 = 0;
 
