@@ -9,6 +9,7 @@ mod content;
 mod gc;
 mod overhead;
 mod pullthrough;
+mod push_cost;
 mod report;
 mod s3;
 mod scale;
@@ -283,7 +284,8 @@ async fn run(args: Args, tools: Tools, pinned: bool, scratch: PathBuf) -> anyhow
         print!("{}", report::print_targets(&pullthrough::targets(&report)));
         println!();
     }
-    let issue17 = underload::targets(&report, &plan.pull_sizes);
+    let mut issue17 = if push_cost::measured(&report) { push_cost::targets(&report) } else { Vec::new() };
+    issue17.extend(underload::targets(&report, &plan.pull_sizes));
     if !issue17.is_empty() {
         println!("issue-17 targets:");
         print!("{}", report::print_targets(&issue17));

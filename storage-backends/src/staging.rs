@@ -1,6 +1,7 @@
 //! The local side of the staging seam (the filesystem backend): one staging file per blob upload
-//! (`uploads/<id>/data`), written chunk by chunk at its offset on the blocking pool with progressive writeback, so
-//! that finishing an upload is an fsync and a rename, never a second copy. The one writer at a time is the one
+//! (`uploads/<id>/data`), written chunk by chunk at its offset on the blocking pool, around the page cache where
+//! the file system allows ([`direct`]; else through it, with progressive writeback), so that finishing an upload is
+//! an fsync and a rename, never a second copy. The one writer at a time is the one
 //! holding the session's claim ([`crate::uploads`]); the file is also `flock`ed while written, so that a writer
 //! whose claim expired while it was still writing cannot write at the same time as its successor.
 //! This module never reads metadata: the session decides what the offset is.
@@ -18,6 +19,9 @@ use tokio::task::JoinHandle;
 use crate::blobs::{BlobError, BlobStore};
 use crate::paths;
 use crate::uploads::Lease;
+
+mod direct;
+use direct::{Buffer, Sink, ALIGN};
 
 /// Size of each write to a staging file: the next one is gathered (and hashed) while this one is written.
 const WRITE_CHUNK: usize = 2 * 1024 * 1024;
@@ -41,8 +45,9 @@ async fn join<T>(task: JoinHandle<std::io::Result<T>>) -> Result<T, BlobError> {
 pub(crate) struct UploadLock {
     store: BlobStore,
     id: UploadId,
-    /// The staging file, open and `flock`ed; the lock is released when the last handle closes.
-    file: Arc<std::fs::File>,
+    /// The staging file, open and `flock`ed (the lock is released when the last handle closes), with its direct
+    /// handle.
+    sink: Arc<Sink>,
     root: PathBuf,
     /// The last write left enough bytes without writeback that [`UploadLock::write_back`] should start it.
     tail: bool,
@@ -58,28 +63,28 @@ impl BlobStore {
     /// Takes upload `id`'s lock, creating its empty staging file on first use. `None` when another writer holds
     /// it (the caller answers 416: a racing chunk loses).
     pub(crate) async fn lock_upload(&self, id: UploadId) -> Result<Option<UploadLock>, BlobError> {
-        let (file, root) = match self.local_root() {
+        let (sink, root) = match self.local_root() {
             Some(root) => {
                 let path = root.join(paths::upload_data(id).as_ref());
-                let file = blocking(move || {
+                let sink = blocking(move || {
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
                     let mut options = std::fs::OpenOptions::new();
                     let file = options.read(true).write(true).create(true).truncate(false).open(&path)?;
                     match file.try_lock() {
-                        Ok(()) => Ok(Some(file)),
+                        Ok(()) => Ok(Some(Sink::open(Arc::new(file), &path))),
                         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
                         Err(std::fs::TryLockError::Error(e)) => Err(e),
                     }
                 })
                 .await?;
-                let Some(file) = file else { return Ok(None) };
-                (Arc::new(file), root.to_path_buf())
+                let Some(sink) = sink else { return Ok(None) };
+                (Arc::new(sink), root.to_path_buf())
             }
             None => return Err(BlobError::Config("local staging files on a store without a local directory".into())),
         };
-        Ok(Some(UploadLock { store: self.clone(), id, file, root, tail: false }))
+        Ok(Some(UploadLock { store: self.clone(), id, sink, root, tail: false }))
     }
 }
 
@@ -103,7 +108,7 @@ impl UploadLock {
         let path = self.root.join(paths::upload_data(self.id).as_ref());
         let failed = self.root.join(paths::upload_failed(self.id).as_ref());
         let (written, crossed) =
-            write_file_at(&self.file, (&path, &failed), offset, body, hasher, limit, lease).await?;
+            write_file_at(&self.sink, (&path, &failed), offset, body, hasher, limit, lease).await?;
         self.tail = crossed;
         Ok(written)
     }
@@ -148,11 +153,12 @@ impl UploadLock {
     /// upload's staging area. In a local directory the content is fsynced before the rename and the directory
     /// after it, so an acknowledged blob survives a crash; the blob path never holds partial content.
     pub(crate) async fn commit(self, size: u64, digest: &Digest) -> Result<(), BlobError> {
-        let (id, file, root) = (self.id, self.file.clone(), self.root.clone());
+        let (id, sink, root) = (self.id, self.sink.clone(), self.root.clone());
         let target = root.join(paths::blob(digest).as_ref());
-        blocking(move || {
+        let sink = blocking(move || {
             // Published now, whenever its bytes were written: a garbage-collection sweep keeps content written
             // within its grace period, which covers the moment between this and the caller's link.
+            let file = &sink.file;
             file.set_modified(std::time::SystemTime::now())?;
             file.sync_data()?;
             let failed = root.join(paths::upload_failed(id).as_ref());
@@ -167,9 +173,11 @@ impl UploadLock {
             let created = make_dir_for(&target)?;
             install(&staged, &target, created)?;
             remove_dir(&root.join(paths::upload_dir(id).as_ref()));
-            Ok(Ok(()))
+            Ok(Ok(sink))
         })
         .await??;
+        // Not awaited: the blob is durable and visible now; its readahead only helps its first reader.
+        drop(tokio::task::spawn_blocking(move || sink.warm()));
         Ok(())
     }
 }
@@ -208,12 +216,14 @@ pub(crate) fn remove_dir(dir: &Path) {
 }
 
 /// The local half of [`UploadLock::write_at`]: gathers the body in [`WRITE_CHUNK`] buffers, hashing on the way, and
-/// writes each at its position on the blocking pool while the next is gathered (two buffers, reused). Every
+/// writes each at its position on the blocking pool while the next is gathered (two buffers, reused). With direct
+/// writes ([`direct`]) the first buffer starts at the aligned offset before `offset`, with the staged bytes
+/// between the two read back, so that every write but the tail is aligned. Through the page cache, every
 /// [`WRITEBACK_EVERY`] bytes it starts writeback (see [`start_writeback`]), so that the disk works while the body
 /// arrives and the sync at commit only waits for the tail. Returns the bytes written and whether the tail crossed a
 /// writeback boundary since the last writeback started (see [`UploadLock::write_back`]).
 async fn write_file_at<S, E>(
-    file: &Arc<std::fs::File>,
+    sink: &Arc<Sink>,
     (path, failed): (&Path, &Path),
     offset: u64,
     mut body: S,
@@ -225,25 +235,31 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let f = file.clone();
-    let found = blocking(move || {
-        let len = f.metadata()?.len();
+    let direct = sink.direct();
+    let head = if direct { (offset % ALIGN as u64) as usize } else { 0 };
+    let s = sink.clone();
+    let (found, buf) = blocking(move || {
+        let len = s.file.metadata()?.len();
         if len > offset {
-            f.set_len(offset)?;
+            s.file.set_len(offset)?;
         }
-        Ok(len)
+        let mut buf = Buffer::take(WRITE_CHUNK, direct);
+        if len >= offset && head > 0 {
+            s.file.read_exact_at(buf.space(head), offset - head as u64)?;
+        }
+        Ok((len, buf))
     })
     .await?;
     if found < offset {
         return Err(BlobError::StagingLost { expected: offset, found });
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
-    let mut spare: Option<Vec<u8>> = None;
-    let mut in_flight: Option<JoinHandle<std::io::Result<Vec<u8>>>> = None;
-    let mut pos = offset;
+    let mut buf = buf;
+    let mut spare: Option<Buffer> = None;
+    let mut in_flight: Option<JoinHandle<std::io::Result<Buffer>>> = None;
+    let mut pos = offset - head as u64;
     let mut written = 0u64;
     // Where the last writeback this call started reached; one starts whenever the position crosses a multiple of
-    // WRITEBACK_EVERY (counted from the file's start, so that small chunks take turns).
+    // WRITEBACK_EVERY (counted from the file's start, so that small chunks take turns). Direct writes need none.
     let mut synced_to = offset;
     let mut writeback = None;
     let outcome: Result<(), BlobError> = async {
@@ -259,21 +275,24 @@ where
             }
             hasher.update(&chunk);
             lease.keep().await?;
-            buf.extend_from_slice(&chunk);
-            if buf.len() < WRITE_CHUNK {
-                continue;
-            }
-            if let Some(task) = in_flight.take() {
-                spare = Some(join(task).await?);
-            }
-            let next = spare.take().unwrap_or_else(|| Vec::with_capacity(WRITE_CHUNK));
-            let full = std::mem::replace(&mut buf, next);
-            let len = full.len() as u64;
-            in_flight = Some(write_in_background(file, full, pos));
-            pos += len;
-            if pos / WRITEBACK_EVERY > synced_to / WRITEBACK_EVERY {
-                start_writeback(path, failed, &mut writeback);
-                synced_to = pos;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                rest = &rest[buf.fill(rest)..];
+                if !buf.is_full() {
+                    break;
+                }
+                if let Some(task) = in_flight.take() {
+                    spare = Some(join(task).await?);
+                }
+                let next = spare.take().unwrap_or_else(|| Buffer::take(WRITE_CHUNK, direct));
+                let full = std::mem::replace(&mut buf, next);
+                let len = full.len() as u64;
+                in_flight = Some(write_in_background(sink, full, pos));
+                pos += len;
+                if !direct && pos / WRITEBACK_EVERY > synced_to / WRITEBACK_EVERY {
+                    start_writeback(path, failed, &mut writeback);
+                    synced_to = pos;
+                }
             }
         }
         Ok(())
@@ -284,28 +303,28 @@ where
         let joined = join(task).await;
         result = result.and(joined.map(drop));
     }
-    if result.is_ok() && !buf.is_empty() {
+    if result.is_ok() && written > 0 && !buf.is_empty() {
         let len = buf.len() as u64;
-        result = join(write_in_background(file, buf, pos)).await.map(drop);
+        result = join(write_in_background(sink, buf, pos)).await.map(drop);
         pos += len;
     }
     if let Err(e) = result {
         // What this call staged is discarded now (not at the next write): a full disk gets its room back at
         // once, and the upload resumes at `offset`, where the session says it ends.
-        let f = file.clone();
-        if let Err(t) = blocking(move || f.set_len(offset)).await {
+        let s = sink.clone();
+        if let Err(t) = blocking(move || s.file.set_len(offset)).await {
             tracing::warn!(path = %path.display(), error = %t, "could not discard a failed chunk's staged bytes");
         }
         return Err(e);
     }
-    Ok((written, pos / WRITEBACK_EVERY > synced_to / WRITEBACK_EVERY))
+    Ok((written, !direct && pos / WRITEBACK_EVERY > synced_to / WRITEBACK_EVERY))
 }
 
 /// Writes `buf` at `pos` on the blocking pool and hands the emptied buffer back for reuse.
-fn write_in_background(file: &Arc<std::fs::File>, mut buf: Vec<u8>, pos: u64) -> JoinHandle<std::io::Result<Vec<u8>>> {
-    let file = file.clone();
+fn write_in_background(sink: &Arc<Sink>, mut buf: Buffer, pos: u64) -> JoinHandle<std::io::Result<Buffer>> {
+    let sink = sink.clone();
     tokio::task::spawn_blocking(move || {
-        file.write_all_at(&buf, pos)?;
+        sink.write_at(&buf, pos)?;
         buf.clear();
         Ok(buf)
     })
