@@ -492,16 +492,57 @@ impl Bench {
         F: Fn(u64) -> Fut + Copy,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let dur = Duration::from_secs_f64(self.plan.manifest_secs);
-        let warm = Duration::from_secs_f64((self.plan.manifest_secs / 4.0).min(0.3));
-        closed_loop(c, warm, &self.seq, op).await?;
-        let ((lat, wall), _, cpu) = l.measure(closed_loop(c, dur, &self.seq, op)).await?;
-        let n = lat.len() as f64;
-        let s = |value| Sample { value, cpu_seconds: cpu, work: n / 1000.0 };
-        report.add(label, Unit::OpsPerSec, Cost::PerKiloRequest, kind, s(n / wall));
-        report.add(&format!("{label} p50"), Unit::Millis, Cost::None, kind, s(quantile_ms(&lat, 0.5)));
-        report.add(&format!("{label} p99"), Unit::Millis, Cost::None, kind, s(quantile_ms(&lat, 0.99)));
+        self.ops_warm_up(c, op).await?;
+        let run = self.ops_run(l, c, Duration::from_secs_f64(self.plan.manifest_secs), op).await?;
+        run.record(report, kind, label);
         Ok(())
+    }
+
+    /// Drives `op` closed-loop at concurrency `c` for a short untimed while (before measuring a fresh server).
+    pub async fn ops_warm_up<F, Fut>(&self, c: usize, op: F) -> anyhow::Result<()>
+    where
+        F: Fn(u64) -> Fut + Copy,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let warm = Duration::from_secs_f64((self.plan.manifest_secs / 4.0).min(0.3));
+        closed_loop(c, warm, &self.seq, op).await.map(|_| ())
+    }
+
+    /// Drives `op` closed-loop at concurrency `c` on `l` for `dur`, measured.
+    pub async fn ops_run<F, Fut>(&self, l: &Live, c: usize, dur: Duration, op: F) -> anyhow::Result<OpsRun>
+    where
+        F: Fn(u64) -> Fut + Copy,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let ((latencies, wall), _, cpu) = l.measure(closed_loop(c, dur, &self.seq, op)).await?;
+        Ok(OpsRun { latencies, wall, cpu })
+    }
+}
+
+/// Measured closed-loop requests on one server: their latencies (sorted), wall and server CPU seconds.
+#[derive(Debug, Default)]
+pub struct OpsRun {
+    pub latencies: Vec<Duration>,
+    pub wall: f64,
+    pub cpu: f64,
+}
+
+impl OpsRun {
+    /// Adds `other`'s requests and times (runs taken apart, summed).
+    pub fn merge(&mut self, other: OpsRun) {
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+
+    /// Adds the ops/s with its CPU cost, p50 and p99 under `label` in `kind`'s column.
+    pub fn record(&self, report: &mut Report, kind: Kind, label: &str) {
+        let n = self.latencies.len() as f64;
+        let s = |value| Sample { value, cpu_seconds: self.cpu, work: n / 1000.0 };
+        report.add(label, Unit::OpsPerSec, Cost::PerKiloRequest, kind, s(n / self.wall));
+        report.add(&format!("{label} p50"), Unit::Millis, Cost::None, kind, s(quantile_ms(&self.latencies, 0.5)));
+        report.add(&format!("{label} p99"), Unit::Millis, Cost::None, kind, s(quantile_ms(&self.latencies, 0.99)));
     }
 }
 

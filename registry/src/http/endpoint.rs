@@ -46,30 +46,39 @@ impl Endpoint {
     /// The endpoint of `req` (`None` when the path is not under `/v2`), parsed at the first call and remembered
     /// for the rest of the request.
     pub fn of_request(req: &actix_web::HttpRequest) -> Option<Result<Endpoint, EndpointError>> {
+        Endpoint::with_request(req, Clone::clone)
+    }
+
+    /// [`Endpoint::of_request`] lent to `f` rather than cloned.
+    pub fn with_request<T>(
+        req: &actix_web::HttpRequest,
+        f: impl FnOnce(&Result<Endpoint, EndpointError>) -> T,
+    ) -> Option<T> {
         use actix_web::HttpMessage;
         let path = req.path();
         if path != "/v2" && !path.starts_with("/v2/") {
             return None;
         }
         if let Some(Parsed(known)) = req.extensions().get::<Parsed>() {
-            return Some(known.clone());
+            return Some(f(known));
         }
         let parsed = Endpoint::parse(path);
-        req.extensions_mut().insert(Parsed(parsed.clone()));
-        Some(parsed)
+        let out = f(&parsed);
+        req.extensions_mut().insert(Parsed(parsed));
+        Some(out)
     }
 
-    /// The route's name without its parameters (a bounded set, for logs and metrics labels).
-    pub fn kind(&self) -> &'static str {
+    /// The route's label for logs and metrics: `oci:<kind>`, the route without its parameters (a bounded set).
+    pub fn route(&self) -> &'static str {
         match self {
-            Endpoint::Base => "base",
-            Endpoint::Catalog => "catalog",
-            Endpoint::Manifest(..) => "manifest",
-            Endpoint::Blob(..) => "blob",
-            Endpoint::StartUpload(_) => "start_upload",
-            Endpoint::Upload(..) => "upload",
-            Endpoint::Tags(_) => "tags",
-            Endpoint::Referrers(..) => "referrers",
+            Endpoint::Base => "oci:base",
+            Endpoint::Catalog => "oci:catalog",
+            Endpoint::Manifest(..) => "oci:manifest",
+            Endpoint::Blob(..) => "oci:blob",
+            Endpoint::StartUpload(_) => "oci:start_upload",
+            Endpoint::Upload(..) => "oci:upload",
+            Endpoint::Tags(_) => "oci:tags",
+            Endpoint::Referrers(..) => "oci:referrers",
         }
     }
 

@@ -41,18 +41,19 @@ use crate::service::Registry;
 pub fn configure(registry: Registry) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         // Routes are tried in order: the token endpoint's `/v2/token` first, then everything else under `/v2` (the
-        // hot path, matched by a plain prefix rather than after every API route's pattern), then the APIs.
+        // hot path, matched by a plain prefix rather than after every API route's pattern, `/metrics`' among them:
+        // serving it costs an OCI request nothing), then the APIs.
         let metrics_enabled = registry.metrics.config().enabled;
         let admission = registry.cluster.admission;
         cfg.app_data(web::Data::new(registry))
             .configure(health::configure)
+            .configure(self::auth::configure)
+            .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(|cfg| {
                 if metrics_enabled {
                     metrics::configure(cfg);
                 }
             })
-            .configure(self::auth::configure)
-            .service(web::scope("/v2").default_service(web::to(oci::dispatch)))
             .configure(secrets::configure)
             .configure(limitranges::configure)
             .configure(streams_api::configure)

@@ -21,25 +21,38 @@ use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use tracing::Instrument;
 
+use super::client_addr::ClientAddr;
 use super::endpoint::Endpoint;
-use crate::metrics::{Refusal, RequestLabels};
+use crate::metrics::clock::Instant;
+use crate::metrics::{Refusal, Route};
 use crate::service::Registry;
 
 /// The authenticated caller's name, left in the request's extensions for the request log.
 #[derive(Debug, Clone)]
 pub struct LoggedUser(pub String);
 
-/// The route of a request as logs name it: `oci:<kind>` for `/v2` (see [`Endpoint::kind`]), the matched route
-/// pattern for the APIs, `unmatched` otherwise.
-pub fn route_of(req: &ServiceRequest) -> String {
-    if let Some(parsed) = Endpoint::of_request(req.request()) {
-        return match parsed {
-            Ok(endpoint) => format!("oci:{}", endpoint.kind()),
-            // The token endpoint lives under /v2 too.
-            Err(_) => req.match_pattern().filter(|p| p != "/v2").unwrap_or_else(|| "oci:unknown".to_owned()),
-        };
+/// The route of a request as logs and metrics name it: `oci:<kind>` for `/v2` (see [`Endpoint::route`]), the
+/// matched route pattern for the APIs, `unmatched` otherwise. Only a pattern is allocated (by actix).
+pub fn route_of(req: &ServiceRequest) -> Route {
+    let oci = Endpoint::with_request(req.request(), |parsed| parsed.as_ref().ok().map(Endpoint::route));
+    match oci {
+        Some(Some(route)) => Route::Borrowed(route),
+        // The token endpoint lives under /v2 too.
+        Some(None) => req.match_pattern().filter(|p| p != "/v2").map_or(Route::Borrowed("oci:unknown"), Route::Owned),
+        None => req.match_pattern().map_or(Route::Borrowed("unmatched"), Route::Owned),
     }
-    req.match_pattern().unwrap_or_else(|| "unmatched".to_owned())
+}
+
+/// A client address as the log line shows it, `-` when unknown; formatted only when the line is written.
+struct ClientField(Option<ClientAddr>);
+
+impl std::fmt::Display for ClientField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 fn is_probe(path: &str) -> bool {
@@ -51,65 +64,63 @@ pub async fn log_request(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = quanta::Instant::now();
-    let method = req.method().to_string();
+    let started = Instant::now();
+    let method = req.method().clone();
     let route = route_of(&req);
     let probe = is_probe(req.path());
-    let client =
-        super::client_addr::client_addr(req.request()).map(|a| a.to_string()).unwrap_or_else(|| "-".to_owned());
-    let bytes_in = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let client = ClientField(super::client_addr::client_addr(req.request()));
+    let content_length = req.headers().get(actix_web::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    let bytes_in = content_length.and_then(|v| v.parse::<u64>().ok());
+    let declares_body = content_length.is_some_and(|v| v.trim() != "0");
     let metrics = req.app_data::<web::Data<Registry>>().map(|r| r.metrics.clone()).filter(|m| m.config().enabled);
     if let Some(m) = &metrics {
-        count_request_body(&mut req, m.received_bytes().clone());
+        count_request_body(&mut req, declares_body, m.received_bytes().clone());
     }
     let span = tracing::info_span!("request", method = %method, route = %route);
     async move {
         let result = next.call(req).await;
-        let (status, bytes_out, user, refusal) = match &result {
+        let (status, bytes_out, refusal) = match &result {
             Ok(res) => {
                 let bytes_out = match res.response().body().size() {
                     BodySize::Sized(n) => Some(n),
                     BodySize::None => Some(0),
                     BodySize::Stream => None,
                 };
-                let extensions = res.request().extensions();
-                let user = extensions.get::<LoggedUser>().map(|u| u.0.clone());
-                (res.status().as_u16(), bytes_out, user, extensions.get::<Refusal>().copied())
+                (res.status().as_u16(), bytes_out, res.request().extensions().get::<Refusal>().copied())
             }
-            Err(e) => (e.as_response_error().status_code().as_u16(), None, None, None),
+            Err(e) => (e.as_response_error().status_code().as_u16(), None, None),
         };
         // One clock read serves the log line and the metric.
         let elapsed = started.elapsed();
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        let user = user.as_deref().unwrap_or("-");
-        // One line, at debug for health probes (they would flood the log) and info for everything else.
-        macro_rules! request_line {
-            ($level:ident) => {
-                tracing::$level!(
-                    method = %method,
-                    route = %route,
-                    status,
-                    bytes_in,
-                    bytes_out,
-                    duration_ms,
-                    client = %client,
-                    user = %user,
-                    "request"
-                )
-            };
-        }
-        if probe {
-            request_line!(debug);
-        } else {
-            request_line!(info);
+        {
+            let extensions = result.as_ref().ok().map(|res| res.request().extensions());
+            let user = extensions.as_ref().and_then(|e| e.get::<LoggedUser>()).map_or("-", |u| u.0.as_str());
+            let duration_ms = elapsed.as_secs_f64() * 1000.0;
+            // One line, at debug for health probes (they would flood the log) and info for everything else.
+            macro_rules! request_line {
+                ($level:ident) => {
+                    tracing::$level!(
+                        method = %method,
+                        route = %route,
+                        status,
+                        bytes_in,
+                        bytes_out,
+                        duration_ms,
+                        client = %client,
+                        user = %user,
+                        "request"
+                    )
+                };
+            }
+            if probe {
+                request_line!(debug);
+            } else {
+                request_line!(info);
+            }
         }
         let sent = match metrics {
             Some(m) => {
-                m.http_request(RequestLabels { route, method, status }, elapsed);
+                m.http_request(route, method, status, elapsed);
                 if let Some(reason) = refusal {
                     m.auth_refused(reason);
                 }
@@ -123,15 +134,10 @@ pub async fn log_request(
     .await
 }
 
-/// Counts the request body's bytes as the handler reads them (only requests that carry a body are wrapped).
-fn count_request_body(req: &mut ServiceRequest, counter: Counter) {
-    let headers = req.headers();
-    let has_body = headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
-        || headers
-            .get(actix_web::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
-    if !has_body {
+/// Counts the request body's bytes as the handler reads them. Only requests that carry a body are wrapped: a
+/// non-zero `Content-Length` (`declares_body`) or a `Transfer-Encoding`.
+fn count_request_body(req: &mut ServiceRequest, declares_body: bool, counter: Counter) {
+    if !declares_body && !req.headers().contains_key(actix_web::http::header::TRANSFER_ENCODING) {
         return;
     }
     let counted = req.take_payload().inspect(move |chunk| {

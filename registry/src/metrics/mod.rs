@@ -3,15 +3,20 @@
 //! the background work and the store decorators ([`stores`]) record through [`Metrics`]' methods; garbage
 //! collection and pruning report through [`Metrics::gc_run`] and [`Metrics::prune_run`]. Nothing here calls back
 //! into the registry: it only counts. Labels are bounded sets (route kinds, never paths; upstream hosts; fixed
-//! reasons and results), and recording takes no lock but a family's read lock (a write lock only the first time a
-//! label set is seen); store operation and request timings are lock-free ([`histogram`]).
+//! reasons and results), and recording takes no lock but a read lock (a write lock only the first time a label set
+//! is seen); store operation and request timings are lock-free ([`histogram`]), read from one clock ([`clock`]).
+//! A request is recorded through entries resolved once per route and method ([`http`]).
 //!
 //! Created once per server by [`crate::open`] (no global registry: two servers in one test process count apart)
 //! and reached through `Registry::metrics`.
 
+pub mod clock;
 pub mod histogram;
+pub mod http;
 pub mod process;
 pub mod stores;
+
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +25,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry as PromRegistry;
 
 pub use histogram::Histogram;
+pub use http::Route;
 
 /// The `[metrics]` settings: whether `/metrics` is served (and the HTTP and store timings recorded) and whether
 /// anonymous callers may read it.
@@ -36,22 +42,6 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig { enabled: true, anonymous: false }
     }
-}
-
-/// `tributary_http_requests_total`'s labels.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// `oci:<kind>` ([`crate::http::endpoint::Endpoint::kind`]), an API route pattern, or `unmatched`.
-    pub route: String,
-    pub method: String,
-    pub status: u16,
-}
-
-/// `tributary_http_request_duration_seconds`' labels.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub method: String,
 }
 
 /// One fetch from an external registry: the source asked for, the registry that answered (the source or one of
@@ -138,10 +128,6 @@ pub const WEBHOOK_OUTCOMES: &[&str] = &["delivered", "given_up"];
 
 type TimingFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 
-fn request_histogram() -> Histogram {
-    Histogram::new(histogram::REQUEST_BUCKETS)
-}
-
 fn store_histogram() -> Histogram {
     Histogram::new(histogram::STORE_BUCKETS)
 }
@@ -172,8 +158,7 @@ impl WebhookMetrics {
 pub struct Metrics {
     config: MetricsConfig,
     registry: PromRegistry,
-    requests: Family<RequestLabels, Counter>,
-    request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    http: http::HttpMetrics,
     received_bytes: Counter,
     sent_bytes: Counter,
     uploads_started: Counter,
@@ -209,8 +194,7 @@ impl Metrics {
         let mut m = Metrics {
             config,
             registry: PromRegistry::default(),
-            requests: Family::default(),
-            request_duration: Family::new_with_constructor(request_histogram),
+            http: http::HttpMetrics::default(),
             received_bytes: Counter::default(),
             sent_bytes: Counter::default(),
             uploads_started: Counter::default(),
@@ -253,13 +237,8 @@ impl Metrics {
 
     fn register_all(&mut self) {
         let r = &mut self.registry;
+        self.http.register(r);
         // Counters get `_total` from the encoder: register them without it.
-        r.register("tributary_http_requests", "HTTP requests by route, method and status", self.requests.clone());
-        r.register(
-            "tributary_http_request_duration_seconds",
-            "HTTP request duration until the response head, by route and method",
-            self.request_duration.clone(),
-        );
         r.register("tributary_http_received_bytes", "Request body bytes received", self.received_bytes.clone());
         r.register("tributary_http_sent_bytes", "Response body bytes sent", self.sent_bytes.clone());
         r.register("tributary_uploads_started", "Blob uploads started", self.uploads_started.clone());
@@ -364,10 +343,8 @@ impl Metrics {
     // HTTP (the request log middleware)
 
     /// One request answered: counted by route, method and status, its duration by route and method.
-    pub fn http_request(&self, labels: RequestLabels, elapsed: std::time::Duration) {
-        self.requests.get_or_create(&labels).inc();
-        let RequestLabels { route, method, .. } = labels;
-        self.request_duration.get_or_create(&RouteLabels { route, method }).observe(elapsed);
+    pub fn http_request(&self, route: Route, method: actix_web::http::Method, status: u16, elapsed: Duration) {
+        self.http.record(route, method, status, elapsed);
     }
 
     pub fn received_bytes(&self) -> &Counter {

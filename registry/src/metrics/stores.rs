@@ -1,7 +1,7 @@
 //! Store decorators that time every operation into [`super::Metrics`]: [`TimedMetadataStore`] over any
 //! [`MetadataStore`], and [`BlobLayer`], which wraps the blob store's `object_store` and multipart store
 //! ([`TimedObjectStore`], [`TimedMultipartStore`]). Each keeps one histogram per operation, looked up once when
-//! the decorator is built, so a call costs two clock reads and two atomic adds and takes no lock. Installed by
+//! the decorator is built, so a call costs two raw clock reads and two atomic adds and takes no lock. Installed by
 //! [`crate::open`] when metrics are enabled; they change nothing a store does.
 //!
 //! What is timed: metadata calls until they return (a watch feed and leases are passed through untimed); object
@@ -25,12 +25,13 @@ use object_store::{
 use storage_backends::{KvEvent, Leadership, MetadataStore, StoreError, Txn, Versioned};
 use tokio::sync::broadcast;
 
+use super::clock::Instant;
 use super::{Histogram, Metrics};
 
-/// Times `f` into `h`. The clock is quanta's (the CPU's time-stamp counter, calibrated): half the cost of a
-/// `clock_gettime` on the virtual machines registries run on, and a store call reads it twice.
+/// Times `f` into `h`. The clock ([`Instant`]) is the CPU's time-stamp counter, read raw: a fraction of the cost
+/// of a `clock_gettime` on the virtual machines registries run on, and a store call reads it twice.
 async fn timed<T>(h: &Histogram, f: impl std::future::Future<Output = T>) -> T {
-    let started = quanta::Instant::now();
+    let started = Instant::now();
     let out = f.await;
     h.observe(started.elapsed());
     out
@@ -38,7 +39,7 @@ async fn timed<T>(h: &Histogram, f: impl std::future::Future<Output = T>) -> T {
 
 /// Observes into `h` the time from now until `stream` ends (a stream dropped before its end is not counted).
 fn timed_stream<T: Send + 'static>(h: &Histogram, stream: BoxStream<'static, T>) -> BoxStream<'static, T> {
-    let (h, started) = (h.clone(), quanta::Instant::now());
+    let (h, started) = (h.clone(), Instant::now());
     let mut done = false;
     stream
         .chain(futures::stream::poll_fn(move |_| {
