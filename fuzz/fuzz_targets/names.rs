@@ -25,6 +25,6 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<UploadId>(s, true);
     round_trip::<Reference>(s, false);
     if let Ok(endpoint) = registry::http::endpoint::Endpoint::parse(s) {
-        let _ = endpoint.kind();
+        let _ = endpoint.route();
     }
 });
