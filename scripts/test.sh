@@ -28,7 +28,7 @@ step cargo fmt --all -- --check
 step cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the tributary binary; build it first so they never see a stale one.
 step cargo build -p registry --bin tributary
-step cargo test --workspace
+step cargo test --workspace --no-fail-fast
 # Every fuzz target for a bounded time (TRIBUTARY_FUZZ_SECONDS each, default 60; 0 skips).
 fuzz_seconds="${TRIBUTARY_FUZZ_SECONDS:-60}"
 if [ "$fuzz_seconds" != 0 ]; then

@@ -533,7 +533,9 @@ impl Registry {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let _ = writeln!(log, "{line}");
+                // One write per line: stderr goes to the same file, and `writeln!` would write the text and its
+                // newline in two calls, between which a log line of the server could land.
+                let _ = log.write_all(format!("{line}\n").as_bytes());
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let port = rest.trim().rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok());
                     if let Some(port) = port {
