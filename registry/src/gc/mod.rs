@@ -214,9 +214,16 @@ impl Collector {
                 forget.push(digest.clone());
             }
         }
-        // Another sweep deletes these now.
+        // Another sweep deletes these now: unreferenced ones are left to it, and reported as waiting (they are still
+        // stored; a caller sweeping until nothing waits must not stop before that sweep is done).
         for digest in &busy {
-            stored.remove(digest);
+            if let Some(item) = stored.remove(digest) {
+                if !marks.referenced.contains(digest) {
+                    report.unreferenced += 1;
+                    report.waiting += 1;
+                    report.waiting_bytes += item.size();
+                }
+            }
         }
         for (digest, item) in &stored {
             if marks.referenced.contains(digest) {
