@@ -398,7 +398,20 @@ impl Server {
         s[s.floor_char_boundary_compat(start)..].to_owned()
     }
 
-    /// User + system CPU seconds the server has used so far (all threads).
+    /// CPU seconds the server's threads have run so far, to the nanosecond: the sum of the scheduler's runtime of
+    /// each thread (`/proc/PID/task/*/schedstat`, first field), exact for threads that are not running when read.
+    /// A thread that has exited no longer counts, so this measures intervals in which the server keeps its threads
+    /// (the short slices of [`crate::overhead`]); `None` where the kernel does not say.
+    pub fn cpu_seconds_exact(&self) -> Option<f64> {
+        let mut nanos = 0u64;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(nanos as f64 / 1e9)
+    }
+
+    /// User + system CPU seconds the server has used so far (all threads, exited ones included), in clock ticks.
     pub fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
         // Fields after the command name, which is in parentheses and may hold spaces.

@@ -528,14 +528,6 @@ pub struct OpsRun {
 }
 
 impl OpsRun {
-    /// Adds `other`'s requests and times (runs taken apart, summed).
-    pub fn merge(&mut self, other: OpsRun) {
-        self.latencies.extend(other.latencies);
-        self.latencies.sort_unstable();
-        self.wall += other.wall;
-        self.cpu += other.cpu;
-    }
-
     /// Adds the ops/s with its CPU cost, p50 and p99 under `label` in `kind`'s column.
     pub fn record(&self, report: &mut Report, kind: Kind, label: &str) {
         let n = self.latencies.len() as f64;
