@@ -102,7 +102,7 @@ impl Plan {
         match size {
             s if s <= MIB && self.quick => 16,
             s if s <= MIB => 32,
-            s if s <= 64 * MIB && !self.quick => 2,
+            s if s <= 64 * MIB && !self.quick => 8,
             _ => 1,
         }
     }
