@@ -205,7 +205,11 @@ await step("the viewer sees nothing of the namespace secret", async () => {
   check(await page.getByRole("link", { name: "team", exact: true }).isVisible(), "team listed");
   check(await page.getByText("secret").count() === 0, "secret not listed");
   for (const h of ["#/ns/secret", "#/ns/secret/is/hidden", "#/ns/secret/is/hidden/tag/v1"]) {
-    await hash(h);
+    // The previous route's answer is cleared first, so that what is read below is this route's (right after
+    // the hash changes the old alert is still there, or the new page still says "Loading…").
+    await page.evaluate((x) => { document.getElementById("main").replaceChildren(); location.hash = x; }, h);
+    await page.waitForFunction(() => /denied|forbidden/i.test(document.getElementById("main")?.textContent ?? ""),
+      null, { timeout: 5000 }).catch(() => {});
     await page.getByRole("alert").first().waitFor();
     const body = await page.locator("main").textContent();
     check(!body.includes("hidden") || h.includes("hidden") && !/sha256:[0-9a-f]{12}/.test(body),
