@@ -38,8 +38,9 @@ const PARTS_PER_SIZE: usize = 1000;
 
 /// Parts of one writer uploaded at the same time (each in its own task), while the next is gathered. A failed
 /// part cancels the ones after it, so that the recorded parts are always the first `n`. Four, as moto's own best
-/// put (`bench --only s3`): a 64 MiB push went from 114 to 130 MiB/s against two, and a writer holds up to five
-/// parts (41 MiB of 8 MiB parts; `tests/s3_measure.rs` bounds the growth of a 256 MiB push at 64 MiB).
+/// put: with two, pushes reached 75–83% of moto's speed, with four 92–99% (`bench --only s3`, figures in
+/// bench/README.md); a writer then holds up to five parts (40 MiB of 8 MiB parts), and `tests/s3_measure.rs`
+/// bounds the RSS growth of a 256 MiB push at 64 MiB.
 pub const PARTS_IN_FLIGHT: usize = 4;
 
 /// A tail made of more objects than this is merged into one when the next request saves it.
