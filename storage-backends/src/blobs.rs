@@ -599,6 +599,7 @@ mod tests {
             path_style: true,
             allow_http: true,
             redirect: false,
+            sign_payload: true,
         };
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(crate::RedbStore::open(&dir.path().join("m.redb")).unwrap());

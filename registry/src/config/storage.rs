@@ -19,6 +19,7 @@
 //! path-style = true                    # default true (what MinIO, moto and most local servers need)
 //! allow-http = true                    # default: true when the endpoint is http://
 //! redirect = false                     # answer blob GETs with a presigned S3 URL (clients must reach S3)
+//! sign-payload = true                  # default: true over http, false over https (TLS protects the bodies)
 //!
 //! [storage.etcd]
 //! endpoints = ["http://127.0.0.1:2379"]
@@ -123,6 +124,10 @@ pub struct S3Settings {
     /// client directly; every client must be able to reach the S3 endpoint [default: false].
     #[arg(id = "s3-redirect", long = "s3-redirect", value_name = "BOOL", env = "TRIBUTARY_S3_REDIRECT", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Storage")]
     pub redirect: Option<bool>,
+    /// Sign request bodies (each part's SHA-256 in the signature) rather than send them as `UNSIGNED-PAYLOAD`
+    /// [default: true over http, false over https, where TLS protects them and the hash only costs CPU].
+    #[arg(id = "s3-sign-payload", long = "s3-sign-payload", value_name = "BOOL", env = "TRIBUTARY_S3_SIGN_PAYLOAD", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Storage")]
+    pub sign_payload: Option<bool>,
 }
 
 /// etcd settings as any layer may give them; every field optional.
@@ -250,6 +255,7 @@ impl Storage {
             path_style: over.s3.path_style.or(file.s3.path_style),
             allow_http: over.s3.allow_http.or(file.s3.allow_http),
             redirect: over.s3.redirect.or(file.s3.redirect),
+            sign_payload: over.s3.sign_payload.or(file.s3.sign_payload),
         };
         let etcd = EtcdSettings {
             endpoints: over.etcd.endpoints.or(file.etcd.endpoints),
@@ -324,6 +330,7 @@ impl S3Settings {
             path_style: self.path_style.unwrap_or(true),
             allow_http,
             redirect: self.redirect.unwrap_or(false),
+            sign_payload: self.sign_payload.unwrap_or(plain),
         })
     }
 }
@@ -417,6 +424,21 @@ mod tests {
         let Metadata::Etcd(etcd) = &s.metadata else { panic!("{s:?}") };
         assert_eq!((etcd.endpoints.len(), etcd.prefix.as_str()), (2, "/t2/"));
         assert!(!s.uses_data_dir());
+    }
+
+    #[test]
+    fn bodies_are_signed_over_http_and_not_over_https_unless_told() {
+        let sign = |text: &str| {
+            let s = Storage::resolve(StorageSettings::default(), file(text)).unwrap();
+            let Blobs::S3(s3) = s.blobs else { panic!("{s:?}") };
+            s3.sign_payload
+        };
+        let s3 = "[storage]\nblobs = \"s3\"\n[storage.s3]\nbucket = \"b\"\n";
+        assert!(sign(&format!("{s3}endpoint = \"http://127.0.0.1:9000\"\n")));
+        assert!(!sign(&format!("{s3}endpoint = \"https://s3.example.com\"\n")));
+        assert!(!sign(s3), "AWS itself is reached over https");
+        assert!(sign(&format!("{s3}endpoint = \"https://s3.example.com\"\nsign-payload = true\n")));
+        assert!(!sign(&format!("{s3}endpoint = \"http://127.0.0.1:9000\"\nsign-payload = false\n")));
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl S3Server {
             path_style: true,
             allow_http: true,
             redirect: false,
+            sign_payload: true,
         }
     }
 
