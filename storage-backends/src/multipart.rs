@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use names::{DigestHasher, UploadId};
 use object_store::multipart::{MultipartStore, PartId};
@@ -27,6 +27,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::task::JoinHandle;
 
 use crate::blobs::{BlobError, BlobStore};
+use crate::mapped::Gathered;
 use crate::paths;
 use crate::uploads::Lease;
 
@@ -118,7 +119,7 @@ pub(crate) struct Appender {
     /// Tail objects this writer folded into parts (obsolete once the new state is recorded).
     consumed: Vec<Path>,
     /// Bytes received by this writer and not yet in a part nor in a tail object.
-    buf: BytesMut,
+    buf: Gathered,
     /// Parts on their way, in part order, with their sizes.
     in_flight: VecDeque<(InFlight, u64)>,
     /// This writer created the multipart upload without a session to record it in: it aborts it on failure.
@@ -147,7 +148,7 @@ impl Appender {
             state,
             segments,
             consumed: Vec::new(),
-            buf: BytesMut::with_capacity(room as usize),
+            buf: Gathered::with_capacity(room as usize),
             in_flight: VecDeque::new(),
             owned: false,
         })
@@ -161,10 +162,10 @@ impl Appender {
     /// The gathered bytes in memory (tail objects read back, then `buf`); the tail objects become obsolete.
     async fn gather(&mut self) -> Result<Bytes, BlobError> {
         if self.segments.is_empty() {
-            let next = BytesMut::with_capacity(self.next_part_size() as usize);
+            let next = Gathered::with_capacity(self.next_part_size() as usize);
             return Ok(std::mem::replace(&mut self.buf, next).freeze());
         }
-        let mut out = BytesMut::with_capacity(self.pending() as usize);
+        let mut out = Gathered::with_capacity(self.pending() as usize);
         let mut found = self.state.parts_size();
         let expected = found + self.pending();
         for t in std::mem::take(&mut self.segments) {
@@ -181,8 +182,8 @@ impl Appender {
             out.extend_from_slice(&bytes);
             self.consumed.push(path);
         }
-        out.extend_from_slice(&self.buf);
-        self.buf = BytesMut::new();
+        out.extend_from_slice(self.buf.as_slice());
+        self.buf = Gathered::with_capacity(self.next_part_size() as usize);
         Ok(out.freeze())
     }
 
@@ -317,8 +318,11 @@ impl Appender {
         self.settle(lease).await?;
         if !self.buf.is_empty() {
             let id = self.id.ok_or_else(|| BlobError::Config("a one-shot multipart write keeps no tail".into()))?;
-            let bytes =
-                if self.segments.len() >= MAX_TAIL_OBJECTS { self.gather().await? } else { self.buf.split().freeze() };
+            let bytes = if self.segments.len() >= MAX_TAIL_OBJECTS {
+                self.gather().await?
+            } else {
+                std::mem::replace(&mut self.buf, Gathered::with_capacity(0)).freeze()
+            };
             let start = self.state.parts_size() + self.segments.iter().map(|t| t.size).sum::<u64>();
             let path = paths::upload_tail(id, start);
             let size = bytes.len() as u64;

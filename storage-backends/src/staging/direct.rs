@@ -12,46 +12,19 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::mapped::Mapped;
+
 /// Alignment of direct writes: the page size, a multiple of every common logical block size.
 pub(super) const ALIGN: usize = 4096;
 
-/// The size of a huge page on x86-64 and (with 4 KiB pages) arm64: buffers of whole ones are aligned to it.
-const HUGE: usize = 2 * 1024 * 1024;
-
 /// A fixed-size byte buffer whose start is [`ALIGN`]ed when it was made for direct writes (unaligned memory only
-/// means the writes of this buffer go through the page cache).
+/// means the writes of this buffer go through the page cache); on huge pages (see [`crate::mapped`]).
 pub(super) struct Buffer {
     /// `None` only once dropped; see [`Buffer::new`].
-    mem: Option<Memory>,
-    start: usize,
+    mem: Option<Mapped>,
     len: usize,
     cap: usize,
     aligned: bool,
-}
-
-/// A buffer's memory: an anonymous mapping, or the heap where none could be made.
-enum Memory {
-    Mapped(memmap2::MmapMut),
-    Heap(Vec<u8>),
-}
-
-impl std::ops::Deref for Memory {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Memory::Mapped(map) => map,
-            Memory::Heap(heap) => heap,
-        }
-    }
-}
-
-impl std::ops::DerefMut for Memory {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        match self {
-            Memory::Mapped(map) => map,
-            Memory::Heap(heap) => heap,
-        }
-    }
 }
 
 /// Buffers kept between requests, so that a chunked upload's next `PATCH` reuses the last one's instead of asking
@@ -72,41 +45,17 @@ impl Buffer {
         kept.unwrap_or_else(|| Buffer::new(cap, aligned))
     }
 
-    /// An empty buffer of `cap` bytes (a multiple of [`ALIGN`]), aligned when `aligned`. Its memory is an
-    /// anonymous mapping, so page-aligned; a buffer of whole huge pages starts at a huge-page boundary and asks for
-    /// huge pages (`MADV_HUGEPAGE`, which the usual `madvise` setting of transparent huge pages honours): copying
-    /// the body into 4 KiB pages and pinning them one by one for each direct write cost 0.17 CPU-s per GiB pushed
-    /// on the bench machine, a seventh of a push. The slack before the boundary is never touched, so never
-    /// resident. Where no mapping can be made, the heap.
+    /// An empty buffer of `cap` bytes (a multiple of [`ALIGN`]), aligned when `aligned`.
     pub(super) fn new(cap: usize, aligned: bool) -> Buffer {
-        let huge = aligned && cap.is_multiple_of(HUGE);
-        let slack = if huge { HUGE - ALIGN } else { 0 };
-        let (mem, start) = match memmap2::MmapMut::map_anon(cap + slack) {
-            Ok(map) => {
-                let start = if huge { map.as_ptr().align_offset(HUGE).min(slack) } else { 0 };
-                if huge {
-                    if let Err(e) = map.advise_range(memmap2::Advice::HugePage, start, cap) {
-                        tracing::debug!(error = %e, "no huge pages for staging buffers");
-                    }
-                }
-                (Memory::Mapped(map), start)
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "could not map a staging buffer: using the heap");
-                let heap = vec![0u8; cap + ALIGN];
-                // `align_offset` may decline (usize::MAX); then the buffer is simply not aligned.
-                let start = heap.as_ptr().align_offset(ALIGN).min(ALIGN);
-                (Memory::Heap(heap), start)
-            }
-        };
-        let aligned = aligned && mem.as_ptr().wrapping_add(start).align_offset(ALIGN) == 0;
-        Buffer { mem: Some(mem), start, len: 0, cap, aligned }
+        let mem = Mapped::new(cap);
+        let aligned = aligned && mem.is_page_aligned();
+        Buffer { mem: Some(mem), len: 0, cap, aligned }
     }
 
     /// Copies as much of `bytes` as fits; returns how much that was.
     pub(super) fn fill(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.cap - self.len);
-        let at = self.start + self.len;
+        let at = self.len;
         self.memory_mut()[at..at + n].copy_from_slice(&bytes[..n]);
         self.len += n;
         n
@@ -114,7 +63,7 @@ impl Buffer {
 
     /// Room for `n` more bytes, to be filled by the caller through the returned slice.
     pub(super) fn space(&mut self, n: usize) -> &mut [u8] {
-        let at = self.start + self.len;
+        let at = self.len;
         self.len += n;
         &mut self.memory_mut()[at..at + n]
     }
@@ -144,7 +93,7 @@ impl Buffer {
 
     pub(super) fn bytes(&self) -> &[u8] {
         match &self.mem {
-            Some(mem) => &mem[self.start..self.start + self.len],
+            Some(mem) => &mem[..self.len],
             None => &[],
         }
     }
@@ -155,7 +104,7 @@ impl Drop for Buffer {
         let Some(mem) = self.mem.take() else { return };
         if let Ok(mut spare) = SPARE.lock() {
             if spare.len() < KEEP {
-                spare.push(Buffer { mem: Some(mem), start: self.start, len: 0, cap: self.cap, aligned: self.aligned });
+                spare.push(Buffer { mem: Some(mem), len: 0, cap: self.cap, aligned: self.aligned });
             }
         }
     }
@@ -261,14 +210,12 @@ mod tests {
 
     #[test]
     fn buffers_of_whole_huge_pages_start_on_one() {
-        let mut b = Buffer::new(2 * HUGE, true);
+        let huge = crate::mapped::HUGE;
+        let mut b = Buffer::new(2 * huge, true);
         assert!(b.aligned);
-        assert_eq!(b.bytes().as_ptr() as usize % HUGE, 0, "a huge-page buffer starts on a huge page");
-        assert_eq!(b.fill(&vec![7; 3 * HUGE]), 2 * HUGE);
+        assert_eq!(b.bytes().as_ptr() as usize % huge, 0, "a huge-page buffer starts on a huge page");
+        assert_eq!(b.fill(&vec![7; 3 * huge]), 2 * huge);
         assert!(b.bytes().iter().all(|&x| x == 7));
-        let small = Buffer::new(3 * ALIGN, true);
-        assert!(small.aligned);
-        assert_eq!(small.bytes().as_ptr() as usize % ALIGN, 0);
     }
 
     #[test]
