@@ -79,15 +79,18 @@ impl std::ops::DerefMut for Mapped {
 
 /// Bytes appended up to a capacity given up front (a part's size), then [`Gathered::freeze`]d into [`Bytes`] that
 /// own the memory, which is unmapped when the last of them is dropped (the part's upload is over).
+#[derive(Default)]
 pub(crate) struct Gathered {
+    /// Mapped at the first byte, of `cap` bytes (or more, when the first bytes do not fit).
     mem: Option<Mapped>,
+    cap: usize,
     len: usize,
 }
 
 impl Gathered {
-    /// Room for `cap` bytes; no memory is mapped before the first byte arrives.
+    /// Room for `cap` bytes; nothing is mapped before the first byte arrives.
     pub(crate) fn with_capacity(cap: usize) -> Gathered {
-        Gathered { mem: (cap > 0).then(|| Mapped::new(cap)), len: 0 }
+        Gathered { mem: None, cap, len: 0 }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -99,21 +102,29 @@ impl Gathered {
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
-        self.mem.as_deref().map_or(&[], |m| &m[..self.len])
+        &self.mem.as_deref().unwrap_or_default()[..self.len]
     }
 
     /// Appends `bytes`, moving to a larger buffer if they do not fit (callers size the buffer for what they
     /// gather, so this is for the unexpected).
     pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
-        let cap = self.mem.as_ref().map_or(0, |m| m.len());
-        if self.len + bytes.len() > cap {
-            let mut bigger = Mapped::new((2 * cap).max(self.len + bytes.len()));
+        if bytes.is_empty() {
+            return;
+        }
+        let end = self.len + bytes.len();
+        let size = match &self.mem {
+            None => self.cap.max(end),
+            Some(mem) if end > mem.len() => (2 * mem.len()).max(end),
+            Some(_) => 0,
+        };
+        if size > 0 {
+            let mut bigger = Mapped::new(size);
             bigger[..self.len].copy_from_slice(self.as_slice());
             self.mem = Some(bigger);
         }
         if let Some(mem) = &mut self.mem {
-            mem[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
+            mem[self.len..end].copy_from_slice(bytes);
+            self.len = end;
         }
     }
 

@@ -321,7 +321,7 @@ impl Appender {
             let bytes = if self.segments.len() >= MAX_TAIL_OBJECTS {
                 self.gather().await?
             } else {
-                std::mem::replace(&mut self.buf, Gathered::with_capacity(0)).freeze()
+                std::mem::take(&mut self.buf).freeze()
             };
             let start = self.state.parts_size() + self.segments.iter().map(|t| t.size).sum::<u64>();
             let path = paths::upload_tail(id, start);

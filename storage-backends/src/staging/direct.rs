@@ -20,41 +20,47 @@ pub(super) const ALIGN: usize = 4096;
 /// A fixed-size byte buffer whose start is [`ALIGN`]ed when it was made for direct writes (unaligned memory only
 /// means the writes of this buffer go through the page cache); on huge pages (see [`crate::mapped`]).
 pub(super) struct Buffer {
-    /// `None` only once dropped; see [`Buffer::new`].
+    /// `None` only once dropped (its memory then goes to [`SPARE`]); see [`Buffer::new`].
     mem: Option<Mapped>,
     len: usize,
-    cap: usize,
     aligned: bool,
 }
 
-/// Buffers kept between requests, so that a chunked upload's next `PATCH` reuses the last one's instead of asking
-/// the allocator for fresh memory (in the bench, faulting that memory in and trimming the heap after each `PATCH`
-/// cost as much as copying the bytes). Filled by [`Buffer`]'s `drop`, at most [`KEEP`] buffers.
-static SPARE: Mutex<Vec<Buffer>> = Mutex::new(Vec::new());
+/// Memory kept between requests, so that a chunked upload's next `PATCH` reuses the last one's instead of asking
+/// for fresh memory (in the bench, faulting that memory in and trimming the heap after each `PATCH` cost as much as
+/// copying the bytes). Filled by [`Buffer`]'s `drop`, at most [`KEEP`] buffers' worth.
+static SPARE: Mutex<Vec<Mapped>> = Mutex::new(Vec::new());
 
 /// How many buffers [`SPARE`] keeps: one upload's pair.
 const KEEP: usize = 2;
 
 impl Buffer {
-    /// An empty buffer of `cap` bytes, aligned when `aligned`: a kept one when there is one, else a new one.
+    /// An empty buffer of `cap` bytes, aligned when `aligned`: kept memory when there is some, else new.
     pub(super) fn take(cap: usize, aligned: bool) -> Buffer {
         let kept = SPARE.lock().ok().and_then(|mut spare| {
-            let i = spare.iter().position(|b| b.cap == cap && b.aligned == aligned)?;
+            let i = spare.iter().position(|m| m.len() == cap)?;
             Some(spare.swap_remove(i))
         });
-        kept.unwrap_or_else(|| Buffer::new(cap, aligned))
+        kept.map_or_else(|| Buffer::new(cap, aligned), |mem| Buffer::on(mem, aligned))
     }
 
     /// An empty buffer of `cap` bytes (a multiple of [`ALIGN`]), aligned when `aligned`.
     pub(super) fn new(cap: usize, aligned: bool) -> Buffer {
-        let mem = Mapped::new(cap);
+        Buffer::on(Mapped::new(cap), aligned)
+    }
+
+    fn on(mem: Mapped, aligned: bool) -> Buffer {
         let aligned = aligned && mem.is_page_aligned();
-        Buffer { mem: Some(mem), len: 0, cap, aligned }
+        Buffer { mem: Some(mem), len: 0, aligned }
+    }
+
+    fn cap(&self) -> usize {
+        self.mem.as_ref().map_or(0, |m| m.len())
     }
 
     /// Copies as much of `bytes` as fits; returns how much that was.
     pub(super) fn fill(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(self.cap - self.len);
+        let n = bytes.len().min(self.cap() - self.len);
         let at = self.len;
         self.memory_mut()[at..at + n].copy_from_slice(&bytes[..n]);
         self.len += n;
@@ -69,7 +75,7 @@ impl Buffer {
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.len == self.cap
+        self.len == self.cap()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -85,17 +91,11 @@ impl Buffer {
     }
 
     fn memory_mut(&mut self) -> &mut [u8] {
-        match &mut self.mem {
-            Some(mem) => mem,
-            None => &mut [],
-        }
+        self.mem.as_deref_mut().unwrap_or_default()
     }
 
     pub(super) fn bytes(&self) -> &[u8] {
-        match &self.mem {
-            Some(mem) => &mem[..self.len],
-            None => &[],
-        }
+        &self.mem.as_deref().unwrap_or_default()[..self.len]
     }
 }
 
@@ -104,7 +104,7 @@ impl Drop for Buffer {
         let Some(mem) = self.mem.take() else { return };
         if let Ok(mut spare) = SPARE.lock() {
             if spare.len() < KEEP {
-                spare.push(Buffer { mem: Some(mem), len: 0, cap: self.cap, aligned: self.aligned });
+                spare.push(mem);
             }
         }
     }
