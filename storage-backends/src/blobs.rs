@@ -30,9 +30,6 @@ use crate::{keys, paths, Expect, StoreError, Txn};
 /// A stream of body bytes, as handed to the HTTP layer.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
-/// Size of the reads when streaming a blob out of a local file.
-const READ_CHUNK: usize = 1024 * 1024;
-
 /// Default size of a multipart upload's parts (S3 wants at least 5 MiB for all but the last).
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 
@@ -44,43 +41,6 @@ pub const PRESIGNED_URL_LIFETIME: Duration = Duration::from_secs(20 * 60);
 
 /// How long [`BlobStore::check`] waits for the object store.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Streams `range` of a local file in [`READ_CHUNK`] pieces, each read on the blocking pool straight into the buffer
-/// that is handed to the HTTP layer: one copy out of the page cache, where a `tokio::fs::File` makes two (into its
-/// own buffer, then out of it) and the next read waits for the previous copy.
-async fn file_stream(file: std::fs::File, range: Range<u64>) -> Result<ByteStream, BlobError> {
-    let file = Arc::new(file);
-    let end = range.end;
-    let stream = futures::stream::try_unfold((file, range.start), move |(file, at)| async move {
-        if at >= end {
-            return Ok(None);
-        }
-        let len = (end - at).min(READ_CHUNK as u64) as usize;
-        let reader = file.clone();
-        let chunk = tokio::task::spawn_blocking(move || read_exact_at(&reader, at, len))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(Some((Bytes::from(chunk), (file, at + len as u64))))
-    });
-    Ok(stream.boxed())
-}
-
-/// `len` bytes of `file` from offset `at`, read into a fresh buffer without zeroing it first. A file shorter than
-/// that is an error (a blob's size is known before it is read).
-fn read_exact_at(file: &std::fs::File, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek};
-    let mut buf = Vec::with_capacity(len);
-    let mut f = file;
-    f.seek(std::io::SeekFrom::Start(at))?;
-    f.take(len as u64).read_to_end(&mut buf)?;
-    if buf.len() < len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("blob file ended at {} of {} bytes", at + buf.len() as u64, at + len as u64),
-        ));
-    }
-    Ok(buf)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -158,6 +118,9 @@ pub struct ObjectLocation {
     pub size: u64,
 }
 
+/// How many blobs [`BlobStore::read_cold`] remembers having read around the page cache.
+const READ_ONCE_REMEMBERED: usize = 4096;
+
 /// Objects up to this size (manifests, image configs) are kept in memory once read.
 const SMALL_OBJECT: usize = 64 * 1024;
 /// Memory given to small objects.
@@ -200,6 +163,9 @@ pub struct BlobStore {
     small: Arc<quick_cache::sync::Cache<Digest, Bytes, ByteWeight>>,
     /// Location records seen (immutable once written).
     locations: Arc<quick_cache::sync::Cache<Digest, ObjectLocation>>,
+    /// Blobs read once around the page cache (local files): their next cold read goes through it
+    /// ([`crate::fileread`]).
+    read_once: Arc<quick_cache::sync::Cache<Digest, ()>>,
     /// The store without retries, for [`BlobStore::check`], and how errors name it.
     probe: Arc<dyn ObjectStore>,
     describe: Arc<str>,
@@ -225,6 +191,7 @@ impl BlobStore {
             meta: None,
             small: Arc::new(small),
             locations: Arc::new(quick_cache::sync::Cache::new(65536)),
+            read_once: Arc::new(quick_cache::sync::Cache::new(READ_ONCE_REMEMBERED)),
             describe: describe.into(),
             signer: None,
             part_size: DEFAULT_PART_SIZE,
@@ -476,7 +443,10 @@ impl BlobStore {
                 let served = res.range.clone();
                 let stream = match res.payload {
                     // object_store reads local files 8 KiB per blocking task; read them in large chunks instead.
-                    GetResultPayload::File(file, _) => file_stream(file, served.clone()).await?,
+                    GetResultPayload::File(file, _) => {
+                        let cold = self.read_cold(digest, &file, &served);
+                        crate::fileread::stream(file, served.clone(), cold).await?
+                    }
                     GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
                 };
                 Ok(Some((stream, served, total)))
@@ -484,6 +454,21 @@ impl BlobStore {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether `served` of a local blob file is read around the page cache: when it is large, not in the page cache
+    /// and not read that way before. A cold blob's first read leaves the page cache to the blobs that are read again
+    /// (nginx's `proxy_cache_min_uses 2` for the same reason); its second fills it.
+    /// The probe does not block (`RWF_NOWAIT`), so it runs on the caller's thread.
+    fn read_cold(&self, digest: &Digest, file: &std::fs::File, served: &Range<u64>) -> bool {
+        if served.end - served.start < crate::fileread::DIRECT_MIN || self.read_once.get(digest).is_some() {
+            return false;
+        }
+        let cached = crate::fileread::is_cached(file, served.start);
+        if !cached {
+            self.read_once.insert(digest.clone(), ());
+        }
+        !cached
     }
 
     /// Reads a whole small blob (manifests, image configs) into memory.

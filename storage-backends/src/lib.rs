@@ -1,4 +1,5 @@
-//! Storage for Tributary: content-addressed blobs over `object_store` ([`blobs`]: local filesystem, memory, S3),
+//! Storage for Tributary: content-addressed blobs over `object_store` ([`blobs`]: local filesystem, memory, S3;
+//! local files streamed out by [`fileread`]),
 //! upload sessions over one staging seam ([`uploads`], purged when idle by [`purge`], with local staging files in [`staging`] and multipart
 //! uploads in [`multipart`], both gathering bytes in [`mapped`] buffers), and the metadata store ([`meta`]: a compare-and-swap key-value trait with embedded
 //! redb, etcd and in-memory implementations, and leases). Knows nothing about HTTP, streams or auth; `streams`,
@@ -8,6 +9,7 @@
 pub mod backend;
 pub mod blobs;
 pub mod content;
+mod fileread;
 pub mod keys;
 mod mapped;
 pub mod meta;

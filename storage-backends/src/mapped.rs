@@ -7,6 +7,8 @@
 //! huge pages honours); the slack before the boundary is never touched, so never resident. Where no mapping can
 //! be made, the heap. Crate-internal.
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 
 /// The size of a huge page on x86-64 and (with 4 KiB pages) arm64.
@@ -74,6 +76,32 @@ impl std::ops::DerefMut for Mapped {
             Memory::Heap(heap) => heap,
         };
         &mut all[self.start..self.start + self.len]
+    }
+}
+
+/// Memory kept between requests, so that a chunked upload's next `PATCH` or a blob's next direct read reuses the
+/// last one's instead of asking for fresh memory (in the bench, faulting that memory in and trimming the heap after
+/// each `PATCH` cost as much as copying the bytes). Filled by [`keep`], at most [`KEEP`] buffers.
+static SPARE: Mutex<Vec<Mapped>> = Mutex::new(Vec::new());
+
+/// How many buffers [`SPARE`] keeps: an upload's two staging buffers and a direct read's two.
+const KEEP: usize = 4;
+
+/// A buffer of `len` bytes: kept memory of that size when there is some, else new (zeroed).
+pub(crate) fn take(len: usize) -> Mapped {
+    let kept = SPARE.lock().ok().and_then(|mut spare| {
+        let i = spare.iter().position(|m| m.len() == len)?;
+        Some(spare.swap_remove(i))
+    });
+    kept.unwrap_or_else(|| Mapped::new(len))
+}
+
+/// Gives `mem` back for a later [`take`] (or unmaps it, when [`KEEP`] buffers are kept already).
+pub(crate) fn keep(mem: Mapped) {
+    if let Ok(mut spare) = SPARE.lock() {
+        if spare.len() < KEEP {
+            spare.push(mem);
+        }
     }
 }
 

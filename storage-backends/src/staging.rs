@@ -155,7 +155,7 @@ impl UploadLock {
     pub(crate) async fn commit(self, size: u64, digest: &Digest) -> Result<(), BlobError> {
         let (id, sink, root) = (self.id, self.sink.clone(), self.root.clone());
         let target = root.join(paths::blob(digest).as_ref());
-        let sink = blocking(move || {
+        blocking(move || {
             // Published now, whenever its bytes were written: a garbage-collection sweep keeps content written
             // within its grace period, which covers the moment between this and the caller's link.
             let file = &sink.file;
@@ -173,11 +173,9 @@ impl UploadLock {
             let created = make_dir_for(&target)?;
             install(&staged, &target, created)?;
             remove_dir(&root.join(paths::upload_dir(id).as_ref()));
-            Ok(Ok(sink))
+            Ok(Ok(()))
         })
         .await??;
-        // Not awaited: the blob is durable and visible now; its readahead only helps its first reader.
-        drop(tokio::task::spawn_blocking(move || sink.warm()));
         Ok(())
     }
 }

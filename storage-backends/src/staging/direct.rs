@@ -10,9 +10,9 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::mapped::Mapped;
+use crate::mapped::{self, Mapped};
 
 /// Alignment of direct writes: the page size, a multiple of every common logical block size.
 pub(super) const ALIGN: usize = 4096;
@@ -20,31 +20,20 @@ pub(super) const ALIGN: usize = 4096;
 /// A fixed-size byte buffer whose start is [`ALIGN`]ed when it was made for direct writes (unaligned memory only
 /// means the writes of this buffer go through the page cache); on huge pages (see [`crate::mapped`]).
 pub(super) struct Buffer {
-    /// `None` only once dropped (its memory then goes to [`SPARE`]); see [`Buffer::new`].
+    /// `None` only once dropped (its memory is then kept for the next buffer: [`mapped::keep`]).
     mem: Option<Mapped>,
     len: usize,
     aligned: bool,
 }
 
-/// Memory kept between requests, so that a chunked upload's next `PATCH` reuses the last one's instead of asking
-/// for fresh memory (in the bench, faulting that memory in and trimming the heap after each `PATCH` cost as much as
-/// copying the bytes). Filled by [`Buffer`]'s `drop`, at most [`KEEP`] buffers' worth.
-static SPARE: Mutex<Vec<Mapped>> = Mutex::new(Vec::new());
-
-/// How many buffers [`SPARE`] keeps: one upload's pair.
-const KEEP: usize = 2;
-
 impl Buffer {
     /// An empty buffer of `cap` bytes, aligned when `aligned`: kept memory when there is some, else new.
     pub(super) fn take(cap: usize, aligned: bool) -> Buffer {
-        let kept = SPARE.lock().ok().and_then(|mut spare| {
-            let i = spare.iter().position(|m| m.len() == cap)?;
-            Some(spare.swap_remove(i))
-        });
-        kept.map_or_else(|| Buffer::new(cap, aligned), |mem| Buffer::on(mem, aligned))
+        Buffer::on(mapped::take(cap), aligned)
     }
 
-    /// An empty buffer of `cap` bytes (a multiple of [`ALIGN`]), aligned when `aligned`.
+    /// An empty buffer of new memory of `cap` bytes (a multiple of [`ALIGN`]), aligned when `aligned`.
+    #[cfg(test)]
     pub(super) fn new(cap: usize, aligned: bool) -> Buffer {
         Buffer::on(Mapped::new(cap), aligned)
     }
@@ -101,11 +90,8 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        let Some(mem) = self.mem.take() else { return };
-        if let Ok(mut spare) = SPARE.lock() {
-            if spare.len() < KEEP {
-                spare.push(mem);
-            }
+        if let Some(mem) = self.mem.take() {
+            mapped::keep(mem);
         }
     }
 }
@@ -117,15 +103,13 @@ pub(super) struct Sink {
     direct: Option<File>,
     /// Set when a direct write was refused: from then on everything goes through the page cache.
     refused: AtomicBool,
-    /// Set when some bytes were written directly (they are not in the page cache: see [`Sink::warm`]).
-    wrote_direct: AtomicBool,
 }
 
 impl Sink {
     /// Opens the direct handle on `path` next to the open `file` (blocking).
     pub(super) fn open(file: Arc<File>, path: &Path) -> Sink {
         if O_DIRECT == 0 {
-            return Sink { file, direct: None, refused: AtomicBool::new(false), wrote_direct: AtomicBool::new(false) };
+            return Sink { file, direct: None, refused: AtomicBool::new(false) };
         }
         let direct = std::fs::OpenOptions::new().write(true).custom_flags(O_DIRECT).open(path);
         let direct = match direct {
@@ -135,7 +119,7 @@ impl Sink {
                 None
             }
         };
-        Sink { file, direct, refused: AtomicBool::new(false), wrote_direct: AtomicBool::new(false) }
+        Sink { file, direct, refused: AtomicBool::new(false) }
     }
 
     /// Whether writes should be gathered at aligned offsets in aligned buffers.
@@ -151,10 +135,7 @@ impl Sink {
             Some(d) if buf.aligned && self.direct() && pos.is_multiple_of(ALIGN as u64) => {
                 let whole = bytes.len() - bytes.len() % ALIGN;
                 match d.write_all_at(&bytes[..whole], pos) {
-                    Ok(()) => {
-                        self.wrote_direct.store(true, Ordering::Relaxed);
-                        whole
-                    }
+                    Ok(()) => whole,
                     Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                         tracing::debug!(error = %e, "direct write refused: writing staging files through the page cache");
                         self.refused.store(true, Ordering::Relaxed);
@@ -169,18 +150,6 @@ impl Sink {
             self.file.write_all_at(&bytes[whole..], pos + whole as u64)?;
         }
         Ok(())
-    }
-
-    /// Asks the kernel to read what was written directly back into the page cache, in the background
-    /// (`POSIX_FADV_WILLNEED`, blocking only to queue the reads): a blob is often pulled soon after it is pushed
-    /// or fetched, and its first reader should not wait for the disk. The reads cost disk time, not copies.
-    pub(super) fn warm(&self) {
-        if !self.wrote_direct.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Err(e) = rustix::fs::fadvise(&*self.file, 0, None, rustix::fs::Advice::WillNeed) {
-            tracing::debug!(error = %e, "could not ask for a committed blob's readahead");
-        }
     }
 }
 
