@@ -5,7 +5,7 @@
 //! just pushed or fetched through pull-through is on disk only, and a buffered first read would spend its time
 //! filling fresh page-cache pages, which on the bench machine (a VM, where memory touched for the first time costs
 //! the host a fault) ran at 490 MB/s where direct reads of the same file ran at 1.8–2.3 GB/s. Which reads go which
-//! way is the caller's choice ([`Cold`]): a blob read a second time is worth the page cache.
+//! way is the caller's choice (`cold`, [`crate::blobs`]): a blob read a second time is worth the page cache.
 
 use std::fs::File;
 use std::io::IoSliceMut;
@@ -31,8 +31,8 @@ const DIRECT_CHUNK: usize = mapped::HUGE;
 const FIRST_DIRECT_CHUNK: usize = 256 * 1024;
 
 /// Alignment of direct reads' offsets, lengths and buffers: the page size, a multiple of every common logical
-/// block size.
-const ALIGN: u64 = 4096;
+/// block size (the staging files' direct writes use the same).
+const ALIGN: u64 = mapped::PAGE as u64;
 
 /// Ranges shorter than this are always read through the page cache (manifests, configs, small layers).
 pub(crate) const DIRECT_MIN: u64 = 1024 * 1024;
@@ -117,23 +117,24 @@ impl Drop for DirectChunk {
     }
 }
 
-/// Reads `want` of the (`O_DIRECT`) `file` with one aligned read (blocking).
+/// Reads `want` of the (`O_DIRECT`) `file` with one aligned read (blocking). The memory goes back to the spares
+/// however the read ends.
 fn read_direct(file: &File, want: Range<u64>) -> std::io::Result<Bytes> {
     let start = want.start & !(ALIGN - 1);
-    let span = (want.end - start).div_ceil(ALIGN) * ALIGN;
-    let mut mem = mapped::take(DIRECT_CHUNK.max(span as usize));
+    let span = ((want.end - start).div_ceil(ALIGN) * ALIGN) as usize;
+    let skip = (want.start - start) as usize;
+    let len = (want.end - want.start) as usize;
+    let mut chunk = DirectChunk { mem: Some(mapped::take(DIRECT_CHUNK.max(span))), skip, len };
+    let mem = chunk.mem.as_deref_mut().unwrap_or_default();
     let mut got = 0usize;
-    while (got as u64) < want.end - start {
-        let n = rustix::io::pread(file, &mut mem[got..span as usize], start + got as u64)?;
+    while got < skip + len {
+        let n = rustix::io::pread(file, &mut mem[got..span], start + got as u64)?;
         if n == 0 {
-            mapped::keep(mem);
             return Err(short(start + got as u64, want.end));
         }
         got += n;
     }
-    let skip = (want.start - start) as usize;
-    let len = (want.end - want.start) as usize;
-    Ok(Bytes::from_owner(DirectChunk { mem: Some(mem), skip, len }))
+    Ok(Bytes::from_owner(chunk))
 }
 
 /// Streams `range` of `file` with direct reads, the next one under way while a chunk is sent. Fails (before any
@@ -160,18 +161,14 @@ async fn direct(file: Arc<File>, range: Range<u64>) -> std::io::Result<ByteStrea
         }
     };
     let ahead = next(first_end).map(|want| spawn(&file, want));
-    let state = (file, Some(first), ahead, first_end);
-    let stream = futures::stream::try_unfold(state, move |(file, ready, ahead, at)| async move {
-        if let Some(chunk) = ready {
-            return Ok(Some((chunk, (file, None, ahead, at))));
-        }
+    let rest = futures::stream::try_unfold((file, ahead, first_end), move |(file, ahead, at)| async move {
         let Some(pending) = ahead else { return Ok(None) };
         let chunk = pending.await.map_err(std::io::Error::other)??;
         let at = at + chunk.len() as u64;
         let ahead = next(at).map(|want| spawn(&file, want));
-        Ok(Some((chunk, (file, None, ahead, at))))
+        Ok(Some((chunk, (file, ahead, at))))
     });
-    Ok(stream.boxed())
+    Ok(futures::stream::once(async { Ok(first) }).chain(rest).boxed())
 }
 
 #[cfg(test)]

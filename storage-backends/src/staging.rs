@@ -175,8 +175,7 @@ impl UploadLock {
             remove_dir(&root.join(paths::upload_dir(id).as_ref()));
             Ok(Ok(()))
         })
-        .await??;
-        Ok(())
+        .await?
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::mapped::{self, Mapped};
 
 /// Alignment of direct writes: the page size, a multiple of every common logical block size.
-pub(super) const ALIGN: usize = 4096;
+pub(super) const ALIGN: usize = mapped::PAGE;
 
 /// A fixed-size byte buffer whose start is [`ALIGN`]ed when it was made for direct writes (unaligned memory only
 /// means the writes of this buffer go through the page cache); on huge pages (see [`crate::mapped`]).
