@@ -17,9 +17,10 @@
 
 use std::time::Duration;
 
+use crate::client::Client;
 use crate::report::{median, Report, Sample, Target, Verdict};
 use crate::servers::{Kind, Storage};
-use crate::workloads::{progress_ops, Bench, Image, OpsRun};
+use crate::workloads::{progress_ops, Bench, Image, Live, OpsRun};
 
 /// The row's label.
 pub const LABEL: &str = "manifest GET c=16, metrics on [peer: same build, metrics off]";
@@ -43,23 +44,36 @@ impl Bench {
         // The flag took effect: /metrics answers on one and is not routed on the other.
         anyhow::ensure!(on.client.status_of("/metrics").await? == 200, "metrics on: /metrics does not answer 200");
         anyhow::ensure!(off.client.status_of("/metrics").await? == 404, "metrics off: /metrics is still served");
-        let servers = [(&on, Kind::Ours), (&off, Kind::Peer)];
-        for (l, _) in servers {
+        for l in [&on, &off] {
             Image::seed(&l.client, "bench/app").await?;
             let client = &l.client;
             self.ops_warm_up(16, |_| async move { client.get_manifest("bench/app", "v1").await.map(|_| ()) }).await?;
         }
+        let sides = [(&on, &on.client, Kind::Ours, LABEL), (&off, &off.client, Kind::Peer, LABEL)];
+        self.interleaved_gets(report, sides).await?;
+        progress_ops(report, LABEL);
+        Ok(())
+    }
+
+    /// Measures manifest GETs of `bench/app:v1` at c=16 on two sides (a server and the client that calls it, recorded in a column under a
+    /// label) in [`SLICES`] short slices per side per pair, strictly interleaved in the order 0, 1, 1, 0, … so that
+    /// each side is measured as often first as second and both see the same moments of the machine's load. Each two
+    /// consecutive slices are one sample of each side, with the server CPU of each slice read to the nanosecond
+    /// where the kernel gives it; sample `i` of one side is paired with sample `i` of the other
+    /// ([`cpu_ratios`] pairs them).
+    pub(crate) async fn interleaved_gets(
+        &self,
+        report: &mut Report,
+        sides: [(&Live, &Client, Kind, &str); 2],
+    ) -> anyhow::Result<()> {
         let slice = Duration::from_secs_f64(LENGTH * self.plan.manifest_secs / SLICES as f64);
         for _ in 0..self.plan.pairs {
-            // Each two consecutive slices (on then off, or off then on) are one sample of each server: the ratio
-            // of their CPU per request is taken over half a second of the same machine.
             let mut twin: [Option<OpsRun>; 2] = [None, None];
             for i in 0..2 * SLICES {
                 let which = [0, 1, 1, 0][i % 4];
-                let live = servers[which].0;
-                let client = &live.client;
-                let op = |_: u64| async move { client.get_manifest("bench/app", "v1").await.map(|_| ()) };
+                let (live, client, _, _) = sides[which];
                 let before = live.server.cpu_seconds_exact();
+                let op = |_: u64| async move { client.get_manifest("bench/app", "v1").await.map(|_| ()) };
                 let mut run = self.ops_run(live, 16, slice, op).await?;
                 // The exact reading when the kernel gives one (a slice is 25 ticks of the coarse counter).
                 if let (Some(before), Some(after)) = (before, live.server.cpu_seconds_exact()) {
@@ -68,12 +82,12 @@ impl Bench {
                 twin[which] = Some(run);
                 if let [Some(_), Some(_)] = &twin {
                     for (which, run) in twin.iter_mut().enumerate() {
-                        run.take().expect("both slices ran").record(report, servers[which].1, LABEL);
+                        let (_, _, kind, label) = sides[which];
+                        run.take().expect("both slices ran").record(report, kind, label);
                     }
                 }
             }
         }
-        progress_ops(report, LABEL);
         Ok(())
     }
 }
@@ -86,14 +100,15 @@ impl Bench {
 pub fn target(report: &Report) -> Option<Target> {
     let row = report.get(LABEL)?;
     let what = "manifest GET c=16 with metrics on ≥ 95% of metrics off (same build)";
-    let pairs: Vec<_> = row.ours.iter().zip(&row.peer).filter(|(on, off)| on.value > 0.0 && off.value > 0.0).collect();
-    let per_request = |s: &Sample| s.cpu_seconds / s.work;
-    let capacity: Vec<f64> = pairs
+    // Capacity kept: CPU per request with metrics off over that with metrics on.
+    let capacity = cpu_ratios(&row.peer, &row.ours);
+    let throughput: Vec<f64> = row
+        .ours
         .iter()
-        .filter(|(on, _)| on.cpu_seconds > 0.0)
-        .map(|(on, off)| per_request(off) / per_request(on))
+        .zip(&row.peer)
+        .filter(|(_, off)| off.value > 0.0)
+        .map(|(on, off)| on.value / off.value)
         .collect();
-    let throughput: Vec<f64> = pairs.iter().map(|(on, off)| on.value / off.value).collect();
     Some(match median(capacity.clone()) {
         Some(kept) => Target {
             what,
@@ -112,8 +127,19 @@ pub fn target(report: &Report) -> Option<Target> {
     })
 }
 
+/// Per-sample ratios of server CPU per request, `num`'s over `den`'s, for the samples [`Bench::interleaved`]
+/// paired (sample `i` of each); pairs where either side measured nothing are left out.
+pub(crate) fn cpu_ratios(num: &[Sample], den: &[Sample]) -> Vec<f64> {
+    let per_request = |s: &Sample| s.cpu_seconds / s.work;
+    num.iter()
+        .zip(den)
+        .filter(|(n, d)| n.work > 0.0 && d.work > 0.0 && d.cpu_seconds > 0.0)
+        .map(|(n, d)| per_request(n) / per_request(d))
+        .collect()
+}
+
 /// `min–max` of ratios, as percentages.
-fn spread(ratios: &[f64]) -> String {
+pub(crate) fn spread(ratios: &[f64]) -> String {
     let (lo, hi) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     format!("{:.1}–{:.1}%", 100.0 * lo, 100.0 * hi)
 }
