@@ -55,12 +55,12 @@ impl Bench {
         Ok(())
     }
 
-    /// Measures manifest GETs of `bench/app:v1` at c=16 on two sides (a server and the client that calls it, recorded in a column under a
-    /// label) in [`SLICES`] short slices per side per pair, strictly interleaved in the order 0, 1, 1, 0, … so that
-    /// each side is measured as often first as second and both see the same moments of the machine's load. Each two
-    /// consecutive slices are one sample of each side, with the server CPU of each slice read to the nanosecond
-    /// where the kernel gives it; sample `i` of one side is paired with sample `i` of the other
-    /// ([`cpu_ratios`] pairs them).
+    /// Measures manifest GETs of `bench/app:v1` at c=16 on two sides (each a server, the client that calls it, and
+    /// the column and label its samples go to) in [`SLICES`] short slices per side per pair, strictly interleaved
+    /// in the order 0, 1, 1, 0, … so that each side is measured as often first as second and both see the same
+    /// moments of the machine's load. Each two consecutive slices are one sample of each side, with the server CPU
+    /// of each slice read to the nanosecond where the kernel gives it: sample `i` of one side goes with sample `i`
+    /// of the other ([`cpu_ratios`]).
     pub(crate) async fn interleaved_gets(
         &self,
         report: &mut Report,
@@ -127,7 +127,7 @@ pub fn target(report: &Report) -> Option<Target> {
     })
 }
 
-/// Per-sample ratios of server CPU per request, `num`'s over `den`'s, for the samples [`Bench::interleaved`]
+/// Per-sample ratios of server CPU per request, `num`'s over `den`'s, for the samples [`Bench::interleaved_gets`]
 /// paired (sample `i` of each); pairs where either side measured nothing are left out.
 pub(crate) fn cpu_ratios(num: &[Sample], den: &[Sample]) -> Vec<f64> {
     let per_request = |s: &Sample| s.cpu_seconds / s.work;

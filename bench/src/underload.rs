@@ -142,7 +142,7 @@ pub fn targets(report: &Report, pull_sizes: &[u64]) -> Vec<Target> {
     let (api, jwt) = (crate::workloads::JWT_PEER_LABEL, crate::workloads::JWT_LABEL);
     let ops = |label: &str| report.get(label).and_then(|r| r.median(Kind::Ours));
     if let (Some(a), Some(j)) = (report.get(api), report.get(jwt)) {
-        // Sample i of each row is one pair of interleaved slices (see `Bench::interleaved`).
+        // Sample i of each row is one pair of interleaved slices (see `Bench::interleaved_gets`).
         let extra = crate::overhead::cpu_ratios(&j.ours, &a.ours);
         out.push(match crate::report::median(extra.clone()) {
             Some(x) => Target {
