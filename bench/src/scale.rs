@@ -263,7 +263,7 @@ impl Bench {
                 let peak = l.server.peak_rss();
                 report.add(&big, Unit::Mib, Cost::None, kind, s(mib(peak)));
                 report.add(&big_above, Unit::Mib, Cost::None, kind, s(mib(peak.saturating_sub(idle))));
-                if let Some(bytes) = page_cache_of(&l.server.data_dir(), &blob.digest, self.plan.big_push)? {
+                if let Some(bytes) = l.server.page_cache_of(&blob.digest, self.plan.big_push)? {
                     report.add(&big_cached, Unit::Mib, Cost::None, kind, s(mib(bytes)));
                 }
 
@@ -321,38 +321,4 @@ impl Bench {
         futures::future::try_join_all(tasks).await?;
         Ok(())
     }
-}
-
-/// How much of the stored file of blob `digest` (`size` bytes, somewhere under a server's data directory) the
-/// page cache holds, by util-linux's `fincore`; `None` when `fincore` is missing. Memory a push costs the machine
-/// that the server's RSS does not show: a server that writes through the page cache leaves the blob there (dirty,
-/// then clean until reclaimed), one that writes around it (ours, `O_DIRECT`) does not.
-fn page_cache_of(dir: &std::path::Path, digest: &str, size: u64) -> anyhow::Result<Option<u64>> {
-    let hex = digest.trim_start_matches("sha256:");
-    let mut stack = vec![dir.to_path_buf()];
-    let mut file = None;
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let entry = entry?;
-            let (path, meta) = (entry.path(), entry.metadata()?);
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.len() == size && path.to_string_lossy().contains(hex) {
-                file = Some(path);
-            }
-        }
-    }
-    let file = file.with_context(|| format!("no stored file of {size} bytes for {digest} under {}", dir.display()))?;
-    let out = match std::process::Command::new("fincore")
-        .args(["--bytes", "--noheadings", "--output", "RES"])
-        .arg(&file)
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    ensure!(out.status.success(), "fincore {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(Some(text.trim().parse().with_context(|| format!("fincore printed {text:?}"))?))
 }

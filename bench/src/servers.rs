@@ -441,6 +441,27 @@ impl Server {
         self.status_kib("VmHWM") * 1024
     }
 
+    /// How many bytes of the stored file of blob `digest` (`size` bytes, somewhere under the data directory) the
+    /// page cache holds, by util-linux's `fincore`; `None` when `fincore` is missing. Memory a push costs the
+    /// machine that the RSS does not show: a server that writes through the page cache leaves the blob there
+    /// (dirty, then clean until reclaimed), one that writes around it (ours, `O_DIRECT`) does not.
+    pub fn page_cache_of(&self, digest: &str, size: u64) -> anyhow::Result<Option<u64>> {
+        let dir = self.data_dir();
+        let file = find_file(&dir, &|path, len| {
+            len == size && path.to_string_lossy().contains(digest.trim_start_matches("sha256:"))
+        })?
+        .with_context(|| format!("no stored file of {size} bytes for {digest} under {}", dir.display()))?;
+        let out = match Command::new("fincore").args(["--bytes", "--noheadings", "--output", "RES"]).arg(&file).output()
+        {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        anyhow::ensure!(out.status.success(), "fincore {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(Some(text.trim().parse().with_context(|| format!("fincore printed {text:?}"))?))
+    }
+
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server.
     pub fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
         let sig = if frozen { "-STOP" } else { "-CONT" };
@@ -459,6 +480,22 @@ impl Server {
     pub fn reset_peak(&self) -> bool {
         std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5").is_ok()
     }
+}
+
+/// The first regular file under `dir` (depth first) whose path and length `wanted` accepts.
+fn find_file(dir: &Path, wanted: &dyn Fn(&Path, u64) -> bool) -> std::io::Result<Option<PathBuf>> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let (path, meta) = (entry.path(), entry.metadata()?);
+        let found = match meta.is_dir() {
+            true => find_file(&path, wanted)?,
+            false => wanted(&path, meta.len()).then_some(path),
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// `str::floor_char_boundary` is unstable; this is enough for log tails.

@@ -1,12 +1,12 @@
 //! Large byte buffers in anonymous mappings, on huge pages where they are large enough, and the spare ones kept
 //! between requests ([`take`], [`keep`]): the staging files' direct writes ([`crate::staging`]) and the S3 parts
 //! being gathered ([`crate::multipart`]) copy every byte of a push into one, and direct reads of cold blob files
-//! ([`crate::fileread`]) read into them. In 4 KiB pages each such buffer costs a page fault per 4 KiB when it is new and a TLB miss per 4 KiB
-//! when it is filled, and each direct write pins its pages one by one: on the bench machine that was 0.17 CPU-s
-//! per GiB pushed to the filesystem, a seventh of a push. A buffer of at least one huge page (2 MiB) starts on a
-//! huge-page boundary and asks for huge pages (`MADV_HUGEPAGE`, which the usual `madvise` setting of transparent
-//! huge pages honours); the slack before the boundary is never touched, so never resident. Where no mapping can
-//! be made, the heap. Crate-internal.
+//! ([`crate::fileread`]) read into them. In 4 KiB pages each such buffer costs a page fault per 4 KiB when it is
+//! new and a TLB miss per 4 KiB when it is filled, and each direct write pins its pages one by one: on the bench
+//! machine that was 0.17 CPU-s per GiB pushed to the filesystem, a seventh of a push. A buffer of at least one huge
+//! page (2 MiB) starts on a huge-page boundary and asks for huge pages (`MADV_HUGEPAGE`, which the usual `madvise`
+//! setting of transparent huge pages honours); the slack before the boundary is never touched, so never resident.
+//! Where no mapping can be made, the heap. Crate-internal.
 
 use std::sync::Mutex;
 
