@@ -27,8 +27,9 @@ fn links_with_rust_lld() -> bool {
     if var("TARGET") != "x86_64-unknown-linux-gnu" || var("TRIBUTARY_LINK_ORDER") == "0" {
         return false;
     }
+    // A linker configured for the target (`RUSTC_LINKER`), or chosen in the flags (`-C linker`, `-fuse-ld`).
     let flags = var("CARGO_ENCODED_RUSTFLAGS");
-    if flags.contains("linker") || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some() {
+    if std::env::var_os("RUSTC_LINKER").is_some() || flags.contains("linker") || flags.contains("fuse-ld") {
         return false;
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());

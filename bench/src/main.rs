@@ -112,11 +112,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(args, tools, pinned, scratch.clone()));
-    remove_in_background(&scratch);
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            remove_in_background(&scratch);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("bench: {e:#}");
+            // The servers' logs (`*/server.log`) say what went wrong on their side.
+            eprintln!("kept {} for the servers' logs", scratch.display());
             ExitCode::FAILURE
         }
     }
