@@ -18,21 +18,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=registry/link-order.txt
 target="${CARGO_TARGET_DIR:-target}"
+bin="$target/release/tributary"
+# The functions BINARY defines, each once (what the list may name; lld skips any other name).
+functions_of() { nm --defined-only "$1" | awk '$2 == "t" || $2 == "T" { print $3 }' | sort -u; }
+
 if [ "${1:-}" = --check ]; then
     cargo build --release -p registry --bin tributary
     listed="$(grep -cv '^#' "$out")"
-    defined="$(nm --defined-only "$target/release/tributary" | awk '{ print $3 }' | sort -u | grep -cFxf <(grep -v '^#' "$out") || true)"
+    defined="$(functions_of "$bin" | grep -cFxf <(grep -v '^#' "$out") || true)"
     echo "link-order: the binary defines $defined of the $listed functions $out names"
     exit 0
 fi
-for tool in valgrind callgrind_control curl etcd nm; do
+for tool in valgrind callgrind_control curl etcd nm python3; do
     command -v "$tool" >/dev/null || { echo "link-order: $tool is needed" >&2; exit 1; }
 done
 moto="${TRIBUTARY_MOTO_BIN:-$(command -v moto_server || true)}"
 [ -n "$moto" ] || { echo "link-order: moto_server is needed (TRIBUTARY_MOTO_BIN or on PATH)" >&2; exit 1; }
 
 cargo build --release -p registry --bin tributary
-bin="$(realpath "$target/release/tributary")"
+bin="$(realpath "$bin")"
 work="$(mktemp -d)"
 pids=()
 stop_all() {
@@ -96,7 +100,7 @@ run s3 --blob-backend s3 --s3-endpoint "http://127.0.0.1:$moto_port" --s3-bucket
 
 # Start-up first (the filesystem's, then what S3 and etcd add), then the requests; each name once, and only the
 # names the binary defines (callgrind also names libc's functions and addresses without a name).
-nm --defined-only "$bin" | awk '$2 == "t" || $2 == "T" { print $3 }' | sort -u >"$work/defined"
+functions_of "$bin" >"$work/defined"
 {
     ran "$work/fs.cg.1" "$work/s3.cg.1"
     ran "$work/fs.cg.2" "$work/s3.cg.2"
